@@ -1,0 +1,1 @@
+"""The capture node: the one process that owns its cameras and publishes them on the fabric."""

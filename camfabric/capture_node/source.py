@@ -1,0 +1,100 @@
+"""The source interface: how the capture node gets images from one camera.
+
+A source is opened, read one image at a time by the camera's capture thread, and closed. It
+never publishes and never encodes for the fabric; the capture loop decides what subscribers
+need. A source delivers either the JPEG bytes its camera produced (MJPEG cameras,
+`rpicam-vid --codec mjpeg`, MJPEG URLs — passed through without re-encoding) or a decoded
+image (raw cameras, files, synthetic scenes).
+
+Each kind lives in its own module under `capture_node/sources/` and exposes
+
+    Options                 a frozen dataclass: the `[node.cameras.source]` table's schema
+    create(options, camera) -> Source
+
+and is registered by name in `capture_node/sources/__init__.py`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..protocol.errors import SourceError  # noqa: F401  (re-exported for source modules)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Capture:
+    """One image as a source delivered it: `jpeg` bytes, or a decoded `image`, or both.
+
+    `t_capture_ns` is the wall-clock time of capture (time.time_ns() when the source has no
+    better timestamp). `w` and `h` are the image's size.
+    """
+
+    t_capture_ns: int
+    w: int
+    h: int
+    jpeg: bytes | None = None
+    image: np.ndarray | None = None  # BGR uint8 (h, w, 3) or grayscale (h, w)
+
+    def __post_init__(self) -> None:
+        if self.jpeg is None and self.image is None:
+            raise ValueError("a Capture needs jpeg bytes or an image")
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeReport:
+    """What the startup scan learned of one camera."""
+
+    opened: bool
+    device: str
+    formats: list[str] = field(default_factory=list)
+    resolutions: list[tuple[int, int]] = field(default_factory=list)
+    first_frame_ms: float | None = None
+    error: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Source(abc.ABC):
+    """One camera, as its capture thread sees it."""
+
+    kind: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Open the camera; raise SourceError with the cause when it cannot be opened."""
+
+    @abc.abstractmethod
+    def read(self, timeout: float) -> Capture:
+        """Block until the next image (at most `timeout` s); raise SourceError when the camera
+        failed (unplugged, stream ended, timed out). The capture loop then closes, backs off
+        and opens again."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the camera; safe to call twice and after a failed open."""
+
+    def interrupt(self) -> None:  # noqa: B027  (optional hook, empty by default)
+        """Make a blocked `read` return soon (called from another thread on shutdown)."""
+
+    @property
+    def device(self) -> str:
+        """What the registry shows as the camera's device (a path, URL or description)."""
+        return self.kind
+
+    def probe(self) -> ProbeReport:
+        """Open, read one image, close: the startup scan's report for this camera."""
+        import time
+
+        start = time.monotonic()
+        try:
+            self.open()
+            self.read(timeout=5.0)
+            return ProbeReport(opened=True, device=self.device,
+                               first_frame_ms=(time.monotonic() - start) * 1000)
+        except SourceError as exc:
+            return ProbeReport(opened=False, device=self.device, error=str(exc))
+        finally:
+            self.close()

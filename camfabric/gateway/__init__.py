@@ -1,0 +1,1 @@
+"""The gateway: keeps the newest frame of every camera and serves the HTTP camera API."""

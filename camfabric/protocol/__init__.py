@@ -1,0 +1,59 @@
+"""Wire format v1 of the camfabric fabric, and the public API for robotics code.
+
+    from camfabric import protocol
+    with protocol.Subscriber("tcp://127.0.0.1:5550", cameras=[0], encoding="bgr8") as sub:
+        image = sub.latest(0, timeout=2.0).image     # numpy (h, w, 3) uint8
+
+No camera and no HTTP in here: topics, the typed messages and their multipart form, the
+XPUB `Publisher`, the `Subscriber`, CURVE helpers and the one exception hierarchy.
+"""
+
+from . import topics
+from .errors import (
+    CamfabricError,
+    ConfigError,
+    FrameTimeout,
+    LimitError,
+    ProtocolError,
+    SourceError,
+    UnknownCamera,
+    VersionError,
+)
+from .jpeg import decode_jpeg, encode_jpeg, is_complete_jpeg
+from .publisher import DEFAULT_ENDPOINT, Publisher
+from .security import CurveClient, CurveServer, generate_keypair, is_loopback_endpoint
+from .subscriber import Subscriber, SubscriberStats, captured_locally_ns
+from .wire import VERSION, Frame, Message, Meta, Scan, Status, World, decode, encode
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "VERSION",
+    "CamfabricError",
+    "ConfigError",
+    "CurveClient",
+    "CurveServer",
+    "Frame",
+    "FrameTimeout",
+    "LimitError",
+    "Message",
+    "Meta",
+    "ProtocolError",
+    "Publisher",
+    "Scan",
+    "SourceError",
+    "Status",
+    "Subscriber",
+    "SubscriberStats",
+    "UnknownCamera",
+    "VersionError",
+    "World",
+    "captured_locally_ns",
+    "decode",
+    "decode_jpeg",
+    "encode",
+    "encode_jpeg",
+    "generate_keypair",
+    "is_complete_jpeg",
+    "is_loopback_endpoint",
+    "topics",
+]

@@ -1,0 +1,1 @@
+"""Uploads the newest JPEG of each configured camera to Prusa Connect at a fixed interval."""

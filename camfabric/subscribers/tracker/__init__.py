@@ -1,0 +1,1 @@
+"""The rate-limited location tracker: object positions in workspace millimetres."""
