@@ -1,0 +1,414 @@
+"""End-to-end benchmark: cameras → fabric → HTTP, against the first seed's plain server.
+
+Three cameras at 1920x1080, 30 fps, are published on the fabric as pre-encoded JPEGs (so the
+figures exclude JPEG encoding; the node's own encode cost is measured separately below). The
+camfabric gateway and the baseline — `http.server.ThreadingHTTPServer` serving one cached frame
+per camera, the first seed's design — subscribe to the same fabric and serve the same bytes.
+For each server this prints:
+
+- capture→HTTP latency, p50/p99, for `/latest` polling and for MJPEG clients;
+- delivered fps per MJPEG client with 1, 10 and 50 clients (source: 30 fps);
+- `/latest` requests per second (wrk when installed, else a Python client);
+
+and the capture node's CPU per frame. Results go to docs/benchmarks.md with the machine.
+Measured, not asserted: the machine is shared and noisy, so compare the ratios of one run.
+
+    .venv/bin/python benchmarks/e2e.py [--seconds 5] [--workers 1 2] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import multiprocessing as mp
+import os
+import platform
+import re
+import selectors
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from camfabric import protocol  # noqa: E402
+
+W, H, FPS, CAMS = 1920, 1080, 30, 3
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_jpegs(n: int = 10) -> list[bytes]:
+    """A few distinct 1080p frames with shapes, gradients and text: typical JPEG sizes."""
+    rng = np.random.default_rng(1)
+    base = np.zeros((H, W, 3), np.uint8)
+    base[:] = np.linspace(40, 160, W, dtype=np.uint8)[None, :, None]
+    frames = []
+    for i in range(n):
+        img = base.copy()
+        for _ in range(12):
+            x, y = int(rng.integers(0, W)), int(rng.integers(0, H))
+            color = tuple(int(c) for c in rng.integers(0, 255, 3))
+            cv2.circle(img, (x, y), int(rng.integers(20, 200)), color, -1)
+        cv2.putText(img, f"bench {i}", (60, 120), cv2.FONT_HERSHEY_SIMPLEX, 3, (255, 255, 255), 6)
+        frames.append(protocol.encode_jpeg(img, 80))
+    return frames
+
+
+def drive(endpoint: str, ready: mp.Event, stop: mp.Event) -> None:
+    """Publish CAMS cameras at FPS, stamping capture time just before publishing."""
+    jpegs = make_jpegs()
+    with protocol.Publisher(endpoint) as pub:
+        for cam in range(CAMS):
+            pub.publish(protocol.Meta(cam=cam, node="bench", registry={"id": cam, "name": f"cam{cam}",
+                                      "resolution": [W, H]}, health={"connected": True, "fps": FPS}))
+        ready.set()
+        period = 1 / FPS
+        next_t = time.monotonic()
+        seq = 0
+        last_meta = time.monotonic()
+        while not stop.is_set():
+            seq += 1
+            for cam in range(CAMS):
+                data = jpegs[(seq + cam) % len(jpegs)]
+                pub.publish(protocol.Frame(cam=cam, seq=seq, t_capture_ns=time.time_ns(), w=W, h=H,
+                                           encoding="jpeg", data=data, node="bench"))
+            if time.monotonic() - last_meta > 1:
+                last_meta = time.monotonic()
+                for cam in range(CAMS):
+                    pub.publish(protocol.Meta(cam=cam, node="bench", registry={"id": cam},
+                                              health={"connected": True, "fps": FPS}))
+            next_t += period
+            stop.wait(max(0.0, next_t - time.monotonic()))
+
+
+# -- clients ---------------------------------------------------------------------------------
+def poll_latest(port: int, seconds: float) -> list[float]:
+    """Poll /latest/0 on one keep-alive connection; latency (ms) of each newly seen frame."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    seen: set[str] = set()
+    latencies = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        conn.request("GET", "/latest/0")
+        resp = conn.getresponse()
+        resp.read()
+        now = time.time()
+        if resp.status != 200:
+            time.sleep(0.01)
+            continue
+        stamp = resp.getheader("X-Timestamp")
+        if stamp is not None:
+            if stamp not in seen:
+                seen.add(stamp)
+                latencies.append((now - float(stamp)) * 1000)
+        else:  # only the age header: the frame's age when the response was sent
+            age = resp.getheader("X-Frame-Age-Ms")
+            key = resp.getheader("ETag") or age
+            if key not in seen:
+                seen.add(key)
+                latencies.append(float(age))
+        time.sleep(0.001)
+    conn.close()
+    return latencies
+
+
+@dataclass
+class StreamClient:
+    sock: socket.socket
+    buf: bytearray = field(default_factory=bytearray)
+    body_left: int = 0
+    stamp: float = 0.0
+    parts: int = 0
+    latencies: list[float] = field(default_factory=list)
+    headers_done: bool = False
+
+
+HEADER_RE = re.compile(rb"Content-Length:\s*(\d+)", re.I)
+STAMP_RE = re.compile(rb"X-Timestamp:\s*([\d.]+)", re.I)
+
+
+def feed(c: StreamClient, data: memoryview, warm: float) -> None:
+    """Advance one client's multipart parser over `data`, trusting Content-Length."""
+    if c.body_left >= len(data) and not c.buf:  # the common case: body bytes, no copy
+        c.body_left -= len(data)
+        if c.body_left == 0:
+            part_done(c, warm)
+        return
+    c.buf += data
+    while True:
+        if c.body_left:
+            take = min(c.body_left, len(c.buf))
+            del c.buf[:take]
+            c.body_left -= take
+            if c.body_left:
+                return
+            part_done(c, warm)
+        if not c.headers_done:
+            end = c.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            del c.buf[: end + 4]
+            c.headers_done = True
+        start = c.buf.find(b"--frame")
+        head_end = c.buf.find(b"\r\n\r\n", max(start, 0))
+        if start < 0 or head_end < 0:
+            return
+        head = bytes(c.buf[start:head_end])
+        del c.buf[: head_end + 4]
+        length, stamp = HEADER_RE.search(head), STAMP_RE.search(head)
+        c.body_left = int(length.group(1)) if length else 0
+        c.stamp = float(stamp.group(1)) if stamp else 0.0
+
+
+def part_done(c: StreamClient, warm: float) -> None:
+    if time.monotonic() >= warm:
+        c.parts += 1
+        if c.stamp:
+            c.latencies.append((time.time() - c.stamp) * 1000)
+
+
+def read_streams(port: int, clients: int, seconds: float, out: mp.Queue) -> None:
+    """Open `clients` MJPEG streams of /cam/0 and count the parts each receives (trusting
+    Content-Length), with the capture→receive latency of each part."""
+    sel = selectors.DefaultSelector()
+    conns = []
+    for _ in range(clients):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"GET /cam/0 HTTP/1.1\r\nHost: bench\r\n\r\n")
+        sock.setblocking(False)
+        client = StreamClient(sock)
+        sel.register(sock, selectors.EVENT_READ, client)
+        conns.append(client)
+    warm = time.monotonic() + 1.0
+    end = warm + seconds
+    chunk = bytearray(1 << 20)
+    view = memoryview(chunk)
+    while time.monotonic() < end:
+        for key, _ in sel.select(timeout=0.2):
+            c: StreamClient = key.data
+            try:
+                n = c.sock.recv_into(chunk)
+            except BlockingIOError:
+                continue
+            if n == 0:
+                sel.unregister(c.sock)
+                continue
+            feed(c, view[:n], warm)
+    for c in conns:
+        c.sock.close()
+    out.put(([c.parts / seconds for c in conns], [x for c in conns for x in c.latencies]))
+
+
+def stream_fps(port: int, clients: int, seconds: float) -> tuple[list[float], list[float]]:
+    queue: mp.Queue = mp.Queue()
+    proc = mp.Process(target=read_streams, args=(port, clients, seconds, queue))
+    proc.start()
+    result = queue.get(timeout=seconds + 30)
+    proc.join(5)
+    return result
+
+
+def requests_per_second(port: int, seconds: float) -> tuple[float, str]:
+    url = f"http://127.0.0.1:{port}/latest/0"
+    if shutil.which("wrk"):
+        out = subprocess.run(["wrk", "-t2", "-c16", f"-d{max(2, int(seconds))}s", url],
+                             capture_output=True, text=True, timeout=seconds + 30).stdout
+        match = re.search(r"Requests/sec:\s*([\d.]+)", out)
+        errors = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+        if errors:
+            return float("nan"), f"wrk saw {errors.group(1)} error responses"
+        return (float(match.group(1)) if match else float("nan")), "wrk -t2 -c16"
+    count = 0
+    end = time.monotonic() + seconds
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    while time.monotonic() < end:
+        conn.request("GET", "/latest/0")
+        conn.getresponse().read()
+        count += 1
+    return count / seconds, "one Python keep-alive client"
+
+
+# -- servers ---------------------------------------------------------------------------------
+def wait_http(port: int, path: str = "/latest/0", timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on {port} did not serve {path} in {timeout} s")
+
+
+def start_gateway(port: int, endpoint: str, workers: int, tmp: Path) -> subprocess.Popen:
+    config = tmp / f"gateway-{port}.toml"
+    config.write_text(f'[gateway]\nport = {port}\nsubscribe = ["{endpoint}"]\n'
+                      f"workers = {workers}\nmax_streams = 64\n")
+    return subprocess.Popen([sys.executable, "-m", "camfabric.cli", "gateway", "--config", str(config),
+                             "--log-level", "WARNING"], cwd=REPO)
+
+
+def start_baseline(port: int, endpoint: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "baseline_server.py"),
+                             str(port), endpoint], cwd=REPO)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return float(np.percentile(values, q))
+
+
+def measure_server(name: str, port: int, seconds: float) -> dict:
+    result: dict = {"name": name}
+    lat = poll_latest(port, seconds)
+    result["latest_p50"], result["latest_p99"] = pct(lat, 50), pct(lat, 99)
+    result["rps"], result["rps_tool"] = requests_per_second(port, seconds)
+    for clients in (1, 10, 50):
+        fps, lats = stream_fps(port, clients, seconds)
+        result[f"mjpeg{clients}"] = (min(fps), statistics.median(fps))
+        if clients == 1:
+            result["mjpeg_p50"], result["mjpeg_p99"] = pct(lats, 50), pct(lats, 99)
+        if clients == 50:
+            result["mjpeg50_p50"], result["mjpeg50_p99"] = pct(lats, 50), pct(lats, 99)
+    return result
+
+
+def node_cpu_per_frame(seconds: float, tmp: Path) -> dict:
+    """CPU of a real `camfabric node` with three synthetic 1080p/30 cameras, one JPEG subscriber."""
+    port = free_port()
+    config = tmp / "node.toml"
+    cams = "".join(f'[[node.cameras]]\nid = {i}\nname = "cam{i}"\nresolution = [{W}, {H}]\nfps = {FPS}\n'
+                   for i in range(CAMS))
+    config.write_text(f'[node]\nname = "bench"\npublish = "tcp://127.0.0.1:{port}"\n{cams}')
+    proc = subprocess.Popen([sys.executable, "-m", "camfabric.cli", "node", "--config", str(config),
+                             "--log-level", "WARNING"], cwd=REPO)
+    try:
+        with protocol.Subscriber(f"tcp://127.0.0.1:{port}", cameras=range(CAMS)) as sub:
+            first = {cam: sub.latest(cam, timeout=20).seq for cam in range(CAMS)}
+            time.sleep(1)
+            ps = psutil.Process(proc.pid)
+            start_cpu = sum(ps.cpu_times()[:2])
+            start = {cam: sub.latest(cam, timeout=5).seq for cam in range(CAMS)}
+            time.sleep(seconds)
+            cpu = sum(ps.cpu_times()[:2]) - start_cpu
+            end = {cam: sub.latest(cam, timeout=5).seq for cam in range(CAMS)}
+        frames = sum(end[c] - start[c] for c in range(CAMS))
+        del first
+        return {"cpu_ms_per_frame": cpu / max(frames, 1) * 1000, "fps_total": frames / seconds,
+                "cpu_cores": cpu / seconds}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = psutil.virtual_memory().total / 2**30
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Linux {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def render(results: list[dict], node: dict, seconds: float) -> str:
+    lines = [
+        f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on: {machine()}",
+        f"Source: {CAMS} cameras, {W}x{H}, {FPS} fps, pre-encoded JPEG (encode excluded); "
+        f"{seconds:g} s per measurement.",
+        "",
+        "| server | /latest p50 / p99 ms | MJPEG p50 / p99 ms (1 client) | MJPEG p50 / p99 ms (50) "
+        "| fps per client, 1 / 10 / 50 clients (min, median) | /latest req/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        fps = " / ".join(f"{r[f'mjpeg{n}'][0]:.1f}, {r[f'mjpeg{n}'][1]:.1f}" for n in (1, 10, 50))
+        lines.append(
+            f"| {r['name']} | {r['latest_p50']:.1f} / {r['latest_p99']:.1f} | "
+            f"{r['mjpeg_p50']:.1f} / {r['mjpeg_p99']:.1f} | {r['mjpeg50_p50']:.1f} / {r['mjpeg50_p99']:.1f} "
+            f"| {fps} | {r['rps']:.0f} ({r['rps_tool']}) |")
+    lines += ["", f"Capture node, three synthetic {W}x{H} cameras at {FPS} fps with one JPEG subscriber "
+              f"(draw + encode): {node['cpu_ms_per_frame']:.1f} ms CPU per frame, "
+              f"{node['cpu_cores']:.2f} cores for {node['fps_total']:.1f} frames/s."]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/")
+    args = parser.parse_args()
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ready, stop = mp.Event(), mp.Event()
+    driver = mp.Process(target=drive, args=(endpoint, ready, stop), daemon=True)
+    driver.start()
+    ready.wait(10)
+    results = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        servers = [("baseline ThreadingHTTPServer", lambda p: start_baseline(p, endpoint))]
+        servers += [(f"camfabric gateway, {w} worker{'s' if w > 1 else ''}",
+                     lambda p, w=w: start_gateway(p, endpoint, w, tmp)) for w in args.workers]
+        for name, start in servers:
+            port = free_port()
+            proc = start(port)
+            try:
+                wait_http(port)
+                print(f"measuring {name} …", file=sys.stderr)
+                results.append(measure_server(name, port, args.seconds))
+            finally:
+                proc.terminate()
+                proc.wait(10)
+        stop.set()
+        driver.join(5)
+        print("measuring the capture node …", file=sys.stderr)
+        node = node_cpu_per_frame(args.seconds, tmp)
+    report = render(results, node, args.seconds)
+    print(report)
+    if not args.no_write:
+        write_report(report)
+    return 0
+
+
+def write_report(report: str) -> None:
+    doc = REPO / "docs" / "benchmarks.md"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    start, end = "<!-- e2e:start -->", "<!-- e2e:end -->"
+    block = f"{start}\n## End to end (`benchmarks/e2e.py`)\n\n{report}\n{end}"
+    if start in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    doc.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""`camfabric demo`: the whole fabric on loopback with synthetic cameras, in one process.
+
+A capture node with the robot cell's three cameras (overhead, end_effector, side_profile),
+the gateway on 127.0.0.1:8081 and — when its part is installed — the location tracker, all on
+their default endpoints. It prints the URL once the first frame is served, and stops on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import logging
+import threading
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import zmq
+
+from .capture_node.config import NodeConfig, demo_cameras
+from .capture_node.node import CaptureNode
+from .config import bounded, load_section
+from .gateway.config import GatewayConfig
+from .gateway.server import Gateway
+from .protocol import DEFAULT_ENDPOINT, FrameTimeout, Subscriber
+from .protocol.errors import CamfabricError
+from .runtime import stop_event
+
+HELP = "run three synthetic cameras, the gateway and the tracker on loopback"
+DESCRIPTION = """\
+Run the whole fabric on this machine with synthetic cameras: a capture node with the robot
+cell's three cameras (0 overhead, 1 end_effector, 2 side_profile), the HTTP gateway and, when
+installed, the location tracker. Everything binds 127.0.0.1. Open the printed URL for the
+dashboard; Ctrl-C stops everything.
+
+Optional configuration (camfabric.toml):
+
+    [demo]
+    port = 8081          # gateway HTTP port
+    publish = "tcp://127.0.0.1:5550"
+    width = 640
+    height = 360
+    fps = 15
+    tracker = true
+"""
+
+log = logging.getLogger(__name__)
+TRACKER_ENDPOINT = "tcp://127.0.0.1:5560"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The `[demo]` section."""
+
+    port: int = bounded(8081, 0, 65535)
+    publish: str = DEFAULT_ENDPOINT
+    width: int = bounded(640, 16, 4096)
+    height: int = bounded(360, 16, 4096)
+    fps: float = bounded(15.0, 0.1, 60)
+    tracker: bool = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, help="gateway HTTP port (default 8081)")
+    parser.add_argument("--fps", type=float, help="frames per second per camera (default 15)")
+    parser.add_argument("--no-tracker", action="store_true", help="do not run the tracker")
+
+
+def _cameras(config: DemoConfig) -> tuple:
+    return demo_cameras(width=config.width, height=config.height, fps=config.fps)
+
+
+def _start_tracker(stack: ExitStack, node_endpoint: str, context: zmq.Context) -> bool:
+    if importlib.util.find_spec("camfabric.subscribers.tracker.demo") is None:
+        log.info("tracker not installed in this build; /world stays empty")
+        return False
+    from .subscribers.tracker.demo import start_demo_tracker
+
+    stack.enter_context(start_demo_tracker(node_endpoint, TRACKER_ENDPOINT, context=context))
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_section(args.config, "demo", DemoConfig)
+    if args.port is not None or args.fps is not None or args.no_tracker:
+        config = dataclasses.replace(
+            config, port=config.port if args.port is None else args.port,
+            fps=config.fps if args.fps is None else args.fps,
+            tracker=config.tracker and not args.no_tracker)
+    stop = stop_event()
+    context = zmq.Context.instance()
+    with ExitStack() as stack:
+        node_config = NodeConfig(name="demo", publish=config.publish, cameras=_cameras(config))
+        try:
+            node = stack.enter_context(CaptureNode(node_config, context=context))
+        except zmq.ZMQError as exc:
+            raise CamfabricError(f"cannot publish on {config.publish}: {exc} — is another camfabric "
+                                 "node running? Stop it, or set [demo] publish to a free port") from exc
+        with_tracker = config.tracker and _start_tracker(stack, node.endpoint, context)
+        subscribe = (node.endpoint, TRACKER_ENDPOINT) if with_tracker else (node.endpoint,)
+        try:
+            gateway = stack.enter_context(
+                Gateway(GatewayConfig(port=config.port, subscribe=subscribe), context=context))
+        except OSError as exc:
+            raise CamfabricError(f"cannot serve HTTP on 127.0.0.1:{config.port}: {exc.strerror} — "
+                                 "use --port to pick another") from exc
+        _wait_first_frame(node.endpoint, context, stop)
+        print(f"camfabric demo: open {gateway.url}  (cameras 0, 1, 2; Ctrl-C stops)", flush=True)
+        stop.wait()
+    return 0
+
+
+def _wait_first_frame(endpoint: str, context: zmq.Context, stop: threading.Event) -> None:
+    with Subscriber(endpoint, cameras=[0], context=context) as sub:
+        while not stop.is_set():
+            try:
+                sub.latest(0, timeout=1.0)
+                return
+            except FrameTimeout:
+                log.info("waiting for the first frame of camera 0 …")

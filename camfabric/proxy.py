@@ -1,0 +1,176 @@
+"""`camfabric proxy`: one fabric endpoint in front of many capture nodes.
+
+An XSUB socket connects to every upstream node; an XPUB socket is bound for subscribers.
+Subscriptions travel upstream as they arrive — every one of them, not only the first per
+topic (XPUB_VERBOSE/VERBOSER), so each node still counts who wants JPEG or raw frames and
+still answers a late joiner from its last-value cache. Messages travel downstream untouched;
+the proxy never decodes a frame. Send high-water marks stay small: a slow subscriber loses old
+frames rather than building a queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import zmq
+
+from .config import load_section
+from .protocol.errors import ConfigError
+from .protocol.security import (
+    CurveClient,
+    CurveServer,
+    is_loopback_endpoint,
+    secure_client,
+    secure_server,
+)
+from .runtime import stop_event
+
+HELP = "forward many nodes' fabric through one endpoint"
+DESCRIPTION = """\
+Forward the fabric of several capture nodes through one endpoint, so gateways and robot code
+connect to one address. Subscriptions are passed upstream one by one, so nodes still encode
+only what someone wants and still answer late joiners at once.
+
+Example configuration (camfabric.toml):
+
+    [proxy]
+    upstream = ["tcp://10.0.0.11:5550", "tcp://10.0.0.12:5550"]
+    publish = "tcp://127.0.0.1:5570"
+    # CURVE towards the nodes (this proxy's key pair and each node's public key):
+    # upstream_curve = { secret_key_file = "keys/proxy.key_secret",
+    #                    server_public_key_file = "keys/node.key" }
+"""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The `[proxy]` section."""
+
+    upstream: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5550"])
+    publish: str = "tcp://127.0.0.1:5570"
+    insecure: bool = False
+    curve: CurveServer | None = None
+    upstream_curve: CurveClient | None = None
+    sndhwm: int = 4
+
+    def __post_init__(self) -> None:
+        if not self.upstream:
+            raise ConfigError("upstream", "list at least one node endpoint")
+        if not is_loopback_endpoint(self.publish) and not (self.curve or self.insecure):
+            raise ConfigError("publish", f"{self.publish} is not loopback: configure curve keys "
+                                         "([proxy.curve]) or set insecure = true")
+
+
+class FabricProxy:
+    """Forwards messages down and subscriptions up between an XSUB and an XPUB socket."""
+
+    def __init__(self, config: ProxyConfig, context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.context = context or zmq.Context.instance()
+        self.endpoint = config.publish
+        self.forwarded = 0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self, timeout: float = 5.0) -> FabricProxy:
+        """Bind, connect upstream and start forwarding on a background thread."""
+        self._thread = threading.Thread(target=self._run, name="camfabric-proxy", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> FabricProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        xsub = self.context.socket(zmq.XSUB)
+        xpub = self.context.socket(zmq.XPUB)
+        auth = None
+        try:
+            for sock in (xsub, xpub):
+                sock.linger = 0
+            xsub.rcvhwm = self.config.sndhwm
+            xpub.sndhwm = self.config.sndhwm
+            xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
+            xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
+            if self.config.curve is not None:
+                auth = secure_server(xpub, self.config.curve, self.context)
+            xpub.bind(self.config.publish)
+            self.endpoint = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
+            if self.config.upstream_curve is not None:
+                secure_client(xsub, self.config.upstream_curve)
+            for endpoint in self.config.upstream:
+                xsub.connect(endpoint)
+        except Exception as exc:  # raised in start()
+            self._error = exc
+            xsub.close(linger=0)
+            xpub.close(linger=0)
+            self._ready.set()
+            return
+        self._ready.set()
+        poller = zmq.Poller()
+        poller.register(xsub, zmq.POLLIN)
+        poller.register(xpub, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(100))
+                if xsub in events:
+                    self._pump(xsub, xpub, count=True)
+                if xpub in events:
+                    self._pump(xpub, xsub, count=False)
+        finally:
+            xsub.close(linger=0)
+            xpub.close(linger=0)
+            if auth is not None:
+                auth.stop()
+
+    def _pump(self, source: zmq.Socket, sink: zmq.Socket, count: bool) -> None:
+        for _ in range(256):
+            try:
+                parts = source.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                sink.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                continue  # a full subscriber loses this message; its receiver counts the gap
+            if count:
+                self.forwarded += 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--upstream", action="append", metavar="ENDPOINT",
+                        help="a node endpoint (repeatable); overrides the config")
+    parser.add_argument("--publish", metavar="ENDPOINT", help="endpoint to bind for subscribers")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_section(args.config, "proxy", ProxyConfig)
+    if args.upstream or args.publish:
+        config = ProxyConfig(upstream=args.upstream or config.upstream,
+                             publish=args.publish or config.publish, insecure=config.insecure,
+                             curve=config.curve, upstream_curve=config.upstream_curve)
+    if config.insecure and not is_loopback_endpoint(config.publish):
+        log.warning("publishing on %s WITHOUT encryption (insecure = true)", config.publish)
+    stop = stop_event()
+    with FabricProxy(config) as proxy:
+        log.info("proxy: %s -> %s", ", ".join(config.upstream), proxy.endpoint)
+        stop.wait()
+    return 0
