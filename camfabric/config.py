@@ -112,6 +112,8 @@ def convert(hint: Any, value: Any, path: str) -> Any:
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # `X | None`: X's own error, with its own key path
+            return convert(options[0], value, path)
         errors = []
         for option in options:
             try:

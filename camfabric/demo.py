@@ -93,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
         node_config = NodeConfig(name="demo", publish=config.publish, cameras=_cameras(config))
         try:
             node = stack.enter_context(CaptureNode(node_config, context=context))
-        except zmq.ZMQError as exc:
-            raise CamfabricError(f"cannot publish on {config.publish}: {exc} — is another camfabric "
-                                 "node running? Stop it, or set [demo] publish to a free port") from exc
+        except CamfabricError as exc:
+            raise CamfabricError(f"{exc} — is another camfabric node running? Stop it, or set "
+                                 "[demo] publish to a free endpoint") from exc
         with_tracker = config.tracker and _start_tracker(stack, node.endpoint, context)
         subscribe = (node.endpoint, TRACKER_ENDPOINT) if with_tracker else (node.endpoint,)
         try:

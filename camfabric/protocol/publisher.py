@@ -81,6 +81,9 @@ class Publisher:
         self._thread.start()
         if not self._ready.wait(timeout):
             raise CamfabricError(f"publisher on {self.requested_endpoint} did not start in {timeout} s")
+        if isinstance(self._start_error, zmq.ZMQError):
+            raise CamfabricError(f"cannot publish on {self.requested_endpoint}: {self._start_error}"
+                                 ) from self._start_error
         if self._start_error is not None:
             raise self._start_error
         return self

@@ -1,0 +1,391 @@
+"""One camera's capture thread: read the source, publish what subscribers want, survive failures.
+
+Each capture gets the next `seq` and is kept as a `Shot`, which produces its encodings lazily
+and at most once: the JPEG is the source's own bytes passed through untouched when the source
+delivers JPEG and no rotation/flip applies, otherwise one encode; the raw `bgr8`/`gray8`
+picture is decoded or converted only when someone wants it. Nothing is produced for a topic
+nobody subscribes to.
+
+A source that fails to open or dies mid-read is closed and opened again after a capped
+exponential backoff (reset by the next good frame). The failure shows in the camera's health
+(connected=false, last_error, retries, errors) and is logged once per distinct cause; the
+node's other cameras run on their own threads and never notice.
+
+The newest shot stays in memory so a late joiner — someone subscribing to an encoding that
+was not being produced — gets it at once (`replay`) instead of waiting for the next capture.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..protocol import topics
+from ..protocol.errors import CamfabricError, ProtocolError, SourceError
+from ..protocol.jpeg import decode_jpeg, encode_jpeg, is_complete_jpeg
+from ..protocol.publisher import Publisher
+from ..protocol.wire import Frame
+from .config import CameraConfig
+from .source import Capture, ProbeReport, Source
+from .transform import Transform
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Seconds to wait before reopening a failed source: `initial`, doubling up to `maximum`."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+
+    def after(self, failures: int) -> float:
+        """The wait after `failures` failures in a row (1 → initial)."""
+        return min(self.maximum, self.initial * 2 ** max(0, failures - 1))
+
+
+class Counters:
+    """What a camera's thread did, for its health: the CPU-relevant work counted one by one."""
+
+    NAMES = ("frames", "errors", "retries", "encodes", "decodes", "conversions", "transforms",
+             "passthrough", "publish_failed")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self.NAMES, 0)
+        self.published = dict.fromkeys(topics.ENCODINGS, 0)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def add_published(self, encoding: str) -> None:
+        with self._lock:
+            self.published[encoding] += 1
+
+    def __getitem__(self, name: str) -> int:
+        return self._counts[name]
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {**self._counts, "published": dict(self.published)}
+
+
+class Shot:
+    """One capture of one camera, turned into each encoding on first demand, at most once."""
+
+    def __init__(self, seq: int, capture: Capture, transform: Transform, quality: int,
+                 counters: Counters) -> None:
+        self.seq = seq
+        self.capture = capture
+        self.t_capture_ns = capture.t_capture_ns
+        self.transform = transform
+        self.quality = quality
+        self.counters = counters
+        self._lock = threading.Lock()
+        self._pixels: np.ndarray | None = None
+        self._made: dict[str, Any] = {}
+
+    def _picture(self) -> np.ndarray:
+        """The transformed picture, BGR or gray as the source delivered it (decoding if needed)."""
+        if self._pixels is None:
+            image = self.capture.image
+            if image is None:
+                if not is_complete_jpeg(self.capture.jpeg):  # OpenCV would half-decode it
+                    raise ProtocolError(f"the source delivered an incomplete JPEG of "
+                                        f"{len(self.capture.jpeg)} bytes")
+                image = decode_jpeg(self.capture.jpeg)
+                self.counters.add("decodes")
+            if not self.transform.identity:
+                image = self.transform.apply(image)
+                self.counters.add("transforms")
+            self._pixels = np.ascontiguousarray(image)
+        return self._pixels
+
+    def jpeg(self) -> tuple[bytes, int, int]:
+        """(JPEG bytes, w, h): the source's own JPEG when it can pass through, else one encode."""
+        with self._lock:
+            if "jpeg" not in self._made:
+                if self.capture.jpeg is not None and self.transform.identity:
+                    self.counters.add("passthrough")
+                    self._made["jpeg"] = (self.capture.jpeg, self.capture.w, self.capture.h)
+                else:
+                    picture = self._picture()
+                    data = encode_jpeg(picture, self.quality)
+                    self.counters.add("encodes")
+                    self._made["jpeg"] = (data, picture.shape[1], picture.shape[0])
+            return self._made["jpeg"]
+
+    def raw(self, encoding: str) -> np.ndarray:
+        """The picture as `bgr8` (h, w, 3) or `gray8` (h, w) uint8, contiguous."""
+        with self._lock:
+            if encoding not in self._made:
+                picture = self._picture()
+                if encoding == "bgr8" and picture.ndim == 2:
+                    picture = cv2.cvtColor(picture, cv2.COLOR_GRAY2BGR)
+                    self.counters.add("conversions")
+                elif encoding == "gray8" and picture.ndim == 3:
+                    picture = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
+                    self.counters.add("conversions")
+                self._made[encoding] = np.ascontiguousarray(picture)
+            return self._made[encoding]
+
+
+class CaptureLoop:
+    """The capture thread of one camera: reads `source`, publishes through `publisher`."""
+
+    def __init__(
+        self,
+        camera: CameraConfig,
+        source: Source,
+        publisher: Publisher,
+        *,
+        node: str,
+        jpeg_quality: int = 80,
+        backoff: Backoff | None = None,
+        on_probe: Callable[[int, ProbeReport], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.camera = camera
+        self.source = source
+        self.publisher = publisher
+        self.node = node
+        self.jpeg_quality = jpeg_quality
+        self.backoff = backoff or Backoff()
+        self.on_probe = on_probe
+        self.clock = clock
+        self.log = log or logging.getLogger(__name__)
+        self.transform = Transform(camera.rotation, camera.flip)
+        self.counters = Counters()
+        self.topics = {enc: topics.frame(camera.id, enc) for enc in topics.ENCODINGS}
+        self.read_timeout = max(2.0, 3.0 / camera.fps)
+        self.connected = False
+        self.state = "starting"
+        self.last_error = ""
+        self.size = camera.output_size
+        self.cpu_s = 0.0  # CPU time of the capture thread (reading, drawing, encoding, sending)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._latest: Shot | None = None
+        self._published_seq: dict[str, int] = {}
+        self._publish_lock = threading.Lock()
+        self._seq = 0
+        self._failures_in_row = 0
+        self._logged_failure = ""
+        self._logged_reasons: set[str] = set()
+        self._times: collections.deque[float] = collections.deque(maxlen=256)
+        self._fps_window = max(2.0, 3.0 / camera.fps)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> CaptureLoop:
+        self._thread = threading.Thread(target=self._run, name=f"camfabric-camera-{self.camera.id}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def request_stop(self) -> None:
+        """Ask the thread to stop and wake a source blocked in read."""
+        self._stop.set()
+        try:
+            self.source.interrupt()
+        except Exception:
+            self.log.exception("camera %s: interrupting its source failed", self.camera.id)
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to end; True if it did."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- what the node reads -----------------------------------------------------------------
+    def measured_fps(self, now: float | None = None) -> float:
+        """Frames per second over the last couple of seconds (0 when frames stopped coming)."""
+        now = self.clock() if now is None else now
+        times = [t for t in list(self._times) if now - t <= self._fps_window]
+        if len(times) < 2:
+            return 0.0
+        return round((len(times) - 1) / (times[-1] - times[0]), 2) if times[-1] > times[0] else 0.0
+
+    def health(self) -> dict[str, Any]:
+        """The camera's health for its heartbeat: connection, rates, failures and work done."""
+        counts = self.counters.snapshot()
+        w, h = self.size
+        shot = self._latest
+        return {
+            "connected": self.connected,
+            "state": self.state,
+            "fps": self.measured_fps(),
+            "configured_fps": self.camera.fps,
+            "frames": counts.pop("frames"),
+            "errors": counts.pop("errors"),
+            "retries": counts.pop("retries"),
+            "last_error": self.last_error,
+            "node": self.node,
+            "width": w,
+            "height": h,
+            "source": self.camera.kind,
+            "last_capture_ns": shot.t_capture_ns if shot is not None else 0,
+            "seq": self._seq,
+            "cpu_s": round(self.cpu_s, 3),
+            **counts,
+        }
+
+    def replay(self, prefix: bytes) -> int:
+        """Publish the newest capture on every encoding under `prefix` that it was not yet
+        published in (a late joiner asked for it); returns how many messages went out."""
+        shot = self._latest
+        if shot is None:
+            return 0
+        sent = 0
+        for encoding, topic in self.topics.items():
+            if topic.startswith(prefix) and self._published_seq.get(encoding) != shot.seq:
+                sent += self._publish(shot, encoding)
+        return sent
+
+    # -- the thread --------------------------------------------------------------------------
+    def _run(self) -> None:
+        cam = self.camera.id
+        if self.on_probe is not None and not self._stop.is_set():
+            report = self._probe()
+            try:
+                self.on_probe(cam, report)
+            except Exception:
+                self.log.exception("camera %s: handing on its probe report failed", cam)
+        opened = False
+        try:
+            while not self._stop.is_set():
+                if not opened:
+                    try:
+                        self.source.open()
+                        opened = True
+                    except Exception as exc:
+                        self._failed(exc, "open")
+                        self._close_source()
+                        self._wait_backoff()
+                        continue
+                if self._stop.is_set():
+                    break  # a stop that raced the open: do not start a read it cannot interrupt
+                try:
+                    capture = self.source.read(self.read_timeout)
+                except Exception as exc:
+                    if self._stop.is_set():
+                        break
+                    self._failed(exc, "read")
+                    self._close_source()
+                    opened = False
+                    self._wait_backoff()
+                    continue
+                try:
+                    self._captured(capture)
+                except Exception as exc:  # a picture we cannot handle; the next may be fine
+                    self.counters.add("errors")
+                    self.last_error = f"processing failed: {type(exc).__name__}: {exc}"
+                    self._log_once(f"processing: {type(exc).__name__}", "camera %s: could not "
+                                   "process a capture: %s (repeats are only counted)",
+                                   self.camera.id, self.last_error, exc_info=exc)
+        finally:
+            self._close_source()
+            self.connected = False
+            self.state = "stopped"
+
+    def _probe(self) -> ProbeReport:
+        try:
+            return self.source.probe()
+        except Exception as exc:  # a source bug must not keep the camera from starting
+            self.log.exception("camera %s: probing failed", self.camera.id)
+            return ProbeReport(opened=False, device=self.camera.device or self.camera.kind,
+                               error=f"{type(exc).__name__}: {exc}")
+
+    def _close_source(self) -> None:
+        try:
+            self.source.close()
+        except Exception:
+            self.log.exception("camera %s: closing its source failed", self.camera.id)
+
+    def _failed(self, exc: BaseException, during: str) -> None:
+        self.connected = False
+        self.state = "retrying"
+        self._failures_in_row += 1
+        self.counters.add("errors")
+        cause = str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
+        self.last_error = f"{during} failed: {cause}"
+        if self.last_error != self._logged_failure:
+            self._logged_failure = self.last_error
+            delay = round(self.backoff.after(self._failures_in_row), 3)
+            if isinstance(exc, SourceError):
+                self.log.warning("camera %s (%s): %s; retrying in %g s (repeats of this are "
+                                 "only counted)", self.camera.id, self.camera.name, self.last_error, delay)
+            else:
+                self.log.error("camera %s (%s): %s; retrying in %g s", self.camera.id,
+                               self.camera.name, self.last_error, delay, exc_info=exc)
+
+    def _log_once(self, reason: str, message: str, *args: Any, exc_info: Any = None) -> None:
+        if reason not in self._logged_reasons:
+            self._logged_reasons.add(reason)
+            self.log.warning(message, *args, exc_info=exc_info)
+
+    def _wait_backoff(self) -> None:
+        if self._stop.wait(self.backoff.after(self._failures_in_row)):
+            return
+        self.counters.add("retries")
+
+    def _captured(self, capture: Capture) -> None:
+        if self._failures_in_row:
+            self.log.info("camera %s (%s) capturing again after %d failed attempt(s)",
+                          self.camera.id, self.camera.name, self._failures_in_row)
+            self._failures_in_row = 0
+            self._logged_failure = ""
+        self.connected = True
+        self.state = "capturing"
+        self._seq += 1
+        self._times.append(self.clock())
+        self.counters.add("frames")
+        self.size = self.transform.size(capture.w, capture.h)
+        shot = Shot(self._seq, capture, self.transform, self.jpeg_quality, self.counters)
+        self._latest = shot
+        for encoding, topic in self.topics.items():
+            if self.publisher.wants(topic):
+                self._publish(shot, encoding)
+        self.cpu_s = time.thread_time()
+
+    def _publish(self, shot: Shot, encoding: str) -> int:
+        try:
+            if encoding == "jpeg":
+                data, w, h = shot.jpeg()
+                step = 0
+            else:
+                pixels = shot.raw(encoding)
+                h, w = pixels.shape[:2]
+                step = pixels.strides[0]
+                data = memoryview(pixels).cast("B")
+            frame = Frame(cam=self.camera.id, seq=shot.seq, t_capture_ns=shot.t_capture_ns, w=w,
+                          h=h, encoding=encoding, data=data, node=self.node,
+                          frame_id=self.camera.frame_id, step=step)
+            with self._publish_lock:
+                if self._published_seq.get(encoding, 0) >= shot.seq:
+                    return 0  # a late joiner's replay raced the capture thread; never go back
+                ok = self.publisher.publish(frame)
+                self._published_seq[encoding] = shot.seq
+        except CamfabricError as exc:
+            self.counters.add("publish_failed")
+            self._log_once(f"{encoding}: {type(exc).__name__}", "camera %s: could not publish "
+                           "%s frame %d: %s (repeats are only counted)", self.camera.id, encoding,
+                           shot.seq, exc)
+            return 0
+        if not ok:
+            self.counters.add("publish_failed")
+            return 0
+        self.counters.add_published(encoding)
+        return 1
