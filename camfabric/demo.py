@@ -67,6 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cameras(config: DemoConfig) -> tuple:
+    if config.tracker and importlib.util.find_spec("camfabric.subscribers.tracker.demo") is not None:
+        # The seed's three cameras looking at a table with tagged objects the tracker can find.
+        from .subscribers.tracker.demo import tabletop_cameras
+
+        return tabletop_cameras(config.width, config.height, config.fps)
     return demo_cameras(width=config.width, height=config.height, fps=config.fps)
 
 

@@ -1,1 +1,17 @@
-"""The rate-limited location tracker: object positions in workspace millimetres."""
+"""The rate-limited location tracker: object positions in workspace millimetres.
+
+    from camfabric.subscribers.tracker import Tracker, load_tracker_config
+    with Tracker(load_tracker_config("camfabric.toml")) as tracker:
+        ...                       # World on tracker.endpoint (default tcp://127.0.0.1:5560)
+
+Parts: `intake` (which frames get detected, and when), `detectors` (aruco, gemini),
+`budget` (the process-wide Gemini request budget), `geometry` (pixels to mm), `pipeline`
+(one camera's frame to the world), `world` (the tracked objects), `service` (the process).
+See docs/tracker.md.
+"""
+
+from .config import TrackerConfig, load_tracker_config, tabletop_tracker_config
+from .service import Tracker
+from .world import WorldModel
+
+__all__ = ["Tracker", "TrackerConfig", "WorldModel", "load_tracker_config", "tabletop_tracker_config"]

@@ -1,0 +1,152 @@
+"""One camera's way from a frame to the world model: find markers, calibrate, detect, map.
+
+    frame ─► MarkerFinder ─► reference markers ─► TablePlane / SideProjection (re)fit
+                         └─► detector (aruco: the labelled markers; gemini: boxes) ─►
+        overhead:      pixels → table mm (parallax-corrected)  ─► WorldModel.observe_plane
+        side_profile:  pixels → heights over known (x, y)       ─► WorldModel.observe_heights
+        end_effector:  pixels, kept in the camera's own frame   ─► WorldModel.observe_camera_frame
+
+`CameraPipeline.process(image, jpeg, now)` is synchronous: the tracker runs one per camera on
+that camera's worker thread, and tests call it directly with rendered images.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from ...protocol.jpeg import encode_jpeg
+from .config import CameraTracking
+from .detectors import Detection, DetectionSkipped
+from .detectors.aruco import ArucoDetector, MarkerFinder
+from .detectors.gemini import GeminiDetector, GeminiError
+from .geometry import SideProjection, TablePlane, Undistorter, marker_centre
+from .world import HeightSighting, PlaneSighting, WorldModel
+
+
+class CameraPipeline:
+    """Detection and geometry for one camera, plus the counters its status shows."""
+
+    def __init__(self, config: CameraTracking, world: WorldModel, finder: MarkerFinder,
+                 detector: ArucoDetector | GeminiDetector, *, log: logging.Logger | None = None) -> None:
+        self.config = config
+        self.cam = config.key
+        self.world = world
+        self.finder = finder
+        self.detector = detector
+        self.log = log or logging.getLogger(__name__)
+        undistort = Undistorter(config.camera_matrix, config.distortion)
+        refs = {int(k): v for k, v in config.references.items()}
+        self.model: TablePlane | SideProjection | None = None
+        if config.role == "overhead":
+            self.model = TablePlane(refs, undistort, config.camera_position_mm)
+        elif config.role == "side_profile":
+            self.model = SideProjection(refs, undistort)
+        self.frames = 0
+        self.detections = 0
+        self.last_detection: float | None = None
+        self.skipped = 0
+        self.retry_at = 0.0
+        self.last_error = ""
+        self._logged: set[str] = set()
+
+    @property
+    def calibrated(self) -> bool:
+        return self.model is None or self.model.calibrated
+
+    def process(self, image: np.ndarray, jpeg: bytes | None, now: float) -> list[Detection]:
+        """Detect in one frame captured at `now` and update the world; returns the detections."""
+        self.frames += 1
+        h, w = image.shape[:2]
+        markers = self.finder.find(image)
+        if self.model is not None:
+            seen = {i: _centre(c) for i, c in markers.items() if i in self.model.references}
+            self.model.fit(seen)
+        try:
+            if isinstance(self.detector, GeminiDetector):
+                if jpeg is None:
+                    jpeg = encode_jpeg(image, 90)
+                detections = self.detector.detect(jpeg, w, h)
+            else:
+                detections = self.detector.detect(markers)
+        except DetectionSkipped as exc:
+            self.skipped += 1
+            self.retry_at = exc.retry_at
+            return []
+        except GeminiError as exc:
+            self.last_error = str(exc)
+            return []
+        if self.model is not None:
+            refs = set(self.model.references)
+            detections = [d for d in detections if d.marker_id not in refs]
+        if detections:
+            self.detections += len(detections)
+            self.last_detection = now
+        self._to_world(detections, now)
+        return detections
+
+    def _to_world(self, detections: list[Detection], now: float) -> None:
+        role = self.config.role
+        if role == "end_effector":
+            items = [{"label": d.label, "pixel": [round(d.pixel[0], 1), round(d.pixel[1], 1)],
+                      "confidence": d.confidence, "frame": "end_effector",
+                      **({"box": [round(v, 1) for v in d.box]} if d.box else {})} for d in detections]
+            self.world.observe_camera_frame(self.cam, "end_effector", items, now)
+            return
+        if not self.calibrated:
+            self._note("uncalibrated", f"camera {self.cam} ({role}) not calibrated yet: its reference "
+                       f"markers {sorted(self.model.references)} are not in view")
+            return
+        self.last_error = ""
+        if role == "overhead":
+            plane: TablePlane = self.model  # type: ignore[assignment]
+            pixels = np.array([d.pixel for d in detections]).reshape(-1, 2)
+            table = plane.to_table(pixels) if len(pixels) else pixels
+            sightings = [PlaneSighting(d.label, (float(t[0]), float(t[1])), d.pixel, d.confidence,
+                                       plane.correct_parallax)
+                         for d, t in zip(detections, table, strict=True)]
+            self.world.observe_plane(self.cam, sightings, now)
+        else:
+            side: SideProjection = self.model  # type: ignore[assignment]
+            offset = self.config.marker_top_offset_mm
+            sightings = []
+            for d in detections:
+                point = d.pixel if d.marker_id is not None else d.top
+                extra = offset if d.marker_id is not None else 0.0
+
+                def height_at(x: float, y: float, point: Any = point,
+                              extra: float = extra) -> tuple[float, float]:
+                    z, residual = side.height_at(point, x, y)
+                    return z + extra, residual
+
+                sightings.append(HeightSighting(d.label, d.pixel, height_at, d.confidence))
+            self.world.observe_heights(self.cam, sightings, now)
+
+    def _note(self, kind: str, message: str) -> None:
+        self.last_error = message
+        if kind not in self._logged:
+            self._logged.add(kind)
+            self.log.warning("%s", message)
+
+    def status(self, next_allowed: float | None) -> dict[str, Any]:
+        """This camera's entry in the tracker's Status message."""
+        calls = self.detector.calls
+        state: dict[str, Any] = {
+            "role": self.config.role, "detector": self.detector.kind, "frames": self.frames,
+            "detections": self.detections, "last_detection": self.last_detection, "calls": calls,
+            "skipped": self.skipped, "calibrated": self.calibrated,
+            "next_allowed": max(next_allowed or 0.0, self.retry_at) or None,
+            "interval_s": self.config.interval_s, "last_error": self.last_error,
+        }
+        if isinstance(self.model, TablePlane) and self.model.calibrated:
+            state["calibration_error_mm"] = round(self.model.error_mm, 3)
+        if isinstance(self.model, SideProjection) and self.model.calibrated:
+            state["calibration_error_px"] = round(self.model.error_px, 3)
+        return state
+
+
+def _centre(corners: np.ndarray) -> tuple[float, float]:
+    c = marker_centre(corners)
+    return float(c[0]), float(c[1])

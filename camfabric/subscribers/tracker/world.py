@@ -1,0 +1,194 @@
+"""The world model: tracked objects in workspace millimetres, built from detections.
+
+An overhead detection of a label within `match_distance_mm` of a known object of that label
+updates it (exponential smoothing, weight `smoothing` for the new observation, of the point
+where the marker's ray meets the table; the position is that point corrected for the object's
+height); otherwise it starts a new object. A side detection sets the height (z) of the object
+of its label whose (x, y) best explains the pixel. Objects not seen for `stale_s` are marked stale, and after
+`remove_s` removed. Detections of the arm-mounted camera stay in that camera's frame: they are
+listed under `camera_frames`, never mixed into workspace millimetres.
+
+Times are passed in (`now`, epoch seconds); the model keeps no clock of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import WorldConfig
+
+Correction = Callable[[tuple[float, float], float], tuple[float, float]]
+
+
+@dataclass
+class TrackedObject:
+    """One object of the world model (see `as_dict` for the published form).
+
+    Overhead sightings are smoothed where their rays meet the table (`plane_x`, `plane_y`);
+    the position is that point corrected for the object's height, so a height measured later
+    corrects every earlier sighting at once.
+    """
+
+    id: str
+    label: str
+    plane_x: float
+    plane_y: float
+    z: float
+    confidence: float
+    camera: str
+    first_seen: float
+    last_seen: float
+    observations: int = 1
+    height_known: bool = False
+    correct: Correction | None = None
+    pixel: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def xy(self) -> tuple[float, float]:
+        plane = (self.plane_x, self.plane_y)
+        return self.correct(plane, self.z) if self.correct else plane
+
+    def as_dict(self, stale: bool) -> dict[str, Any]:
+        x, y = self.xy
+        return {
+            "id": self.id, "label": self.label,
+            "position_mm": {"x": round(x, 2), "y": round(y, 2), "z": round(self.z, 2)},
+            "confidence": round(self.confidence, 3), "camera": self.camera,
+            "first_seen": self.first_seen, "last_seen": self.last_seen,
+            "observations": self.observations, "stale": stale,
+            "pixel": {cam: [round(p[0], 1), round(p[1], 1)] for cam, p in self.pixel.items()},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PlaneSighting:
+    """An overhead detection: where its ray meets the table, and how to correct that for a
+    given height (parallax), in mm."""
+
+    label: str
+    table_xy: tuple[float, float]
+    pixel: tuple[float, float]
+    confidence: float = 1.0
+    correct: Correction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeightSighting:
+    """A side detection: `height_at(x, y) -> (z, residual px)` measures the object's top."""
+
+    label: str
+    pixel: tuple[float, float]
+    height_at: Callable[[float, float], tuple[float, float]]
+    confidence: float = 1.0
+
+
+class WorldModel:
+    """Tracked objects, updated by sightings, aged by time; thread-safe."""
+
+    def __init__(self, config: WorldConfig | None = None) -> None:
+        self.config = config or WorldConfig()
+        self._objects: dict[str, TrackedObject] = {}
+        self._camera_frames: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+        self._stale: set[str] = set()
+        self._lock = threading.Lock()
+        self.version = 0
+        self.unmatched_heights = 0
+
+    def observe_plane(self, camera: str, sightings: Sequence[PlaneSighting], now: float) -> None:
+        """Overhead detections of one frame taken at `now`."""
+        with self._lock:
+            claimed: set[str] = set()
+            for s in sightings:
+                best, best_d = None, self.config.match_distance_mm
+                for obj in self._objects.values():
+                    if obj.label != s.label or obj.id in claimed:
+                        continue
+                    d = math.hypot(s.table_xy[0] - obj.plane_x, s.table_xy[1] - obj.plane_y)
+                    if d <= best_d:
+                        best, best_d = obj, d
+                if best is None:
+                    best = TrackedObject(id=f"{s.label}-{next(self._ids)}", label=s.label,
+                                         plane_x=s.table_xy[0], plane_y=s.table_xy[1], z=0.0,
+                                         confidence=s.confidence, camera=camera, first_seen=now,
+                                         last_seen=now, correct=s.correct)
+                    self._objects[best.id] = best
+                else:
+                    a = self.config.smoothing
+                    best.plane_x += a * (s.table_xy[0] - best.plane_x)
+                    best.plane_y += a * (s.table_xy[1] - best.plane_y)
+                    best.correct = s.correct
+                    best.confidence += a * (s.confidence - best.confidence)
+                    best.observations += 1
+                    best.last_seen = max(best.last_seen, now)
+                    best.camera = camera
+                best.pixel[camera] = [float(s.pixel[0]), float(s.pixel[1])]
+                claimed.add(best.id)
+            self.version += 1
+
+    def observe_heights(self, camera: str, sightings: Sequence[HeightSighting], now: float) -> None:
+        """Side detections of one frame: each sets the height of the object of its label whose
+        (x, y) puts it closest to the detection's pixel (within `side_match_px`)."""
+        with self._lock:
+            claimed: set[str] = set()
+            for s in sightings:
+                best, best_r, best_z = None, self.config.side_match_px, 0.0
+                for obj in self._objects.values():
+                    if obj.label != s.label or obj.id in claimed:
+                        continue
+                    z, residual = s.height_at(*obj.xy)
+                    if residual <= best_r:
+                        best, best_r, best_z = obj, residual, z
+                if best is None:
+                    self.unmatched_heights += 1
+                    continue
+                a = 1.0 if not best.height_known else self.config.smoothing
+                best.z += a * (best_z - best.z)
+                best.height_known = True
+                best.observations += 1
+                best.last_seen = max(best.last_seen, now)
+                best.pixel[camera] = [float(s.pixel[0]), float(s.pixel[1])]
+                claimed.add(best.id)
+            self.version += 1
+
+    def observe_camera_frame(self, camera: str, frame: str, detections: Sequence[dict[str, Any]],
+                             now: float) -> None:
+        """Detections that stay in a camera's own frame (the arm-mounted camera)."""
+        with self._lock:
+            self._camera_frames[camera] = {"frame": frame, "time": now, "detections": list(detections)}
+            self.version += 1
+
+    def expire(self, now: float) -> bool:
+        """Drop objects unseen for `remove_s`; True when the model changed (including an object
+        turning stale)."""
+        with self._lock:
+            gone = [k for k, o in self._objects.items() if now - o.last_seen > self.config.remove_s]
+            for key in gone:
+                del self._objects[key]
+            stale_now = {k for k, o in self._objects.items() if now - o.last_seen > self.config.stale_s}
+            old_frames = [c for c, f in self._camera_frames.items() if now - f["time"] > self.config.remove_s]
+            for cam in old_frames:
+                del self._camera_frames[cam]
+            changed = bool(gone) or bool(old_frames) or stale_now != self._stale
+            self._stale = stale_now
+            if changed:
+                self.version += 1
+            return changed
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The model as published on the `world` topic."""
+        with self._lock:
+            objects = [o.as_dict(stale=now - o.last_seen > self.config.stale_s)
+                       for o in sorted(self._objects.values(), key=lambda o: o.id)]
+            frames = {cam: {**f, "detections": list(f["detections"]),
+                            "stale": now - f["time"] > self.config.stale_s}
+                      for cam, f in self._camera_frames.items()}
+        return {"objects": objects, "updated": now, "frame": "workspace", "camera_frames": frames}
+
+    def __len__(self) -> int:
+        return len(self._objects)
