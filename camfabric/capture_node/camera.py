@@ -271,6 +271,8 @@ class CaptureLoop:
                         self.source.open()
                         opened = True
                     except Exception as exc:
+                        if self._stop.is_set():
+                            break  # shutdown interrupted the open: not a camera failure
                         self._failed(exc, "open")
                         self._close_source()
                         self._wait_backoff()

@@ -1,0 +1,214 @@
+"""Capture node CPU per frame: MJPEG passthrough vs the same stream with a raw subscriber vs a
+raw source that must be encoded — side by side in one run.
+
+Every scenario runs a real CaptureNode with one 1280x720, 30 fps camera and a subscriber in a
+child process (so its CPU is not counted):
+
+- passthrough   an MJPEG stream over TCP (the rpicam source reading a sender process, as from
+                `rpicam-vid --listen`), subscriber wants `jpeg` only: the node cuts and forwards
+- + raw sub     the same stream, subscriber wants `jpeg` and `bgr8`: the node also decodes
+- raw, encode   the same pictures as uncompressed PPM files (file source), subscriber wants
+                `jpeg`: the node encodes every frame
+
+CPU is the node process's `time.process_time()` over the measuring window divided by the frames
+it captured in that window. Measured, not asserted; the machine may be shared.
+
+    .venv/bin/python benchmarks/node_cpu.py [--seconds 8] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from camfabric.capture_node.config import CameraConfig, NodeConfig  # noqa: E402
+from camfabric.capture_node.node import CaptureNode  # noqa: E402
+from camfabric.capture_node.sources.synthetic import SyntheticSource  # noqa: E402
+from camfabric.protocol.jpeg import encode_jpeg  # noqa: E402
+
+WIDTH, HEIGHT, FPS, FRAMES = 1280, 720, 30.0, 30
+
+SUBSCRIBER = """
+import sys, time
+from camfabric.protocol import Subscriber
+endpoint, encodings, seconds = sys.argv[1], sys.argv[2].split(","), float(sys.argv[3])
+with Subscriber(endpoint, cameras=[0], encoding=encodings) as sub:
+    counts = dict.fromkeys(encodings, 0)
+    sub.add_listener(lambda m: counts.__setitem__(m.encoding, counts[m.encoding] + 1)
+                     if getattr(m, "encoding", None) in counts else None)
+    time.sleep(seconds)
+print(counts, flush=True)
+"""
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve(folder: Path, port: int, fps: float) -> None:
+    """The sender: like `rpicam-vid --listen`, stream the folder's JPEGs to one client at a time."""
+    jpegs = [p.read_bytes() for p in sorted(folder.glob("*.jpg"))]
+    listener = socket.create_server(("127.0.0.1", port))
+    while True:
+        client, _ = listener.accept()
+        next_at, n = time.monotonic(), 0
+        try:
+            while True:
+                client.sendall(jpegs[n % len(jpegs)])
+                n += 1
+                next_at += 1.0 / fps
+                time.sleep(max(0.0, next_at - time.monotonic()))
+        except OSError:
+            client.close()
+
+
+def make_pictures(folder: Path) -> int:
+    """FRAMES pictures of the synthetic scene, as JPEG (quality 85) and as PPM; mean JPEG size."""
+    source = SyntheticSource(WIDTH, HEIGHT, 1000.0, label="benchmark")
+    source.open()
+    sizes = []
+    for i in range(FRAMES):
+        image = source.read(timeout=1.0).image
+        jpeg = encode_jpeg(image, 85)
+        sizes.append(len(jpeg))
+        (folder / f"{i:03d}.jpg").write_bytes(jpeg)
+        cv2.imwrite(str(folder / "ppm" / f"{i:03d}.ppm"), image)
+    source.close()
+    return sum(sizes) // len(sizes)
+
+
+@dataclass
+class Result:
+    name: str
+    frames: int
+    cpu_s: float
+    seconds: float
+    counters: dict
+
+    @property
+    def ms_per_frame(self) -> float:
+        return 1000 * self.cpu_s / max(1, self.frames)
+
+
+def run_scenario(name: str, camera: CameraConfig, encodings: str, seconds: float) -> Result:
+    endpoint = f"tcp://127.0.0.1:{unused_port()}"
+    node = CaptureNode(NodeConfig(name="bench", publish=endpoint, cameras=(camera,)))
+    with node:
+        child = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, endpoint, encodings, str(seconds + 4)],
+                                 cwd=REPO, stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(2.0)  # subscriber connected, stream flowing, caches warm
+            loop = node.loops[0]
+            frames0, cpu0, t0 = loop.counters["frames"], time.process_time(), time.monotonic()
+            time.sleep(seconds)
+            frames1, cpu1, t1 = loop.counters["frames"], time.process_time(), time.monotonic()
+            counters = loop.counters.snapshot()
+        finally:
+            out, _ = child.communicate(timeout=seconds + 15)
+    print(f"  {name}: subscriber received {out.strip()}", file=sys.stderr)
+    return Result(name, frames1 - frames0, cpu1 - cpu0, t1 - t0, counters)
+
+
+def machine() -> str:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+        head = "\n".join(lscpu.splitlines()[:10])
+    except (OSError, subprocess.SubprocessError):
+        head = platform.processor() or platform.machine()
+    return f"{head}\nPython {platform.python_version()}, OpenCV {cv2.__version__}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="measuring window per scenario")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not write docs/")
+    parser.add_argument("--serve", nargs=3, metavar=("DIR", "PORT", "FPS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(Path(args.serve[0]), int(args.serve[1]), float(args.serve[2]))
+        return 0
+    logging.basicConfig(level=logging.WARNING)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "ppm").mkdir()
+        mean_jpeg = make_pictures(folder)
+        port = unused_port()
+        sender = subprocess.Popen([sys.executable, __file__, "--serve", str(folder), str(port), str(FPS)])
+        try:
+            common = {"id": 0, "resolution": (WIDTH, HEIGHT), "fps": FPS}
+            mjpeg = CameraConfig(**common, source={"kind": "rpicam", "spawn": False, "port": port})
+            raw = CameraConfig(**common, source={"kind": "file", "path": str(folder / "ppm")})
+            time.sleep(0.5)
+            results = [
+                run_scenario("MJPEG passthrough (jpeg subscriber)", mjpeg, "jpeg", args.seconds),
+                run_scenario("MJPEG + raw subscriber (jpeg + bgr8)", mjpeg, "jpeg,bgr8", args.seconds),
+                run_scenario("raw source, encode (jpeg subscriber)", raw, "jpeg", args.seconds),
+            ]
+        finally:
+            sender.terminate()
+            sender.wait(5)
+
+    header = (f"{WIDTH}x{HEIGHT} at {FPS:g} fps, JPEG quality 85 (mean {mean_jpeg // 1024} KiB), "
+              f"{args.seconds:g} s per scenario")
+    rows = ["| scenario | frames | fps | node CPU ms/frame | CPU % of one core "
+            "| passthrough | decodes | encodes |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        c = r.counters
+        rows.append(f"| {r.name} | {r.frames} | {r.frames / r.seconds:.1f} | {r.ms_per_frame:.2f} | "
+                    f"{100 * r.cpu_s / r.seconds:.1f} | {c['passthrough']} | {c['decodes']} "
+                    f"| {c['encodes']} |")
+    table = "\n".join(rows)
+    print(header)
+    print(table)
+    if not args.no_write:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        text = f"""# Capture node CPU per frame
+
+Measured by `benchmarks/node_cpu.py` on {stamp}: one real CaptureNode per scenario, one camera,
+a subscriber in a child process (its CPU not counted). CPU is the node process's
+`time.process_time()` over the window divided by the frames captured in it (all its threads:
+stream reading and cutting, capture loop, publisher, heartbeat). The MJPEG stream comes from a
+sender process over TCP, read by the rpicam source as from `rpicam-vid --listen`; the raw
+source reads the same pictures as PPM files (that read is part of its cost).
+
+{header}
+
+{table}
+
+The last three columns count the camera's work over the whole run, warm-up included.
+
+- **passthrough**: the camera's JPEG bytes are published as they arrived; no decode, no encode.
+- **+ raw subscriber**: each frame is decoded once (shared by every bgr8 subscriber) and the
+  raw picture ({WIDTH * HEIGHT * 3 // 1024} KiB) is published as well.
+- **raw, encode**: each frame is JPEG-encoded once, because someone subscribes to JPEG.
+
+Machine (shared with other work while measuring, so treat the figures as ratios of one run):
+
+```
+{machine()}
+```
+"""
+        (REPO / "docs" / "benchmarks-node.md").write_text(text)
+        print("written to docs/benchmarks-node.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
