@@ -1,0 +1,182 @@
+"""The `[prusa_connect]` section: which fabric cameras go to which Connect camera, and how.
+
+    [prusa_connect]
+    server = "https://connect.prusa3d.com"
+    nodes = ["tcp://127.0.0.1:5550"]
+
+    [[prusa_connect.cameras]]
+    cam = 0
+    token_env = "PRUSA_CONNECT_TOKEN_0"   # or: token = "<20 characters from Connect>"
+    name = "Overhead"
+    interval_s = 10
+
+    [prusa_connect.curve."tcp://10.0.0.5:5550"]   # keys for a CURVE-secured node off this host
+    secret_key_file = "/etc/camfabric/prusa-connect.key_secret"
+    server_public_key_file = "/etc/camfabric/node-a.key"
+
+The dataclasses are the schema (see `camfabric.config`). A camera's token is resolved once,
+while the config is built: from `token`, or from the environment variable named by
+`token_env`. Tokens are kept out of every `repr`, so a logged config never shows one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ...config import bounded, load_section
+from ...protocol.errors import ConfigError
+from ...protocol.publisher import DEFAULT_ENDPOINT
+from ...protocol.security import CurveClient, is_loopback_endpoint
+
+DEFAULT_SERVER = "https://connect.prusa3d.com"
+DEFAULT_PUBLISH = "tcp://127.0.0.1:5561"
+MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024  # Connect's documented limit for one snapshot
+TOKEN_LENGTH = 20
+_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_\-]+$")
+_FINGERPRINT_CHARS = re.compile(r"^[\x21-\x7e]{16,64}$")  # printable ASCII, no spaces: a header value
+
+
+@dataclass(frozen=True, slots=True)
+class CameraUpload:
+    """One fabric camera uploaded to one Connect camera ("Add new other camera")."""
+
+    cam: int = bounded(lo=0)
+    token: str | None = field(default=None, repr=False)
+    token_env: str | None = None
+    name: str = ""
+    interval_s: float = bounded(10.0, 0.1, 86400.0)
+    fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.token is not None and self.token_env is not None:
+            raise ConfigError("token", "give either token or token_env, not both")
+        token = self.token
+        if self.token_env is not None:
+            if not self.token_env:
+                raise ConfigError("token_env", "must name an environment variable")
+            token = os.environ.get(self.token_env)
+            if not token:
+                raise ConfigError(
+                    "token_env",
+                    f"environment variable {self.token_env} is not set or empty; it must hold the "
+                    "camera token Prusa Connect shows after 'Add new other camera'",
+                )
+        if not token:
+            raise ConfigError(
+                "token",
+                "missing: set token (or token_env) to the camera token Prusa Connect shows "
+                "after 'Add new other camera'",
+            )
+        token = token.strip()
+        # Never echo the value: a malformed token is still mostly a secret.
+        if not _TOKEN_CHARS.match(token):
+            raise ConfigError("token", "must be the letters and digits shown by Prusa Connect "
+                                       "(it contains other characters)")
+        object.__setattr__(self, "token", token)
+        if self.fingerprint is not None and not _FINGERPRINT_CHARS.match(self.fingerprint):
+            raise ConfigError("fingerprint", "must be 16 to 64 printable characters without spaces")
+
+    @property
+    def label(self) -> str:
+        """How logs name this camera: its Connect name and fabric id, never its token."""
+        return f"camera {self.cam}" + (f" ({self.name})" if self.name else "")
+
+    @property
+    def token_looks_valid(self) -> bool:
+        return len(self.token or "") == TOKEN_LENGTH
+
+
+@dataclass(frozen=True, slots=True)
+class CurveKeys:
+    """Keys to subscribe to a CURVE-secured node: ours (secret) and the node's (public)."""
+
+    secret_key_file: Path
+    server_public_key_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class PrusaConnectConfig:
+    """The uploader process: where frames come from, where they go, where state is kept."""
+
+    server: str = DEFAULT_SERVER
+    nodes: tuple[str, ...] = (DEFAULT_ENDPOINT,)
+    publish: str = DEFAULT_PUBLISH
+    state_dir: Path | None = None
+    timeout_s: float = bounded(10.0, 0.1, 300.0)
+    max_age_s: float = bounded(30.0, 0.1, 86400.0)
+    max_bytes: int = bounded(MAX_SNAPSHOT_BYTES, 4096, MAX_SNAPSHOT_BYTES)
+    retry_max_s: float = bounded(300.0, 0.1, 86400.0)
+    status_interval_s: float = bounded(2.0, 0.1, 60.0)
+    cameras: tuple[CameraUpload, ...] = ()
+    curve: dict[str, CurveKeys] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        url = urlsplit(self.server)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError("server", f"must be an http(s) URL like {DEFAULT_SERVER}, got {self.server!r}")
+        if url.scheme == "http" and url.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError("server", "must use https:// — camera tokens are never sent in the "
+                                        "clear (http:// is accepted for loopback only)")
+        if url.query or url.fragment or url.username or url.password:
+            raise ConfigError("server", "must be a plain server URL without credentials, query or fragment")
+        object.__setattr__(self, "server", self.server.rstrip("/"))
+        if not self.nodes:
+            raise ConfigError("nodes", "needs at least one fabric endpoint")
+        for i, endpoint in enumerate(self.nodes):
+            if "://" not in endpoint:
+                raise ConfigError(f"nodes[{i}]", f"{endpoint!r} is not a ZeroMQ endpoint like "
+                                                 f"{DEFAULT_ENDPOINT}")
+        for endpoint, keys in self.curve.items():
+            if endpoint not in self.nodes:
+                raise ConfigError(f"curve.{endpoint}", "is not one of the `nodes` endpoints")
+            for name in ("secret_key_file", "server_public_key_file"):
+                if not Path(getattr(keys, name)).is_file():
+                    raise ConfigError(f"curve.{endpoint}.{name}", f"{getattr(keys, name)} not found "
+                                      "(make keys with `camfabric keys`)")
+        if not is_loopback_endpoint(self.publish):
+            raise ConfigError("publish", "the uploader's status publisher binds loopback only")
+        seen: dict[int, int] = {}
+        for i, camera in enumerate(self.cameras):
+            if camera.cam in seen:
+                raise ConfigError(f"cameras[{i}].cam", f"camera {camera.cam} is already listed at "
+                                                       f"cameras[{seen[camera.cam]}]")
+            seen[camera.cam] = i
+        if self.state_dir is None:
+            object.__setattr__(self, "state_dir", default_state_dir())
+
+
+    @property
+    def curve_clients(self) -> dict[str, CurveClient]:
+        """CURVE keys per node endpoint, in the form `protocol.Subscriber` takes."""
+        return {endpoint: CurveClient(Path(k.secret_key_file), Path(k.server_public_key_file))
+                for endpoint, k in self.curve.items()}
+
+
+def default_state_dir() -> Path:
+    """Where fingerprints live when `state_dir` is not configured.
+
+    systemd's `StateDirectory=` wins (it exports $STATE_DIRECTORY); then /var/lib/camfabric for
+    root, the FHS place for a system service's persistent state; otherwise the user's XDG state
+    home (~/.local/state/camfabric), which survives reboots, unlike /run or /tmp.
+    """
+    systemd = os.environ.get("STATE_DIRECTORY")
+    if systemd:
+        return Path(systemd.split(":")[0])
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/camfabric")
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "camfabric"
+
+
+def load_config(path: str | Path | None) -> PrusaConnectConfig:
+    """The validated `[prusa_connect]` section of the TOML file at `path`."""
+    config = load_section(path, "prusa_connect", PrusaConnectConfig)
+    if not config.cameras:
+        raise ConfigError("prusa_connect.cameras", "no camera configured; add a [[prusa_connect.cameras]] "
+                                                   "table with cam and token")
+    return config

@@ -1,0 +1,58 @@
+"""UploaderService in-process: a CURVE-secured node, the published status, stop within the limit."""
+
+from __future__ import annotations
+
+import time
+
+from camfabric.protocol import CurveServer, Frame, Publisher, Subscriber, generate_keypair, topics
+from camfabric.subscribers.prusa_connect.config import (
+    CameraUpload,
+    CurveKeys,
+    PrusaConnectConfig,
+)
+from camfabric.subscribers.prusa_connect.service import UploaderService
+from tests.conftest import unused_tcp_port
+
+from .conftest import TOKEN_A, jpeg_for
+
+
+def test_frames_from_a_curve_secured_node_are_uploaded_and_the_state_published(connect, zmq_context,
+                                                                               tmp_path):
+    node_public, node_secret = generate_keypair(tmp_path / "keys", "node")
+    client_public, client_secret = generate_keypair(tmp_path / "keys", "uploader")
+    allowed = tmp_path / "authorized"
+    allowed.mkdir()
+    (allowed / client_public.name).write_bytes(client_public.read_bytes())
+    node = f"tcp://127.0.0.1:{unused_tcp_port()}"
+    status_endpoint = f"tcp://127.0.0.1:{unused_tcp_port()}"
+    config = PrusaConnectConfig(
+        server=connect.url, nodes=(node,), publish=status_endpoint, state_dir=tmp_path / "state",
+        timeout_s=2.0, status_interval_s=0.2,
+        cameras=(CameraUpload(cam=0, token=TOKEN_A, name="Bed", interval_s=0.2),),
+        curve={node: CurveKeys(secret_key_file=client_secret, server_public_key_file=node_public)},
+    )
+    with Publisher(node, context=zmq_context, curve=CurveServer(node_secret, allowed)) as pub, \
+            Subscriber(status_endpoint, cameras=[], topics_extra=(topics.status("prusa_connect"),),
+                       context=zmq_context) as watch:
+        service = UploaderService(config, context=zmq_context).start()
+        try:
+            assert pub.wait_for_subscriber(b"frame/0/jpeg", timeout=5)
+            for seq in range(1, 6):
+                pub.publish(Frame(cam=0, seq=seq, t_capture_ns=time.time_ns(), w=64, h=48,
+                                  encoding="jpeg", data=jpeg_for(seq), node="secure"))
+                time.sleep(0.1)
+            assert connect.wait_for(lambda: len(connect.snapshots(TOKEN_A)) >= 2, 5)
+            deadline = time.monotonic() + 3
+            state = {}
+            while time.monotonic() < deadline:
+                msg = watch.message(topics.status("prusa_connect"))
+                state = msg.state["cameras"].get("0", {}) if msg else {}
+                if state.get("uploads", 0) >= 2:
+                    break
+                time.sleep(0.05)
+            assert state["state"] in ("ok", "waiting_for_frame") and state["name"] == "Bed"
+            assert TOKEN_A not in repr(msg.state)
+        finally:
+            started = time.monotonic()
+            service.stop()
+            assert time.monotonic() - started < 2.0
