@@ -1,1 +1,25 @@
-"""The gateway: keeps the newest frame of every camera and serves the HTTP camera API."""
+"""The gateway: keeps the newest frame of every camera and serves the HTTP camera API.
+
+    FrameCache      the fabric side: newest JPEG, heartbeat and owner per camera (cache.py)
+    create_app      the Falcon app over a FrameCache (app.py, resources.py)
+    MjpegStream     one MJPEG client's response body (mjpeg.py)
+    Gateway         cache + app + Waitress in one process; `serve` runs 1..n workers (server.py)
+    GatewayConfig   the [gateway] configuration section (config.py)
+"""
+
+from .app import create_app
+from .cache import FrameCache
+from .config import GatewayConfig, load_gateway_config
+from .mjpeg import MjpegStream, StreamSlots
+from .server import Gateway, serve
+
+__all__ = [
+    "FrameCache",
+    "Gateway",
+    "GatewayConfig",
+    "MjpegStream",
+    "StreamSlots",
+    "create_app",
+    "load_gateway_config",
+    "serve",
+]

@@ -1,0 +1,320 @@
+"""FrameCache: the gateway's view of the fabric — newest JPEG, heartbeat and owner per camera.
+
+One `protocol.Subscriber` (cameras discovered through `meta/`, plus `scan/`, `status/` and
+`world`) feeds the cache from its receive thread. Per camera the cache keeps
+
+- the nodes claiming it, each with its newest heartbeat (`Meta`);
+- the *owner*: the node whose frames are served. Two nodes announcing the same camera id is a
+  configuration mistake; it is logged (once per change) and shown in `/status`, and only the
+  owner's frames are served — the two streams are never merged;
+- the owner's newest JPEG frame and the rate frames arrive at.
+
+A camera is connected while its owner's heartbeat is younger than `heartbeat_timeout_s`; a
+watchdog thread notices the transitions and logs them. Time comes from an injected monotonic
+clock (the same one the subscriber stamps `t_receive_ns` with), so tests can drive `check()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from ..protocol import topics, wire
+from ..protocol.errors import FrameTimeout, UnknownCamera
+from ..protocol.security import CurveClient
+from ..protocol.subscriber import Subscriber
+
+EXTRA_TOPICS = (topics.SCAN.encode(), topics.STATUS.encode(), topics.WORLD.encode())
+WATCHDOG_INTERVAL_S = 0.25
+FPS_SMOOTHING = 0.2
+
+
+@dataclass
+class CameraState:
+    """What the cache knows of one camera; mutated only under the cache's lock."""
+
+    cam: int
+    claims: dict[str, wire.Meta] = field(default_factory=dict)
+    owner: str = ""
+    frame: wire.Frame | None = None
+    connected: bool = False
+    fps: float = 0.0
+    frames: int = 0
+    ignored_frames: int = 0
+    conflict: tuple[str, ...] = ()
+
+    @property
+    def meta(self) -> wire.Meta | None:
+        return self.claims.get(self.owner)
+
+
+class FrameCache:
+    """Newest frame, heartbeat and owner of every camera on the fabric, plus world/scan/status."""
+
+    def __init__(
+        self,
+        endpoints: str | Iterable[str],
+        *,
+        heartbeat_timeout_s: float = 3.0,
+        context: zmq.Context | None = None,
+        curve: Mapping[str, CurveClient] | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+        log: logging.Logger | None = None,
+        watchdog: bool = True,
+    ) -> None:
+        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self.heartbeat_timeout_ns = int(heartbeat_timeout_s * 1e9)
+        self.clock = clock
+        self.log = log or logging.getLogger(__name__)
+        self.subscriber = Subscriber(
+            self.endpoints, cameras=None, encoding="jpeg", topics_extra=EXTRA_TOPICS,
+            context=context, curve=dict(curve) if curve else None, clock=clock, log=self.log,
+        )
+        self.subscriber.add_listener(self._on_message)
+        self._cameras: dict[int, CameraState] = {}
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._watchdog_enabled = watchdog
+        self._watchdog: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> FrameCache:
+        """Connect to the fabric and start the watchdog."""
+        self.subscriber.start()
+        if self._watchdog_enabled:
+            self._watchdog = threading.Thread(target=self._watch, name="camfabric-gateway-watchdog",
+                                              daemon=True)
+            self._watchdog.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the watchdog and the subscriber; wakes every waiting stream."""
+        self._stop.set()
+        self.subscriber.close()
+        if self._watchdog is not None:
+            self._watchdog.join(2.0)
+        with self._changed:
+            self._changed.notify_all()
+
+    def __enter__(self) -> FrameCache:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._stop.is_set()
+
+    # -- the receive side (subscriber thread) ------------------------------------------------
+    def _on_message(self, msg: wire.Message) -> None:
+        if isinstance(msg, wire.Frame):
+            self._on_frame(msg)
+        elif isinstance(msg, wire.Meta):
+            self._on_meta(msg)
+
+    def _on_meta(self, meta: wire.Meta) -> None:
+        with self._changed:
+            state = self._cameras.get(meta.cam)
+            if state is None:
+                state = self._cameras[meta.cam] = CameraState(meta.cam, owner=meta.node)
+                self.log.info("camera %d announced by node %r", meta.cam, meta.node)
+            state.claims[meta.node] = meta
+            self._update(state, meta.t_receive_ns)
+            self._changed.notify_all()
+
+    def _on_frame(self, frame: wire.Frame) -> None:
+        with self._changed:
+            state = self._cameras.get(frame.cam)
+            if state is None or frame.node != state.owner:
+                if state is not None:
+                    state.ignored_frames += 1
+                return
+            prev = state.frame
+            if prev is not None and frame.t_receive_ns > prev.t_receive_ns:
+                rate = 1e9 / (frame.t_receive_ns - prev.t_receive_ns)
+                state.fps = rate if state.fps == 0 else state.fps + FPS_SMOOTHING * (rate - state.fps)
+            state.frame = frame
+            state.frames += 1
+            self._changed.notify_all()
+
+    # -- liveness and ownership --------------------------------------------------------------
+    def _alive(self, state: CameraState, now: int) -> list[str]:
+        return [node for node, meta in state.claims.items()
+                if now - meta.t_receive_ns < self.heartbeat_timeout_ns]
+
+    def _update(self, state: CameraState, now: int) -> None:
+        """Recompute owner, connection and conflict of one camera (lock held)."""
+        alive = self._alive(state, now)
+        if state.owner not in alive and alive:
+            newest = max(alive, key=lambda node: state.claims[node].t_receive_ns)
+            self.log.warning("camera %d: node %r stopped sending heartbeats; serving node %r now",
+                             state.cam, state.owner, newest)
+            state.owner, state.frame, state.fps = newest, None, 0.0
+        connected = state.owner in alive
+        if connected != state.connected:
+            state.connected = connected
+            if connected:
+                self.log.info("camera %d (node %r) connected", state.cam, state.owner)
+            else:
+                self.log.warning("camera %d (node %r) disconnected: no heartbeat for %.1f s",
+                                 state.cam, state.owner, self.heartbeat_timeout_ns / 1e9)
+        conflict = tuple(sorted(alive)) if len(alive) > 1 else ()
+        if conflict != state.conflict:
+            if conflict:
+                self.log.error("camera %d is claimed by %d nodes (%s); serving only node %r's "
+                               "frames — give each camera a unique id", state.cam, len(conflict),
+                               ", ".join(conflict), state.owner)
+            else:
+                self.log.warning("camera %d: only node %r claims it now", state.cam, state.owner)
+            state.conflict = conflict
+
+    def check(self, now_ns: int | None = None) -> None:
+        """Re-evaluate every camera's liveness at `now_ns` (this host's monotonic clock)."""
+        now = self.clock() if now_ns is None else now_ns
+        with self._changed:
+            for state in self._cameras.values():
+                self._update(state, now)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(WATCHDOG_INTERVAL_S):
+            self.check()
+
+    # -- reading -----------------------------------------------------------------------------
+    def camera_ids(self) -> list[int]:
+        with self._changed:
+            return sorted(self._cameras)
+
+    def require(self, cam: int) -> None:
+        """Raise UnknownCamera unless some node has announced `cam`."""
+        if cam not in self._cameras:
+            raise UnknownCamera(cam)
+
+    def latest(self, cam: int) -> wire.Frame | None:
+        """The owner's newest frame of `cam` (None before the first); UnknownCamera if unannounced."""
+        self.require(cam)
+        return self._cameras[cam].frame
+
+    def wait_newer(self, cam: int, after: wire.Frame | None, timeout: float) -> wire.Frame | None:
+        """The newest frame of `cam` other than `after`, waiting up to `timeout` s; None if none
+        came (or the cache closed). Frames in between are skipped: never a backlog."""
+        def newer() -> wire.Frame | None:
+            state = self._cameras.get(cam)
+            frame = state.frame if state is not None else None
+            return frame if frame is not None and frame is not after else None
+
+        with self._changed:
+            self._changed.wait_for(lambda: newer() or self._stop.is_set(), timeout)
+            return newer()
+
+    def snap(self, cam: int, timeout: float, requested_ns: int | None = None) -> wire.Frame:
+        """A frame of `cam` captured after `requested_ns` (default: now), from the camera's owner.
+
+        Raises FrameTimeout when none arrives within `timeout` s — at once when the camera is
+        disconnected, so waiting requests never pile up on a dead camera — and UnknownCamera if
+        no node announced it.
+        """
+        self.require(cam)
+        start = self.clock() if requested_ns is None else requested_ns
+        with self._changed:
+            state = self._cameras[cam]
+            self._update(state, self.clock())
+            if not state.connected:
+                raise FrameTimeout(f"camera {cam} is disconnected: no heartbeat from node "
+                                   f"{state.owner!r} for {self.heartbeat_timeout_ns / 1e9:g} s")
+        deadline = time.monotonic() + timeout
+        previous: wire.Frame | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.closed:
+                raise FrameTimeout(f"no frame from camera {cam} captured within {timeout:g} s "
+                                   "of the request")
+            frame = self.subscriber.latest(cam, timeout=remaining, captured_after_ns=start,
+                                           newer_than=previous)
+            if frame.node == self._cameras[cam].owner:
+                return frame
+            previous = frame  # another node claiming the same id: never served
+
+    def registry(self) -> dict[str, dict[str, Any]]:
+        """`/cameras`: every announced camera's registry entry, keyed by its id string."""
+        with self._changed:
+            states = sorted(self._cameras.items())
+            return {str(cam): {**state.meta.registry, "id": cam}
+                    for cam, state in states if state.meta is not None}
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """`/status`: per camera connected, device_id, width, height, fps and health{…}."""
+        now = self.clock()
+        services = {}
+        for msg in self.subscriber.messages(topics.STATUS.encode()).values():
+            if isinstance(msg, wire.Status):
+                services[msg.service] = msg.state.get("cameras", {})
+        result = {}
+        with self._changed:
+            for cam, state in sorted(self._cameras.items()):
+                self._update(state, now)
+                result[str(cam)] = self._camera_status(state, now, services)
+        return result
+
+    def _camera_status(self, state: CameraState, now: int,
+                       services: dict[str, Any]) -> dict[str, Any]:
+        meta = state.meta
+        registry = meta.registry if meta else {}
+        resolution = registry.get("resolution") or [0, 0]
+        frame = state.frame
+        width, height = (frame.w, frame.h) if frame else (resolution[0], resolution[1])
+        node_health = dict(meta.health) if meta else {}
+        fps = node_health.get("fps", round(state.fps, 2))
+        health: dict[str, Any] = {
+            **node_health,
+            "gateway": {
+                "frame_age_ms": round(frame.age_ns(now) / 1e6) if frame else None,
+                "fps_received": round(state.fps, 2),
+                "frames_received": state.frames,
+                "heartbeat_age_s": round((now - meta.t_receive_ns) / 1e9, 3) if meta else None,
+            },
+        }
+        for service, cameras in services.items():
+            if isinstance(cameras, Mapping) and str(state.cam) in cameras:
+                health[service] = cameras[str(state.cam)]
+        entry: dict[str, Any] = {
+            "connected": state.connected and node_health.get("connected", True) is not False,
+            "device_id": state.cam, "width": width, "height": height, "fps": fps,
+            "node": state.owner, "health": health,
+        }
+        if state.conflict:
+            entry["duplicate"] = {
+                "nodes": list(state.conflict), "serving": state.owner,
+                "ignored_frames": state.ignored_frames,
+                "message": f"camera id {state.cam} is claimed by {len(state.conflict)} nodes; "
+                           f"only {state.owner!r} is served",
+            }
+        return entry
+
+    def world(self) -> dict[str, Any]:
+        """`/world`: the tracker's newest model with `age_s`, or an empty model."""
+        msg = self.subscriber.message(topics.world())
+        if not isinstance(msg, wire.World):
+            return {"objects": [], "updated": None, "age_s": None}
+        model = dict(msg.model)
+        model.setdefault("objects", [])
+        model.setdefault("updated", None)
+        # Both differences on one clock: our wait since receipt, the tracker's since its update.
+        age_ns = max(0, self.clock() - msg.t_receive_ns)
+        updated = model.get("updated")
+        if isinstance(updated, int | float) and not isinstance(updated, bool):
+            age_ns += max(0, msg.t_publish_ns - int(updated * 1e9))
+        model["age_s"] = round(age_ns / 1e9, 3)
+        return model
+
+    def scans(self) -> dict[str, Any]:
+        """`/scan`: every node's startup scan report, keyed by node name."""
+        return {msg.node: msg.report
+                for msg in self.subscriber.messages(topics.SCAN.encode()).values()
+                if isinstance(msg, wire.Scan)}

@@ -1,0 +1,116 @@
+"""The `[gateway]` section of the configuration file, as a typed, validated dataclass.
+
+    [gateway]
+    host = "127.0.0.1"          # a non-loopback address answers only `allow_from`
+    port = 8081
+    subscribe = ["tcp://127.0.0.1:5550", "tcp://127.0.0.1:5560", "tcp://127.0.0.1:5561"]
+    snap_timeout_s = 2.0
+    max_streams = 8             # concurrent MJPEG clients, over all workers
+    threads = 16                # request threads per worker; must exceed max_streams
+    workers = 1
+    default_camera = 0
+    heartbeat_timeout_s = 3.0
+
+    [gateway.curve."tcp://10.0.0.5:5550"]     # CURVE keys for an endpoint off loopback
+    secret_key_file = "/etc/camfabric/gateway.key_secret"
+    server_public_key_file = "/etc/camfabric/node-a.key"
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import bounded, load_section
+from ..protocol.errors import ConfigError
+from ..protocol.security import CurveClient
+
+DEFAULT_SUBSCRIBE = ("tcp://127.0.0.1:5550", "tcp://127.0.0.1:5560", "tcp://127.0.0.1:5561")
+# Loopback, the RFC 1918 private ranges, link-local, and their IPv6 counterparts.
+DEFAULT_ALLOW_FROM = (
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+    "::1/128", "fc00::/7", "fe80::/10",
+)
+# Request threads left for snapshots and JSON when every MJPEG stream holds one.
+SPARE_THREADS = 8
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class CurveKeys:
+    """This gateway's secret key file and the publishing node's public key file."""
+
+    secret_key_file: Path
+    server_public_key_file: Path
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the gateway needs; `threads=None` means max_streams + 8."""
+
+    host: str = "127.0.0.1"
+    port: int = bounded(8081, 0, 65535)
+    subscribe: tuple[str, ...] = DEFAULT_SUBSCRIBE
+    snap_timeout_s: float = bounded(2.0, 0.05, 60.0)
+    max_streams: int = bounded(8, 1, 1000)
+    threads: int | None = bounded(None, 2, 2000)
+    workers: int = bounded(1, 1, 64)
+    allow_from: tuple[str, ...] = DEFAULT_ALLOW_FROM
+    default_camera: int = bounded(0, 0, 1_000_000)
+    heartbeat_timeout_s: float = bounded(3.0, 0.2, 600.0)
+    curve: dict[str, CurveKeys] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ConfigError("host", "must not be empty")
+        if not self.subscribe:
+            raise ConfigError("subscribe", "needs at least one fabric endpoint")
+        for i, endpoint in enumerate(self.subscribe):
+            if "://" not in endpoint:
+                raise ConfigError(f"subscribe[{i}]", f"{endpoint!r} is not a ZeroMQ endpoint "
+                                                     "like tcp://127.0.0.1:5550")
+        for i, net in enumerate(self.allow_from):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"allow_from[{i}]", f"not a network: {exc}") from None
+        for endpoint, keys in self.curve.items():
+            if endpoint not in self.subscribe:
+                raise ConfigError(f"curve.{endpoint}", "is not one of the `subscribe` endpoints")
+            for name in ("secret_key_file", "server_public_key_file"):
+                if not getattr(keys, name).is_file():
+                    raise ConfigError(f"curve.{endpoint}.{name}", f"{getattr(keys, name)} not found")
+        if self.threads is not None and self.threads <= self.max_streams:
+            raise ConfigError("threads", f"must exceed max_streams ({self.max_streams}): every "
+                                         "MJPEG stream holds a thread, snapshots need the rest")
+
+    @property
+    def request_threads(self) -> int:
+        """Request threads per worker: every stream may land on one worker, plus spares."""
+        return self.threads if self.threads is not None else self.max_streams + SPARE_THREADS
+
+    @property
+    def networks(self) -> tuple[Network, ...]:
+        return tuple(ipaddress.ip_network(n, strict=False) for n in self.allow_from)
+
+    @property
+    def curve_clients(self) -> dict[str, CurveClient]:
+        return {endpoint: CurveClient(k.secret_key_file, k.server_public_key_file)
+                for endpoint, k in self.curve.items()}
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when the listening address is reachable from this host only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+
+def load_gateway_config(path: str | Path | None) -> GatewayConfig:
+    """The `[gateway]` section of the TOML file at `path` (all defaults when None)."""
+    return load_section(path, "gateway", GatewayConfig)

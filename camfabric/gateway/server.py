@@ -1,0 +1,319 @@
+"""Serving the gateway: Waitress tuned for MJPEG, in one process or several on one port.
+
+Waitress settings, and why:
+
+- `threads` = max_streams + spares (config): every MJPEG stream holds a request thread for its
+  lifetime, and the stream cap (`StreamSlots`) keeps streams from ever taking the spares, so
+  /latest, /snap and /status always find a thread.
+- `outbuf_high_watermark` small (256 KiB) and `SO_SNDBUF` 256 KiB on each connection: a
+  stream's thread blocks once about one frame is waiting for a slow client, then sends the
+  newest frame when the client catches up — frames are skipped, never queued. Waitress sends
+  each write at once (its `send_bytes` is 1), so every part leaves immediately.
+- `channel_request_lookahead = 1`: Waitress keeps reading the socket during a response and
+  offers `waitress.client_disconnected`, so a stream of a silent camera notices a client that
+  left.
+
+One Waitress process serves about half the requests per second a bare threaded HTTP server
+does. `workers > 1` runs that many processes on one listening socket, bound once by the parent
+(so a busy port fails once, before anything starts); each worker has its own fabric
+subscriber, and the stream cap is one counter shared by all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import waitress.channel
+import waitress.server
+import waitress.wasyncore
+import zmq
+
+from ..protocol.errors import CamfabricError
+from ..runtime import setup_logging, stop_event
+from .app import create_app
+from .cache import FrameCache
+from .config import GatewayConfig
+from .mjpeg import StreamSlots
+
+log = logging.getLogger(__name__)
+
+OUTBUF_HIGH_WATERMARK = 256 * 1024
+SEND_BUFFER_BYTES = 256 * 1024
+BACKLOG = 1024
+RESPAWN_INTERVAL_S = 1.0
+# A worker that exits this soon after starting, this many times in a row, is not restarted:
+# the gateway stops with an error instead of looping (e.g. a port or key it cannot use).
+QUICK_EXIT_S = 5.0
+QUICK_EXITS_ALLOWED = 3
+
+
+class Throttle(logging.Filter):
+    """Lets a message through at most once per `interval_s`, counting what it held back.
+
+    Waitress warns "Task queue depth is N" for every request that finds all threads busy; under
+    load that is a line per request, so the gateway lets one through per interval.
+    """
+
+    def __init__(self, interval_s: float = 60.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key, now = str(record.msg), self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        held = self._held.pop(key, 0)
+        if held:
+            record.msg = f"{record.msg} (and {held} more like it in the last {now - last:.0f} s)"
+        self._last[key] = now
+        return True
+
+
+QUEUE_LOG_THROTTLE = Throttle()
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0 picks a free one)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+class Gateway:
+    """One serving process's worth of gateway: FrameCache, Falcon app and Waitress.
+
+        with Gateway(GatewayConfig(port=0, subscribe=(node.endpoint,))) as gw:
+            requests.get(gw.url + "latest/0")
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        sock: socket.socket | None = None,
+        context: zmq.Context | None = None,
+        stream_counter: Any | None = None,
+    ) -> None:
+        self.config = config
+        self.sock = sock
+        self.context = context
+        self.stopping = threading.Event()
+        self.slots = StreamSlots(config.max_streams, stream_counter)
+        self.cache = FrameCache(config.subscribe, heartbeat_timeout_s=config.heartbeat_timeout_s,
+                                context=context, curve=config.curve_clients)
+        self.app = create_app(self.cache, config, slots=self.slots, stopping=self.stopping)
+        self.server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return url_of(self.server.socket)
+
+    @property
+    def port(self) -> int:
+        return self.server.socket.getsockname()[1]
+
+    def start(self) -> Gateway:
+        """Subscribe to the fabric and start serving HTTP on a background thread."""
+        sock = self.sock or bind_socket(self.config.host, self.config.port)
+        self.cache.start()
+        try:
+            self.server = waitress.server.create_server(
+                self.app, sockets=[sock], threads=self.config.request_threads,
+                outbuf_high_watermark=OUTBUF_HIGH_WATERMARK, channel_request_lookahead=1,
+                connection_limit=max(100, 4 * self.config.request_threads),
+                asyncore_use_poll=True, ident="camfabric", clear_untrusted_proxy_headers=True,
+            )
+        except Exception:
+            self.cache.close()
+            raise
+        queue_log = logging.getLogger("waitress.queue")
+        if QUEUE_LOG_THROTTLE not in queue_log.filters:
+            queue_log.addFilter(QUEUE_LOG_THROTTLE)
+        self.server.adj.socket_options = [
+            *self.server.adj.socket_options,
+            (socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES),
+        ]
+        self._thread = threading.Thread(target=self.server.run, name="camfabric-gateway-http",
+                                        daemon=True)
+        self._thread.start()
+        log.info("gateway serving %s (subscribed to %s)", self.url, ", ".join(self.config.subscribe))
+        return self
+
+    def stop(self, timeout: float = 1.5) -> None:
+        """End every stream, stop Waitress and the subscriber; returns within about `timeout` s."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self.cache.close()  # streams waiting for a frame wake up and end
+        if self.server is None:
+            return
+        deadline = time.monotonic() + timeout
+        # Hang up on every client on Waitress's own loop thread: this also releases a stream
+        # thread blocked on a client that stopped reading (its next write raises).
+        self._on_loop(self._hang_up, timeout / 3)
+        self.server.task_dispatcher.shutdown(cancel_pending=True,
+                                             timeout=max(0.1, deadline - time.monotonic() - 0.2))
+        # An empty socket map ends Waitress's loop.
+        self._on_loop(lambda: waitress.wasyncore.close_all(self.server._map), 0.1)
+        if self._thread is not None:
+            self._thread.join(max(0.1, deadline - time.monotonic()))
+
+    def _on_loop(self, action: Any, timeout: float) -> None:
+        """Run `action` on Waitress's loop thread and wait up to `timeout` s for it."""
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                action()
+            finally:
+                done.set()
+
+        try:
+            self.server.trigger.pull_trigger(run)
+        except OSError as exc:  # the loop has already closed its trigger
+            log.debug("gateway loop already stopped: %s", exc)
+            return
+        done.wait(timeout)
+
+    def _hang_up(self) -> None:
+        self.server.accepting = False
+        for dispatcher in list(self.server._map.values()):
+            if isinstance(dispatcher, waitress.channel.HTTPChannel):
+                dispatcher.handle_close()
+
+    def __enter__(self) -> Gateway:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _worker_main(config: GatewayConfig, sock: socket.socket, counter: Any, index: int,
+                 log_level: str) -> None:
+    """A worker process: serve on the inherited socket until SIGTERM/SIGINT or the parent dies."""
+    setup_logging(log_level)
+    stop = stop_event()
+    parent = os.getppid()
+    gateway = Gateway(config, sock=sock, stream_counter=counter).start()
+    log.debug("worker %d (pid %d) serving", index, os.getpid())
+    while not stop.wait(0.5):
+        if os.getppid() != parent:
+            log.warning("worker %d: the gateway's main process is gone; stopping", index)
+            break
+    gateway.stop()
+
+
+class WorkerPool:
+    """`workers` processes serving one listening socket; a worker that dies is restarted."""
+
+    def __init__(self, config: GatewayConfig, sock: socket.socket, log_level: str = "INFO") -> None:
+        self.config = config
+        self.sock = sock
+        self.log_level = log_level
+        self.mp = multiprocessing.get_context("spawn")
+        self.counter = self.mp.Value("i", 0)
+        self.processes: list[Any] = [None] * config.workers
+        self._last_spawn = [0.0] * config.workers
+        self._quick_exits = [0] * config.workers
+
+    def _spawn(self, index: int) -> None:
+        process = self.mp.Process(
+            target=_worker_main, name=f"camfabric-gateway-worker-{index}",
+            args=(self.config, self.sock, self.counter, index, self.log_level), daemon=True)
+        process.start()
+        self.processes[index] = process
+        self._last_spawn[index] = time.monotonic()
+
+    def start(self) -> WorkerPool:
+        for index in range(self.config.workers):
+            self._spawn(index)
+        return self
+
+    def watch(self) -> None:
+        """Restart workers that exited (at most once a second each); raise CamfabricError when
+        one keeps exiting right after it starts."""
+        for index, process in enumerate(self.processes):
+            if process is None or process.is_alive():
+                continue
+            now = time.monotonic()
+            if now - self._last_spawn[index] < RESPAWN_INTERVAL_S:
+                continue
+            quick = process.exitcode != 0 and now - self._last_spawn[index] < QUICK_EXIT_S
+            self._quick_exits[index] = self._quick_exits[index] + 1 if quick else 0
+            if self._quick_exits[index] >= QUICK_EXITS_ALLOWED:
+                raise CamfabricError(f"gateway worker {index} exited {QUICK_EXITS_ALLOWED} times in a "
+                                     f"row right after starting (status {process.exitcode}); "
+                                     "see its log above")
+            log.error("gateway worker %d exited with status %s; restarting it", index, process.exitcode)
+            self._spawn(index)
+
+    def stop(self, timeout: float = 1.5) -> None:
+        for process in self.processes:
+            if process is not None and process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            if process is not None:
+                process.join(max(0.0, deadline - time.monotonic()))
+                if process.is_alive():
+                    log.warning("gateway worker pid %d did not stop in time; killing it", process.pid)
+                    process.kill()
+                    process.join(0.2)
+
+
+def serve(config: GatewayConfig, stop: threading.Event, log_level: str = "INFO",
+          on_ready: Any = None) -> None:
+    """Run the gateway until `stop` is set: in this process, or as `workers` processes."""
+    try:
+        sock = bind_socket(config.host, config.port)
+    except OSError as exc:
+        raise CamfabricError(f"gateway cannot listen on {config.host}:{config.port}: "
+                             f"{exc.strerror or exc}") from exc
+    url = url_of(sock)
+    if config.workers == 1:
+        gateway = Gateway(config, sock=sock).start()
+        if on_ready is not None:
+            on_ready(url)
+        try:
+            stop.wait()
+        finally:
+            gateway.stop()
+        return
+    pool = WorkerPool(config, sock, log_level).start()
+    if on_ready is not None:
+        on_ready(url)
+    try:
+        while not stop.wait(0.5):
+            pool.watch()
+    finally:
+        pool.stop()
+        sock.close()

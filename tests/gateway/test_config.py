@@ -1,0 +1,77 @@
+"""The [gateway] section: defaults, and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from camfabric.gateway.config import GatewayConfig, load_gateway_config
+from camfabric.protocol import ConfigError, generate_keypair
+
+
+def load(tmp_path, text: str) -> GatewayConfig:
+    path = tmp_path / "camfabric.toml"
+    path.write_text(text)
+    return load_gateway_config(path)
+
+
+def test_defaults_follow_the_fabric():
+    config = load_gateway_config(None)
+    assert (config.host, config.port) == ("127.0.0.1", 8081)
+    assert config.subscribe == ("tcp://127.0.0.1:5550", "tcp://127.0.0.1:5560", "tcp://127.0.0.1:5561")
+    assert config.snap_timeout_s == 2.0 and config.heartbeat_timeout_s == 3.0
+    assert config.default_camera == 0 and config.workers == 1
+    assert config.request_threads > config.max_streams
+    assert config.loopback_only
+
+
+def test_a_full_section_loads(tmp_path):
+    _, secret = generate_keypair(tmp_path, "gateway")
+    public, _ = generate_keypair(tmp_path, "node")
+    config = load(tmp_path, f"""
+[gateway]
+host = "0.0.0.0"
+port = 9000
+subscribe = ["tcp://10.0.0.5:5550"]
+max_streams = 4
+threads = 10
+workers = 3
+allow_from = ["192.168.1.0/24"]
+
+[gateway.curve."tcp://10.0.0.5:5550"]
+secret_key_file = "{secret}"
+server_public_key_file = "{public}"
+""")
+    assert config.request_threads == 10 and config.workers == 3 and not config.loopback_only
+    assert str(config.networks[0]) == "192.168.1.0/24"
+    assert set(config.curve_clients) == {"tcp://10.0.0.5:5550"}
+
+
+@pytest.mark.parametrize(("text", "path"), [
+    ("[gateway]\nprot = 1\n", "gateway.prot"),
+    ("[gateway]\nport = 70000\n", "gateway.port"),
+    ('[gateway]\nsnap_timeout_s = "2"\n', "gateway.snap_timeout_s"),
+    ("[gateway]\nmax_streams = 8\nthreads = 8\n", "gateway.threads"),
+    ('[gateway]\nallow_from = ["10.0.0.0/8", "lan"]\n', "gateway.allow_from[1]"),
+    ('[gateway]\nsubscribe = ["127.0.0.1:5550"]\n', "gateway.subscribe[0]"),
+    ("[gateway]\nsubscribe = []\n", "gateway.subscribe"),
+    ("[gateway]\nworkers = 0\n", "gateway.workers"),
+    ('[gateway.curve."tcp://10.9.9.9:5550"]\nsecret_key_file = "a"\nserver_public_key_file = "b"\n',
+     "gateway.curve.tcp://10.9.9.9:5550"),
+    ('[gateway]\nsubscribe = ["tcp://10.9.9.9:5550"]\n[gateway.curve."tcp://10.9.9.9:5550"]\n'
+     'secret_key_file = "/nonexistent/gw.key_secret"\nserver_public_key_file = "/nonexistent/n.key"\n',
+     "gateway.curve.tcp://10.9.9.9:5550.secret_key_file"),
+])
+def test_bad_values_name_the_key(tmp_path, text, path):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    assert info.value.path == path
+
+
+def test_the_public_surface_is_all():
+    import camfabric.gateway as gateway
+
+    assert sorted(gateway.__all__) == ["FrameCache", "Gateway", "GatewayConfig", "MjpegStream",
+                                       "StreamSlots", "create_app", "load_gateway_config", "serve"]
+    for name in gateway.__all__:
+        assert getattr(gateway, name) is not None
+

@@ -1,0 +1,160 @@
+"""The gateway as a member of the fabric: heartbeats, duplicate camera ids, real capture nodes
+killed and restarted, two gateways on one node."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+
+import falcon.testing
+import pytest
+import requests
+
+from camfabric.capture_node.config import NodeConfig, demo_cameras
+from camfabric.capture_node.node import CaptureNode
+from camfabric.gateway.app import create_app
+from camfabric.gateway.cache import FrameCache
+from camfabric.protocol import Publisher, decode_jpeg
+
+from .support import FakeNode, announce, deliver, wait_until
+
+SECOND = 10**9
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand; the subscriber stamps arrivals with it."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic_ns()
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def test_a_camera_is_disconnected_after_its_heartbeat_stops_for_three_seconds(
+        zmq_context, node, caplog):
+    clock = FakeClock()
+    cache = FrameCache(node.endpoint, context=zmq_context, clock=clock, watchdog=False).start()
+    try:
+        announce(node, cache, 0)
+        client = falcon.testing.TestClient(create_app(cache))
+        assert client.simulate_get("/status").json["0"]["connected"] is True
+        clock.now += int(2.9 * SECOND)
+        assert client.simulate_get("/status").json["0"]["connected"] is True
+        clock.now += int(0.2 * SECOND)
+        with caplog.at_level(logging.WARNING, logger="camfabric.gateway.cache"):
+            assert client.simulate_get("/status").json["0"]["connected"] is False
+            cache.check()
+        assert sum("disconnected" in r.getMessage() for r in caplog.records) == 1
+        started = time.monotonic()
+        snap = client.simulate_get("/snap/0")  # no waiting on a camera that is gone
+        assert snap.status_code == 503 and "disconnected" in snap.json["description"]
+        assert time.monotonic() - started < 0.5
+        node.meta(0)  # the heartbeat returns (stamped with the moved clock)
+        wait_until(lambda: client.simulate_get("/status").json["0"]["connected"], what="reconnected")
+    finally:
+        cache.close()
+
+
+def test_a_duplicate_camera_id_is_shown_and_never_merged(zmq_context, make_cache, caplog):
+    with Publisher("tcp://127.0.0.1:0", context=zmq_context) as pub_a, \
+            Publisher("tcp://127.0.0.1:0", context=zmq_context) as pub_b:
+        a, b = FakeNode(pub_a, "node-a"), FakeNode(pub_b, "node-b")
+        cache = make_cache(a.endpoint)
+        deliver(a, cache, 0, value=20)
+        cache.subscriber.close()  # start over, subscribed to both nodes
+        with caplog.at_level(logging.ERROR, logger="camfabric.gateway.cache"):
+            cache = make_cache(a.endpoint, b.endpoint)
+            deliver(a, cache, 0, value=20)
+            pub_b.wait_for_subscriber(b"meta/0/")
+            wait_until(lambda: (b.meta(0), a.meta(0), "duplicate" in cache.status()["0"])[-1],
+                       what="the duplicate reported")
+            for _ in range(5):  # more heartbeats of both: the conflict is logged once
+                before = cache.subscriber.stats.received
+                a.meta(0)
+                b.meta(0)
+                wait_until(lambda before=before: cache.subscriber.stats.received >= before + 2)
+            pub_b.wait_for_subscriber(b"frame/0/jpeg")
+            for i in range(5):  # node-b's frames arrive, and are counted, not served
+                wait_until(lambda i=i: b.frame(0, value=240) or cache.status()["0"]["duplicate"]
+                           ["ignored_frames"] > i, what="node-b's frame received")
+            deliver(a, cache, 0, value=20)
+        client = falcon.testing.TestClient(create_app(cache))
+        status = client.simulate_get("/status").json["0"]
+        assert status["duplicate"]["nodes"] == ["node-a", "node-b"]
+        assert status["duplicate"]["serving"] == "node-a" and status["node"] == "node-a"
+        assert "claimed by 2 nodes" in status["duplicate"]["message"]
+        image = decode_jpeg(client.simulate_get("/latest/0").content)
+        assert abs(int(image.mean()) - 20) <= 2  # node-b's frames are never served
+        conflicts = [r for r in caplog.records if "claimed by 2 nodes" in r.getMessage()]
+        assert len(conflicts) == 1  # logged once per change, not once per heartbeat
+
+
+def node_config(endpoint: str, name: str = "cell") -> NodeConfig:
+    return NodeConfig(name=name, publish=endpoint, cameras=demo_cameras(160, 120, 15))
+
+
+def test_end_to_end_through_a_capture_node(zmq_context, tcp_endpoint, make_gateway):
+    with CaptureNode(node_config(tcp_endpoint), context=zmq_context) as node:
+        gw = make_gateway(node.endpoint)
+        wait_until(lambda: len(gw.cache.camera_ids()) == 3, timeout=5, what="three cameras")
+        cameras = requests.get(gw.url + "cameras", timeout=5).json()
+        assert [cameras[k]["role"] for k in ("0", "1", "2")] == ["overhead", "end_effector",
+                                                                 "side_profile"]
+        before = time.time()
+        snap = requests.get(gw.url + "snap/1", timeout=5)
+        assert snap.status_code == 200 and float(snap.headers["X-Timestamp"]) > before
+        assert decode_jpeg(snap.content).shape == (120, 160, 3)
+        wait_until(lambda: gw.cache.latest(2), what="a frame of camera 2")
+        latest = requests.get(gw.url + "latest/2", timeout=5)
+        assert latest.status_code == 200 and int(latest.headers["X-Frame-Age-Ms"]) < 1000
+        wait_until(lambda: all(s["connected"] for s in requests.get(gw.url + "status", timeout=5)
+                               .json().values()), what="every camera connected")
+
+
+def test_two_gateways_on_one_node(zmq_context, tcp_endpoint, make_gateway):
+    with CaptureNode(node_config(tcp_endpoint), context=zmq_context) as node:
+        first, second = make_gateway(node.endpoint), make_gateway(node.endpoint)
+        for gw in (first, second):
+            wait_until(lambda gw=gw: gw.cache.latest(0) if 0 in gw.cache.camera_ids() else None,
+                       timeout=5, what="a frame at each gateway")
+        for gw in (first, second):
+            assert requests.get(gw.url + "latest/0", timeout=5).status_code == 200
+            assert requests.get(gw.url + "snap/0", timeout=5).status_code == 200
+
+
+def start_node_process(endpoint: str) -> subprocess.Popen:
+    """`camfabric node` with its three demo cameras, as a separate process."""
+    return subprocess.Popen([sys.executable, "-m", "camfabric.cli", "node", "--publish", endpoint,
+                             "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def connected(gw, cam: int = 0) -> bool:
+    return requests.get(gw.url + "status", timeout=5).json().get(str(cam), {}).get("connected", False)
+
+
+@pytest.mark.timeout(30)
+def test_a_killed_node_is_reported_and_served_again_after_restart(tcp_endpoint, make_gateway):
+    gw = make_gateway(tcp_endpoint)
+    node = start_node_process(tcp_endpoint)
+    try:
+        wait_until(lambda: connected(gw) and gw.cache.latest(0), timeout=8, what="the node serving")
+        node.kill()  # SIGKILL: no goodbye on the fabric, the heartbeat just stops
+        node.wait(5)
+        killed = time.monotonic()
+        wait_until(lambda: not connected(gw), timeout=4.0, what="camera 0 reported disconnected")
+        assert time.monotonic() - killed <= 3.5
+        assert requests.get(gw.url + "latest/0", timeout=5).status_code == 200  # the last frame stays
+
+        restarted = time.time()
+        node = start_node_process(tcp_endpoint)
+        wait_until(lambda: connected(gw), timeout=8.0, what="camera 0 connected again")
+        snap = requests.get(gw.url + "snap/0", timeout=5)
+        assert snap.status_code == 200 and float(snap.headers["X-Timestamp"]) > restarted
+        latest = requests.get(gw.url + "latest/0", timeout=5)
+        assert float(latest.headers["X-Timestamp"]) > restarted
+    finally:
+        node.kill()
+        node.wait(5)

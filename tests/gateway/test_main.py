@@ -1,0 +1,104 @@
+"""`camfabric gateway` as a user runs it: a subprocess, a config file, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import requests
+
+from camfabric.protocol import Publisher
+
+from ..conftest import unused_tcp_port
+from .support import FakeNode, wait_until
+
+
+def _exited(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE  # exited; its new parent did not reap it
+    except psutil.NoSuchProcess:
+        return True
+
+
+def camfabric(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "camfabric.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_help_shows_an_example_config():
+    result = subprocess.run([sys.executable, "-m", "camfabric.cli", "gateway", "--help"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert "[gateway]" in result.stdout and "max_streams" in result.stdout
+    assert "--config" in result.stdout
+
+
+def test_a_bad_config_names_the_key_and_exits_2(tmp_path):
+    config = tmp_path / "gateway.toml"
+    config.write_text('[gateway]\nmax_streams = "many"\n')
+    result = subprocess.run([sys.executable, "-m", "camfabric.cli", "gateway", "--config", str(config)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "gateway.max_streams" in result.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_gateway_serves_and_stops_on_sigterm(tmp_path, zmq_context, tcp_endpoint, workers):
+    port = unused_tcp_port()
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nport = {port}\nsubscribe = ["{tcp_endpoint}"]\nworkers = {workers}\n'
+                      "heartbeat_timeout_s = 3.0\n")
+    with Publisher(tcp_endpoint, context=zmq_context) as pub:
+        node = FakeNode(pub)
+        proc = camfabric("gateway", "--config", str(config))
+        try:
+            line = proc.stdout.readline()
+            assert f"http://127.0.0.1:{port}/" in line
+            url = f"http://127.0.0.1:{port}/"
+
+            def served() -> bool:
+                node.meta(0)
+                node.frame(0)
+                try:
+                    return requests.get(url + "latest/0", timeout=2).status_code == 200
+                except requests.ConnectionError:
+                    return False  # workers still starting
+
+            wait_until(served, timeout=20, what="the gateway serving camera 0")
+            children = psutil.Process(proc.pid).children(recursive=True)
+            assert len(children) >= (workers if workers > 1 else 0)
+            for _ in range(10):  # every worker (each its own subscriber) has the camera
+                node.frame(0)
+                assert requests.get(url + "latest/0", timeout=2).status_code == 200
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=5) == 0
+            assert time.monotonic() - started < 2.0
+            _, left = psutil.wait_procs(children, timeout=1.0)  # no worker outlives the gateway
+            assert all(_exited(c) for c in left), left
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+
+
+def test_a_busy_port_is_one_clear_error(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "gateway.toml"
+        config.write_text(f"[gateway]\nport = {port}\n")
+        result = subprocess.run([sys.executable, "-m", "camfabric.cli", "gateway", "--config", str(config)],
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,258 @@
+"""Every route of the HTTP API, driven in-process with falcon.testing against a real fabric."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from camfabric.gateway.app import create_app
+from camfabric.gateway.config import GatewayConfig
+from camfabric.protocol import Scan, Status, World, decode_jpeg, topics
+
+from .support import announce, deliver, jpeg_of, registry, wait_until
+
+IMAGE_ROUTES = ["/latest/0", "/snapshot.jpg", "/?action=snapshot", "/?action=snapshot&cam=0"]
+
+
+def assert_json_error(result, status: int) -> dict:
+    assert result.status_code == status, result.text
+    assert result.headers["content-type"].startswith("application/json")
+    body = result.json
+    assert set(body) >= {"title", "description"}
+    assert "Traceback" not in result.text and "<html" not in result.text.lower()
+    return body
+
+
+def assert_image_headers(result) -> None:
+    assert result.headers["access-control-allow-origin"] == "*"
+    assert result.headers["cache-control"] == "no-cache"
+
+
+def test_cameras_lists_the_registry_keyed_by_id_string(client, node, cache):
+    assert client.simulate_get("/cameras").json == {}
+    announce(node, cache, 0)
+    announce(node, cache, 2)
+    body = client.simulate_get("/cameras").json
+    assert list(body) == ["0", "2"]
+    assert body["2"] == registry(2)
+
+
+@pytest.mark.parametrize("path", ["/latest/0", "/snapshot.jpg", "/?action=snapshot"])
+def test_before_the_first_frame_latest_is_503_with_retry_after(client, node, cache, path):
+    announce(node, cache, 0)
+    result = client.simulate_get(path)
+    assert_json_error(result, 503)
+    assert int(result.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize("path", IMAGE_ROUTES)
+def test_latest_serves_the_cached_jpeg_with_its_age(client, node, cache, path):
+    deliver(node, cache, 0, value=200)
+    extra = "cacheBust=123&bypassCache=true"
+    result = client.simulate_get(path + ("&" if "?" in path else "?") + extra)
+    assert result.status_code == 200
+    assert result.headers["content-type"] == "image/jpeg"
+    assert_image_headers(result)
+    age = int(result.headers["x-frame-age-ms"])
+    assert 0 <= age < 2000
+    assert abs(int(decode_jpeg(result.content).mean()) - 200) <= 2
+
+
+def test_frame_age_grows_on_the_receivers_clock(client, node, cache):
+    deliver(node, cache, 0)
+    first = int(client.simulate_get("/latest/0").headers["x-frame-age-ms"])
+    time.sleep(0.15)
+    second = int(client.simulate_get("/latest/0").headers["x-frame-age-ms"])
+    assert second - first >= 140
+
+
+def test_frame_age_ignores_the_publishers_clock_offset(client, node, cache):
+    # A node whose clock is an hour behind: age must still be small, not an hour.
+    announce(node, cache, 0)
+    hour = 3600 * 10**9
+    sent = node.frame(0, captured_ns=time.time_ns() - hour)
+    wait_until(lambda: (f := cache.latest(0)) is not None and f.seq == sent.seq)
+    age = int(client.simulate_get("/latest/0").headers["x-frame-age-ms"])
+    assert age > 3_000_000  # the frame was published an hour after capture by the node's clock
+    # …and the same frame published at once reads as fresh:
+    sent = node.frame(0)
+    wait_until(lambda: (f := cache.latest(0)) is not None and f.seq == sent.seq)
+    assert int(client.simulate_get("/latest/0").headers["x-frame-age-ms"]) < 2000
+
+
+@pytest.mark.parametrize("path", ["/latest/7", "/snap/7", "/cam/7", "/frame/7", "/?action=snapshot&cam=7",
+                                  "/?action=stream&cam=7"])
+def test_unknown_camera_is_404_json(client, node, cache, path):
+    deliver(node, cache, 0)
+    body = assert_json_error(client.simulate_get(path), 404)
+    assert "7" in body["description"] and "0" in body["description"]
+
+
+@pytest.mark.parametrize("path", ["/latest/x", "/snap/1.5", "/cam/-1", "/frame/abc", "/latest/%201",
+                                  "/?action=snapshot&cam=one", "/?action=stream&cam=zero"])
+def test_non_integer_camera_id_is_400_json(client, path):
+    assert_json_error(client.simulate_get(path), 400)
+
+
+@pytest.mark.parametrize("fmt", ["png", "RAW", "bgr", "jpeg,raw"])
+def test_frame_with_another_format_is_400(client, node, cache, fmt):
+    deliver(node, cache, 0)
+    body = assert_json_error(client.simulate_get("/frame/0", params={"format": fmt}), 400)
+    assert "jpeg or raw" in body["description"]
+
+
+def test_unknown_action_is_400(client):
+    assert_json_error(client.simulate_get("/", params={"action": "record"}), 400)
+
+
+def test_unknown_route_is_404_json_not_html(client):
+    assert_json_error(client.simulate_get("/nope", headers={"Accept": "text/html"}), 404)
+
+
+def _publish_while(node, cam, stop: threading.Event, period: float = 0.02) -> threading.Thread:
+    def run():
+        value = 0
+        while not stop.wait(period):
+            value = (value + 7) % 256
+            node.frame(cam, value)
+            node.meta(cam)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("path", ["/snap/0", "/frame/0", "/frame/0?format=jpeg"])
+def test_snap_returns_a_frame_captured_after_the_request(client, node, cache, path):
+    stale = deliver(node, cache, 0, value=10)
+    stop = threading.Event()
+    thread = _publish_while(node, 0, stop)
+    try:
+        before = time.time_ns()
+        result = client.simulate_get(path)
+    finally:
+        stop.set()
+        thread.join()
+    assert result.status_code == 200
+    assert result.headers["content-type"] == "image/jpeg"
+    assert_image_headers(result)
+    stamp = float(result.headers["x-timestamp"])
+    assert stamp * 1e9 > before and stamp * 1e9 > stale.t_capture_ns
+
+
+def test_snap_without_a_fresh_frame_is_503_after_the_timeout(client, node, cache):
+    deliver(node, cache, 0)
+    started = time.monotonic()
+    assert_json_error(client.simulate_get("/snap/0"), 503)
+    assert 0.45 <= time.monotonic() - started < 1.5  # snap_timeout_s = 0.5 in the fixture
+
+
+def test_frame_raw_is_bgr_bytes_with_shape_headers(client, node, cache):
+    deliver(node, cache, 0)
+    stop = threading.Event()
+    thread = _publish_while(node, 0, stop)
+    try:
+        result = client.simulate_get("/frame/0", params={"format": "raw", "timestamp": "1"})
+    finally:
+        stop.set()
+        thread.join()
+    assert result.status_code == 200
+    assert result.headers["content-type"] == "application/octet-stream"
+    assert_image_headers(result)
+    h, w = int(result.headers["x-frame-height"]), int(result.headers["x-frame-width"])
+    assert (w, h) == (64, 48)
+    assert result.headers["x-frame-channels"] == "3" and result.headers["x-frame-dtype"] == "uint8"
+    image = np.frombuffer(result.content, dtype=np.uint8).reshape(h, w, 3)
+    assert image.std() < 3  # a flat grey frame, decoded
+
+
+def test_status_reports_each_camera(client, node, cache):
+    deliver(node, cache, 0)
+    body = client.simulate_get("/status").json
+    entry = body["0"]
+    assert entry["connected"] is True
+    assert (entry["device_id"], entry["width"], entry["height"], entry["fps"]) == (0, 64, 48, 15.0)
+    assert entry["health"]["connected"] is True
+    assert entry["health"]["gateway"]["frames_received"] >= 1
+
+
+def test_status_places_each_services_camera_state_in_health(client, node, cache, publisher):
+    deliver(node, cache, 0)
+    state = {"cameras": {"0": {"last_upload": 12.5, "ok": True}, "9": {"ok": False}}, "running": True}
+    publisher.publish(Status(service="prusa_connect", state=state))
+    wait_until(lambda: "prusa_connect" in client.simulate_get("/status").json["0"]["health"])
+    body = client.simulate_get("/status").json
+    assert body["0"]["health"]["prusa_connect"] == {"last_upload": 12.5, "ok": True}
+    assert "9" not in body  # a service's state does not invent cameras
+
+
+def test_world_and_scan_are_empty_and_valid_without_publishers(client):
+    world = client.simulate_get("/world")
+    assert world.status_code == 200
+    assert world.json["objects"] == [] and world.json["updated"] is None
+    scan = client.simulate_get("/scan")
+    assert scan.status_code == 200 and scan.json == {}
+
+
+def test_world_serves_the_trackers_model_with_its_age(client, publisher, cache):
+    model = {"objects": [{"id": "cube-1", "label": "red cube", "position_mm": {"x": 1, "y": 2, "z": 3},
+                          "confidence": 0.9, "camera": 0, "first_seen": 1.0, "last_seen": 2.0,
+                          "observations": 3, "stale": False, "pixel": {"0": [10, 20]}}],
+             "updated": time.time() - 5.0, "frame": "workspace"}
+    publisher.wait_for_subscriber(topics.world())
+    publisher.publish(World(model=model, source="tracker"))
+    body = wait_until(lambda: (b := client.simulate_get("/world").json)["objects"] and b)
+    assert body["objects"] == model["objects"] and body["frame"] == "workspace"
+    assert 4.9 <= body["age_s"] < 7.0  # five seconds old when published, on the tracker's clock
+
+
+def test_scan_serves_every_nodes_report(client, publisher):
+    publisher.wait_for_subscriber(b"scan/node-a/")
+    publisher.publish(Scan(node="node-a", report={"devices": ["/dev/video0"], "ok": True}))
+    publisher.publish(Scan(node="node-b", report={"devices": []}))
+    body = wait_until(lambda: len(b := client.simulate_get("/scan").json) == 2 and b)
+    assert body == {"node-a": {"devices": ["/dev/video0"], "ok": True}, "node-b": {"devices": []}}
+
+
+def test_malformed_messages_do_not_disturb_serving(client, node, cache, publisher):
+    deliver(node, cache, 0, value=50)
+    for parts in ([b"frame/0/jpeg", b"\x93not msgpack", b"xx"],
+                  [b"meta/0/", json.dumps({"v": 1}).encode()],
+                  [b"frame/0/jpeg", b"\x81\xa1v\x01", jpeg_of(1)[:-2]],
+                  [b"world", b"\x81\xa1v\x07"]):
+        publisher.publish_parts(parts, cache=False)
+    wait_until(lambda: cache.subscriber.stats.malformed >= 3, what="malformed messages counted")
+    deliver(node, cache, 0, value=150)
+    result = client.simulate_get("/latest/0")
+    assert result.status_code == 200
+    assert abs(int(decode_jpeg(result.content).mean()) - 150) <= 2
+    assert client.simulate_get("/world").json["objects"] == []
+
+
+def test_dashboard_is_served_at_the_root(client):
+    result = client.simulate_get("/")
+    assert result.status_code == 200
+    assert result.headers["content-type"].startswith("text/html")
+    assert "/static/dashboard.js" in result.text
+    script = client.simulate_get("/static/dashboard.js")
+    assert script.status_code == 200 and "/latest/" in script.text and "/world" in script.text
+    assert_json_error(client.simulate_get("/static/..%2Fapp.py"), 404)
+
+
+def test_off_loopback_only_allowed_networks_are_answered(cache):
+    app = create_app(cache, GatewayConfig(host="0.0.0.0"))
+    import falcon.testing
+    client = falcon.testing.TestClient(app)
+    assert client.simulate_get("/cameras", remote_addr="192.168.1.20").status_code == 200
+    assert client.simulate_get("/cameras", remote_addr="127.0.0.1").status_code == 200
+    body = assert_json_error(client.simulate_get("/cameras", remote_addr="8.8.8.8"), 403)
+    assert "allow_from" in body["description"]
+    assert_json_error(client.simulate_get("/latest/0", remote_addr="2001:db8::1"), 403)
+    narrow = falcon.testing.TestClient(create_app(cache, GatewayConfig(host="0.0.0.0",
+                                                                       allow_from=("10.1.0.0/16",))))
+    assert narrow.simulate_get("/cameras", remote_addr="10.1.2.3").status_code == 200
+    assert narrow.simulate_get("/cameras", remote_addr="192.168.1.20").status_code == 403
