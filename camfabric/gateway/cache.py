@@ -41,6 +41,9 @@ class CameraState:
 
     cam: int
     claims: dict[str, wire.Meta] = field(default_factory=dict)
+    # Last message of any kind from each claiming node: frames prove a node alive as well as
+    # heartbeats do, so a heartbeat lost to a full receive queue under load is no disconnect.
+    heard: dict[str, int] = field(default_factory=dict)
     owner: str = ""
     frame: wire.Frame | None = None
     connected: bool = False
@@ -126,12 +129,15 @@ class FrameCache:
                 state = self._cameras[meta.cam] = CameraState(meta.cam, owner=meta.node)
                 self.log.info("camera %d announced by node %r", meta.cam, meta.node)
             state.claims[meta.node] = meta
+            state.heard[meta.node] = max(state.heard.get(meta.node, 0), meta.t_receive_ns)
             self._update(state, meta.t_receive_ns)
             self._changed.notify_all()
 
     def _on_frame(self, frame: wire.Frame) -> None:
         with self._changed:
             state = self._cameras.get(frame.cam)
+            if state is not None and frame.node in state.claims:
+                state.heard[frame.node] = max(state.heard.get(frame.node, 0), frame.t_receive_ns)
             if state is None or frame.node != state.owner:
                 if state is not None:
                     state.ignored_frames += 1
@@ -146,14 +152,14 @@ class FrameCache:
 
     # -- liveness and ownership --------------------------------------------------------------
     def _alive(self, state: CameraState, now: int) -> list[str]:
-        return [node for node, meta in state.claims.items()
-                if now - meta.t_receive_ns < self.heartbeat_timeout_ns]
+        return [node for node in state.claims
+                if now - state.heard.get(node, 0) < self.heartbeat_timeout_ns]
 
     def _update(self, state: CameraState, now: int) -> None:
         """Recompute owner, connection and conflict of one camera (lock held)."""
         alive = self._alive(state, now)
         if state.owner not in alive and alive:
-            newest = max(alive, key=lambda node: state.claims[node].t_receive_ns)
+            newest = max(alive, key=lambda node: state.heard[node])
             self.log.warning("camera %d: node %r stopped sending heartbeats; serving node %r now",
                              state.cam, state.owner, newest)
             state.owner, state.frame, state.fps = newest, None, 0.0
@@ -163,7 +169,7 @@ class FrameCache:
             if connected:
                 self.log.info("camera %d (node %r) connected", state.cam, state.owner)
             else:
-                self.log.warning("camera %d (node %r) disconnected: no heartbeat for %.1f s",
+                self.log.warning("camera %d (node %r) disconnected: nothing heard from its node for %.1f s",
                                  state.cam, state.owner, self.heartbeat_timeout_ns / 1e9)
         conflict = tuple(sorted(alive)) if len(alive) > 1 else ()
         if conflict != state.conflict:
@@ -226,7 +232,7 @@ class FrameCache:
             state = self._cameras[cam]
             self._update(state, self.clock())
             if not state.connected:
-                raise FrameTimeout(f"camera {cam} is disconnected: no heartbeat from node "
+                raise FrameTimeout(f"camera {cam} is disconnected: nothing heard from node "
                                    f"{state.owner!r} for {self.heartbeat_timeout_ns / 1e9:g} s")
         deadline = time.monotonic() + timeout
         previous: wire.Frame | None = None

@@ -58,6 +58,26 @@ def test_a_camera_is_disconnected_after_its_heartbeat_stops_for_three_seconds(
         cache.close()
 
 
+def test_frames_keep_a_camera_connected_when_heartbeats_are_lost(zmq_context, node):
+    # Under load a small receive queue may drop heartbeats along with frames; a camera whose
+    # frames still arrive is not disconnected.
+    clock = FakeClock()
+    cache = FrameCache(node.endpoint, context=zmq_context, clock=clock, watchdog=False).start()
+    try:
+        announce(node, cache, 0)
+        client = falcon.testing.TestClient(create_app(cache))
+        for _ in range(3):
+            clock.now += int(2.0 * SECOND)
+            before = cache.subscriber.stats.received
+            node.frame(0)  # a frame, no heartbeat
+            wait_until(lambda b=before: cache.subscriber.stats.received > b, what="the frame")
+            assert client.simulate_get("/status").json["0"]["connected"] is True
+        clock.now += int(3.1 * SECOND)  # then nothing at all
+        assert client.simulate_get("/status").json["0"]["connected"] is False
+    finally:
+        cache.close()
+
+
 def test_a_duplicate_camera_id_is_shown_and_never_merged(zmq_context, make_cache, caplog):
     with Publisher("tcp://127.0.0.1:0", context=zmq_context) as pub_a, \
             Publisher("tcp://127.0.0.1:0", context=zmq_context) as pub_b:
