@@ -13,7 +13,7 @@ For each server this prints:
 and the capture node's CPU per frame. Results go to docs/benchmarks.md with the machine.
 Measured, not asserted: the machine is shared and noisy, so compare the ratios of one run.
 
-    .venv/bin/python benchmarks/e2e.py [--seconds 5] [--workers 1 2] [--no-write]
+    .venv/bin/python benchmarks/e2e.py [--seconds 5] [--rounds 3] [--workers 1 2] [--no-write]
 """
 
 from __future__ import annotations
@@ -132,16 +132,54 @@ def poll_latest(port: int, seconds: float) -> list[float]:
 @dataclass
 class StreamClient:
     sock: socket.socket
-    buf: bytearray = field(default_factory=bytearray)
+    head: bytearray = field(default_factory=bytearray)  # the HTTP response head, until parsed
+    http_done: bool = False
+    chunked: bool = False
+    chunk_left: int = 0
+    size_line: bytearray = field(default_factory=bytearray)
+    buf: bytearray = field(default_factory=bytearray)  # multipart bytes not yet parsed
     body_left: int = 0
     stamp: float = 0.0
     parts: int = 0
     latencies: list[float] = field(default_factory=list)
-    headers_done: bool = False
 
 
 HEADER_RE = re.compile(rb"Content-Length:\s*(\d+)", re.I)
 STAMP_RE = re.compile(rb"X-Timestamp:\s*([\d.]+)", re.I)
+
+
+def receive(c: StreamClient, data: memoryview, warm: float) -> None:
+    """Bytes from the socket: the HTTP head, then the body (de-chunked when chunked)."""
+    if not c.http_done:
+        c.head += data
+        end = c.head.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        c.http_done = True
+        c.chunked = b"transfer-encoding: chunked" in bytes(c.head[:end]).lower()
+        data = memoryview(bytes(c.head[end + 4 :]))
+        c.head = bytearray()
+    if not c.chunked:
+        feed(c, data, warm)
+        return
+    i, n = 0, len(data)
+    while i < n:
+        if c.chunk_left:  # inside a chunk: its bytes are multipart bytes
+            take = min(c.chunk_left, n - i)
+            feed(c, data[i : i + take], warm)
+            c.chunk_left -= take
+            i += take
+            continue
+        nl = bytes(data[i:n]).find(b"\n")  # a size line ("\r\n" after a chunk, then "1a2b\r\n")
+        if nl < 0:
+            c.size_line += data[i:n]
+            return
+        c.size_line += data[i : i + nl]
+        i += nl + 1
+        line = bytes(c.size_line).strip()
+        c.size_line = bytearray()
+        if line:
+            c.chunk_left = int(line.split(b";")[0], 16)
 
 
 def feed(c: StreamClient, data: memoryview, warm: float) -> None:
@@ -160,12 +198,6 @@ def feed(c: StreamClient, data: memoryview, warm: float) -> None:
             if c.body_left:
                 return
             part_done(c, warm)
-        if not c.headers_done:
-            end = c.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            del c.buf[: end + 4]
-            c.headers_done = True
         start = c.buf.find(b"--frame")
         head_end = c.buf.find(b"\r\n\r\n", max(start, 0))
         if start < 0 or head_end < 0:
@@ -210,7 +242,7 @@ def read_streams(port: int, clients: int, seconds: float, out: mp.Queue) -> None
             if n == 0:
                 sel.unregister(c.sock)
                 continue
-            feed(c, view[:n], warm)
+            receive(c, view[:n], warm)
     for c in conns:
         c.sock.close()
     out.put(([c.parts / seconds for c in conns], [x for c in conns for x in c.latencies]))
@@ -279,19 +311,22 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def measure_server(name: str, port: int, seconds: float) -> dict:
-    result: dict = {"name": name}
-    lat = poll_latest(port, seconds)
-    result["latest_p50"], result["latest_p99"] = pct(lat, 50), pct(lat, 99)
-    result["rps"], result["rps_tool"] = requests_per_second(port, seconds)
+def measure_round(ports: dict[str, int], seconds: float, acc: dict[str, dict]) -> None:
+    """One round over every server, in turn: /latest latency, then requests per second."""
+    for name, port in ports.items():
+        r = acc.setdefault(name, {"name": name, "latest": [], "rps": [], "rps_tool": ""})
+        r["latest"] += poll_latest(port, seconds)
+        rps, tool = requests_per_second(port, seconds)
+        r["rps"].append(rps)
+        r["rps_tool"] = tool
+
+
+def measure_streams(name: str, port: int, seconds: float, r: dict) -> None:
     for clients in (1, 10, 50):
+        print(f"  {name}: {clients} MJPEG clients …", file=sys.stderr)
         fps, lats = stream_fps(port, clients, seconds)
-        result[f"mjpeg{clients}"] = (min(fps), statistics.median(fps))
-        if clients == 1:
-            result["mjpeg_p50"], result["mjpeg_p99"] = pct(lats, 50), pct(lats, 99)
-        if clients == 50:
-            result["mjpeg50_p50"], result["mjpeg50_p99"] = pct(lats, 50), pct(lats, 99)
-    return result
+        r[f"mjpeg{clients}"] = (min(fps), statistics.median(fps))
+        r[f"mjpeg{clients}_lat"] = (pct(lats, 50), pct(lats, 99))
 
 
 def node_cpu_per_frame(seconds: float, tmp: Path) -> dict:
@@ -336,22 +371,27 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
-def render(results: list[dict], node: dict, seconds: float) -> str:
+def render(results: list[dict], node: dict, seconds: float, rounds: int) -> str:
+    base = results[0]
     lines = [
         f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on: {machine()}",
-        f"Source: {CAMS} cameras, {W}x{H}, {FPS} fps, pre-encoded JPEG (encode excluded); "
-        f"{seconds:g} s per measurement.",
+        f"Source: {CAMS} cameras, {W}x{H}, {FPS} fps, pre-encoded JPEG (encode excluded). All servers "
+        f"run at once on the same fabric; {rounds} interleaved rounds of {seconds:g} s each for /latest "
+        f"(latency pooled, req/s median), then {seconds:g} s per MJPEG client count.",
         "",
-        "| server | /latest p50 / p99 ms | MJPEG p50 / p99 ms (1 client) | MJPEG p50 / p99 ms (50) "
-        "| fps per client, 1 / 10 / 50 clients (min, median) | /latest req/s |",
+        "| server | /latest p50 / p99 ms | MJPEG p50 / p99 ms, 1 / 50 clients "
+        "| fps per client, 1 / 10 / 50 clients (min, median) | /latest req/s (median) "
+        "| req/s ratio to baseline, per round |",
         "|---|---|---|---|---|---|",
     ]
     for r in results:
         fps = " / ".join(f"{r[f'mjpeg{n}'][0]:.1f}, {r[f'mjpeg{n}'][1]:.1f}" for n in (1, 10, 50))
+        ratios = ", ".join(f"{a / b:.2f}" for a, b in zip(r["rps"], base["rps"], strict=True))
+        (m1p50, m1p99), (m50p50, m50p99) = r["mjpeg1_lat"], r["mjpeg50_lat"]
         lines.append(
-            f"| {r['name']} | {r['latest_p50']:.1f} / {r['latest_p99']:.1f} | "
-            f"{r['mjpeg_p50']:.1f} / {r['mjpeg_p99']:.1f} | {r['mjpeg50_p50']:.1f} / {r['mjpeg50_p99']:.1f} "
-            f"| {fps} | {r['rps']:.0f} ({r['rps_tool']}) |")
+            f"| {r['name']} | {pct(r['latest'], 50):.1f} / {pct(r['latest'], 99):.1f} | "
+            f"{m1p50:.1f} / {m1p99:.1f}, {m50p50:.1f} / {m50p99:.1f} | {fps} | "
+            f"{statistics.median(r['rps']):.0f} ({r['rps_tool']}) | {ratios} |")
     lines += ["", f"Capture node, three synthetic {W}x{H} cameras at {FPS} fps with one JPEG subscriber "
               f"(draw + encode): {node['cpu_ms_per_frame']:.1f} ms CPU per frame, "
               f"{node['cpu_cores']:.2f} cores for {node['fps_total']:.1f} frames/s."]
@@ -363,6 +403,7 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved /latest rounds")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/")
     args = parser.parse_args()
 
@@ -371,27 +412,32 @@ def main() -> int:
     driver = mp.Process(target=drive, args=(endpoint, ready, stop), daemon=True)
     driver.start()
     ready.wait(10)
-    results = []
+    acc: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        servers = [("baseline ThreadingHTTPServer", lambda p: start_baseline(p, endpoint))]
-        servers += [(f"camfabric gateway, {w} worker{'s' if w > 1 else ''}",
-                     lambda p, w=w: start_gateway(p, endpoint, w, tmp)) for w in args.workers]
-        for name, start in servers:
-            port = free_port()
-            proc = start(port)
-            try:
+        starters = [("baseline ThreadingHTTPServer", lambda p: start_baseline(p, endpoint))]
+        starters += [(f"camfabric gateway, {w} worker{'s' if w > 1 else ''}",
+                      lambda p, w=w: start_gateway(p, endpoint, w, tmp)) for w in args.workers]
+        ports = {name: free_port() for name, _ in starters}
+        procs = [start(ports[name]) for name, start in starters]
+        try:
+            for port in ports.values():
                 wait_http(port)
-                print(f"measuring {name} …", file=sys.stderr)
-                results.append(measure_server(name, port, args.seconds))
-            finally:
+            for i in range(args.rounds):
+                print(f"round {i + 1}/{args.rounds} of /latest …", file=sys.stderr)
+                measure_round(ports, args.seconds, acc)
+            for name, port in ports.items():
+                measure_streams(name, port, args.seconds, acc[name])
+        finally:
+            for proc in procs:
                 proc.terminate()
+            for proc in procs:
                 proc.wait(10)
         stop.set()
         driver.join(5)
         print("measuring the capture node …", file=sys.stderr)
         node = node_cpu_per_frame(args.seconds, tmp)
-    report = render(results, node, args.seconds)
+    report = render(list(acc.values()), node, args.seconds, args.rounds)
     print(report)
     if not args.no_write:
         write_report(report)
