@@ -20,7 +20,7 @@ import dataclasses
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -38,6 +38,24 @@ def bounded(default: Any = dataclasses.MISSING, lo: float | None = None, hi: flo
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=metadata, **kwargs)
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def check_unique(values: Sequence[Any], path: str, section: str = "") -> None:
+    """Raise a ConfigError at `path[i]` for the first value that repeats an earlier one.
+
+    `path` names the list and, after a '|', the key inside each item; `section` is only for
+    the message. check_unique(ids, "cameras|id", "node") reports
+    `cameras[2].id: duplicate 0 (first at node.cameras[0].id)`.
+    """
+    table, _, key = path.partition("|")
+    suffix = f".{key}" if key else ""
+    prefix = f"{section}." if section else ""
+    first: dict[Any, int] = {}
+    for i, value in enumerate(values):
+        if value in first:
+            raise ConfigError(f"{table}[{i}]{suffix}", f"duplicate {value!r} "
+                              f"(first at {prefix}{table}[{first[value]}]{suffix})")
+        first[value] = i
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import bounded, build, load_section
+from ..config import bounded, build, check_unique, load_section
 from ..protocol.errors import ConfigError
 from ..protocol.publisher import DEFAULT_ENDPOINT
 from ..protocol.security import CurveServer, is_loopback_endpoint
@@ -141,12 +141,7 @@ class NodeConfig:
         if isinstance(self.curve, dict):
             object.__setattr__(self, "curve", build(CurveConfig, self.curve, "curve"))
         object.__setattr__(self, "cameras", tuple(self.cameras))
-        seen: dict[int, int] = {}
-        for i, camera in enumerate(self.cameras):
-            if camera.id in seen:
-                raise ConfigError(f"cameras[{i}].id", f"duplicate camera id {camera.id} "
-                                  f"(also node.cameras[{seen[camera.id]}].id)")
-            seen[camera.id] = i
+        check_unique([camera.id for camera in self.cameras], "cameras|id", "node")
         if not is_loopback_endpoint(self.publish) and self.curve is None and not self.insecure:
             raise ConfigError(
                 "publish",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ...config import bounded, load_section
+from ...config import bounded, check_unique, load_section
 from ...protocol.errors import ConfigError
 from ...protocol.publisher import DEFAULT_ENDPOINT
 from ...protocol.security import CurveClient, is_loopback_endpoint
@@ -91,14 +91,6 @@ class CameraUpload:
 
 
 @dataclass(frozen=True, slots=True)
-class CurveKeys:
-    """Keys to subscribe to a CURVE-secured node: ours (secret) and the node's (public)."""
-
-    secret_key_file: Path
-    server_public_key_file: Path
-
-
-@dataclass(frozen=True, slots=True)
 class PrusaConnectConfig:
     """The uploader process: where frames come from, where they go, where state is kept."""
 
@@ -112,7 +104,7 @@ class PrusaConnectConfig:
     retry_max_s: float = bounded(300.0, 0.1, 86400.0)
     status_interval_s: float = bounded(2.0, 0.1, 60.0)
     cameras: tuple[CameraUpload, ...] = ()
-    curve: dict[str, CurveKeys] = field(default_factory=dict)
+    curve: dict[str, CurveClient] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         url = urlsplit(self.server)
@@ -139,21 +131,15 @@ class PrusaConnectConfig:
                                       "(make keys with `camfabric keys`)")
         if not is_loopback_endpoint(self.publish):
             raise ConfigError("publish", "the uploader's status publisher binds loopback only")
-        seen: dict[int, int] = {}
-        for i, camera in enumerate(self.cameras):
-            if camera.cam in seen:
-                raise ConfigError(f"cameras[{i}].cam", f"camera {camera.cam} is already listed at "
-                                                       f"cameras[{seen[camera.cam]}]")
-            seen[camera.cam] = i
+        # One fabric camera is one Connect camera.
+        check_unique([camera.cam for camera in self.cameras], "cameras|cam", "prusa_connect")
         if self.state_dir is None:
             object.__setattr__(self, "state_dir", default_state_dir())
-
 
     @property
     def curve_clients(self) -> dict[str, CurveClient]:
         """CURVE keys per node endpoint, in the form `protocol.Subscriber` takes."""
-        return {endpoint: CurveClient(Path(k.secret_key_file), Path(k.server_public_key_file))
-                for endpoint, k in self.curve.items()}
+        return dict(self.curve)
 
 
 def default_state_dir() -> Path:

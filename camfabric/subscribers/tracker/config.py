@@ -39,7 +39,7 @@ from typing import Literal
 
 import cv2
 
-from ...config import bounded, load_section
+from ...config import bounded, check_unique, load_section
 from ...protocol.errors import ConfigError
 from ...protocol.publisher import DEFAULT_ENDPOINT
 
@@ -169,12 +169,8 @@ class TrackerConfig:
         for key in self.markers:
             if not key.isdigit():
                 raise ConfigError(f"markers.{key}", "marker keys are ArUco marker ids (integers)")
-        seen: dict[int, int] = {}
+        check_unique([camera.id for camera in self.cameras], "cameras|id", "tracker")
         for i, camera in enumerate(self.cameras):
-            if camera.id in seen:
-                raise ConfigError(f"cameras[{i}].id", f"duplicate camera id {camera.id} "
-                                  f"(also tracker.cameras[{seen[camera.id]}].id)")
-            seen[camera.id] = i
             if camera.role != "end_effector" and not camera.references:
                 raise ConfigError(f"cameras[{i}].references",
                                   f"a {camera.role} camera needs reference markers to calibrate")

@@ -151,7 +151,9 @@ def test_uploads_the_newest_frame_at_the_interval_and_keeps_the_fingerprint_acro
         wait_uploads(connect, TOKEN_A, 6, timeout=8)
         snaps = connect.snapshots(TOKEN_A)
         gaps = [b.time - a.time for a, b in zip(snaps[1:], snaps[2:], strict=False)]
-        assert all(0.4 <= gap <= 1.2 for gap in gaps), gaps
+        # The uploader keeps a fixed cadence: after an upload delayed by a busy machine the
+        # next one comes sooner, so single gaps vary and their mean is the interval.
+        assert all(0.2 <= gap <= 1.5 for gap in gaps), gaps
         assert 0.45 <= sum(gaps) / len(gaps) <= 0.7, gaps
         assert len({s.sha256 for s in snaps}) == len(snaps)  # every upload a new frame
         lags = sorted(snap.time - seen[snap.sha256] for snap in snaps)  # KeyError: not a fabric frame

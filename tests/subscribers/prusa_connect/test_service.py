@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import time
 
-from camfabric.protocol import CurveServer, Frame, Publisher, Subscriber, generate_keypair, topics
+from camfabric.protocol import (
+    CurveClient,
+    CurveServer,
+    Frame,
+    Publisher,
+    Subscriber,
+    generate_keypair,
+    topics,
+)
 from camfabric.subscribers.prusa_connect.config import (
     CameraUpload,
-    CurveKeys,
     PrusaConnectConfig,
 )
 from camfabric.subscribers.prusa_connect.service import UploaderService
@@ -29,7 +36,7 @@ def test_frames_from_a_curve_secured_node_are_uploaded_and_the_state_published(c
         server=connect.url, nodes=(node,), publish=status_endpoint, state_dir=tmp_path / "state",
         timeout_s=2.0, status_interval_s=0.2,
         cameras=(CameraUpload(cam=0, token=TOKEN_A, name="Bed", interval_s=0.2),),
-        curve={node: CurveKeys(secret_key_file=client_secret, server_public_key_file=node_public)},
+        curve={node: CurveClient(secret_key_file=client_secret, server_public_key_file=node_public)},
     )
     with Publisher(node, context=zmq_context, curve=CurveServer(node_secret, allowed)) as pub, \
             Subscriber(status_endpoint, cameras=[], topics_extra=(topics.status("prusa_connect"),),
