@@ -43,6 +43,8 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from report import write_section  # noqa: E402
+
 from camfabric import protocol  # noqa: E402
 
 W, H, FPS, CAMS = 1920, 1080, 30, 3
@@ -445,15 +447,7 @@ def main() -> int:
 
 
 def write_report(report: str) -> None:
-    doc = REPO / "docs" / "benchmarks.md"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    start, end = "<!-- e2e:start -->", "<!-- e2e:end -->"
-    block = f"{start}\n## End to end (`benchmarks/e2e.py`)\n\n{report}\n{end}"
-    if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    doc.write_text(text)
+    write_section("e2e", f"## End to end (`benchmarks/e2e.py`)\n\n{report}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from report import write_section  # noqa: E402
+
 from camfabric.capture_node.config import CameraConfig, NodeConfig  # noqa: E402
 from camfabric.capture_node.node import CaptureNode  # noqa: E402
 from camfabric.capture_node.sources.synthetic import SyntheticSource  # noqa: E402
@@ -205,8 +207,9 @@ Machine (shared with other work while measuring, so treat the figures as ratios 
 {machine()}
 ```
 """
-        (REPO / "docs" / "benchmarks-node.md").write_text(text)
-        print("written to docs/benchmarks-node.md")
+        title = "## Capture node CPU per frame (`benchmarks/node_cpu.py`)"
+        write_section("node-cpu", text.replace("# Capture node CPU per frame", title, 1))
+        print("written to docs/benchmarks.md")
     return 0
 
 
