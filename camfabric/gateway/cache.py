@@ -7,7 +7,9 @@ One `protocol.Subscriber` (cameras discovered through `meta/`, plus `scan/`, `st
 - the *owner*: the node whose frames are served. Two nodes announcing the same camera id is a
   configuration mistake; it is logged (once per change) and shown in `/status`, and only the
   owner's frames are served — the two streams are never merged;
-- the owner's newest JPEG frame and the rate frames arrive at.
+- the owner's newest JPEG frame and the rate frames arrive at. The frame keeps its JPEG as
+  `bytes`, copied out of the ZeroMQ message once on arrival, so that every `/latest` response
+  hands those same bytes to the server instead of copying them per request.
 
 A camera is connected while its owner's heartbeat is younger than `heartbeat_timeout_s`; a
 watchdog thread notices the transitions and logs them. Time comes from an injected monotonic
@@ -20,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import zmq
@@ -134,6 +136,8 @@ class FrameCache:
             self._changed.notify_all()
 
     def _on_frame(self, frame: wire.Frame) -> None:
+        if not isinstance(frame.data, bytes):
+            frame = replace(frame, data=bytes(frame.data))
         with self._changed:
             state = self._cameras.get(frame.cam)
             if state is not None and frame.node in state.claims:

@@ -26,7 +26,7 @@ Every key is optional; the defaults are shown:
   snap_timeout_s = 2.0       # /snap and /frame wait this long for a fresh frame
   max_streams = 8            # concurrent MJPEG clients (503 beyond), over all workers
   # threads = 16             # request threads per worker; default max_streams + 8
-  workers = 1                # processes sharing the port, each with its own subscriber
+  workers = 1                # processes sharing the port, each on its own CPU and subscriber
   allow_from = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
                 "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10"]
   default_camera = 0         # /snapshot.jpg, /stream.mjpg and /?action=… without cam=

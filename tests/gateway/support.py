@@ -69,6 +69,20 @@ def announce(node: FakeNode, cache: FrameCache, cam: int = 0) -> None:
     node.publisher.wait_for_subscriber(f"frame/{cam}/jpeg".encode(), timeout=3.0)
 
 
+def settle(cache: FrameCache, quiet: float = 0.2, timeout: float = 3.0) -> None:
+    """Wait until no message has reached the cache for `quiet` s: re-sent heartbeats still in
+    flight would otherwise arrive after a test has moved its clock."""
+    deadline = time.monotonic() + timeout
+    last = cache.subscriber.stats.received
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = cache.subscriber.stats.received
+        if now == last:
+            return
+        last = now
+    raise AssertionError(f"the fabric did not go quiet within {timeout} s")
+
+
 def deliver(node: FakeNode, cache: FrameCache, cam: int = 0, value: int = 128) -> Frame:
     """Publish frames of `cam` until the cache holds one; returns that frame.
 

@@ -18,7 +18,7 @@ from camfabric.gateway.app import create_app
 from camfabric.gateway.cache import FrameCache
 from camfabric.protocol import Publisher, decode_jpeg
 
-from .support import FakeNode, announce, deliver, wait_until
+from .support import FakeNode, announce, deliver, settle, wait_until
 
 SECOND = 10**9
 
@@ -39,6 +39,7 @@ def test_a_camera_is_disconnected_after_its_heartbeat_stops_for_three_seconds(
     cache = FrameCache(node.endpoint, context=zmq_context, clock=clock, watchdog=False).start()
     try:
         announce(node, cache, 0)
+        settle(cache)
         client = falcon.testing.TestClient(create_app(cache))
         assert client.simulate_get("/status").json["0"]["connected"] is True
         clock.now += int(2.9 * SECOND)
@@ -65,6 +66,7 @@ def test_frames_keep_a_camera_connected_when_heartbeats_are_lost(zmq_context, no
     cache = FrameCache(node.endpoint, context=zmq_context, clock=clock, watchdog=False).start()
     try:
         announce(node, cache, 0)
+        settle(cache)
         client = falcon.testing.TestClient(create_app(cache))
         for _ in range(3):
             clock.now += int(2.0 * SECOND)

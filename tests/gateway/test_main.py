@@ -90,6 +90,57 @@ def test_the_gateway_serves_and_stops_on_sigterm(tmp_path, zmq_context, tcp_endp
             proc.stderr.close()
 
 
+def _serving_processes(proc: subprocess.Popen, workers: int) -> list[psutil.Process]:
+    main = psutil.Process(proc.pid)
+    if workers == 1:
+        return [main]
+    return [child for child in main.children() if "spawn_main" in " ".join(child.cmdline())]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs a system with CPU affinity and at least two CPUs")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_serving_process_keeps_its_threads_on_one_cpu(tmp_path, zmq_context, tcp_endpoint,
+                                                           workers):
+    port = unused_tcp_port()
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nport = {port}\nsubscribe = ["{tcp_endpoint}"]\nworkers = {workers}\n')
+    with Publisher(tcp_endpoint, context=zmq_context) as pub:
+        node = FakeNode(pub)
+        proc = camfabric("gateway", "--config", str(config))
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            assert url in proc.stdout.readline()
+
+            def served() -> bool:
+                node.meta(0)
+                node.frame(0)
+                try:
+                    return requests.get(url + "latest/0", timeout=2).status_code == 200
+                except requests.ConnectionError:
+                    return False
+
+            wait_until(served, timeout=20, what="the gateway serving camera 0")
+            wait_until(lambda: len(_serving_processes(proc, workers)) == workers, timeout=10,
+                       what="every worker started")
+
+            def cpu_sets() -> list[set[tuple[int, ...]]]:
+                """Per serving process, the sets of CPUs its threads may run on."""
+                return [{tuple(sorted(os.sched_getaffinity(t.id))) for t in process.threads()}
+                        for process in _serving_processes(proc, workers)]
+
+            # A worker pins itself as it starts; give the last one time to get there.
+            wait_until(lambda: all(len(s) == 1 and len(min(s)) == 1 for s in cpu_sets()), timeout=10,
+                       what="every thread of every serving process on one CPU")
+            used = [min(s)[0] for s in cpu_sets()]
+            assert len(set(used)) == workers, f"workers share CPUs: {used}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=5)
+            proc.stdout.close()
+            proc.stderr.close()
+
+
 def test_a_busy_port_is_one_clear_error(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -247,10 +247,11 @@ def test_off_loopback_only_allowed_networks_are_answered(cache):
     app = create_app(cache, GatewayConfig(host="0.0.0.0"))
     import falcon.testing
     client = falcon.testing.TestClient(app)
-    assert client.simulate_get("/cameras", remote_addr="192.168.1.20").status_code == 200
-    assert client.simulate_get("/cameras", remote_addr="127.0.0.1").status_code == 200
-    body = assert_json_error(client.simulate_get("/cameras", remote_addr="8.8.8.8"), 403)
-    assert "allow_from" in body["description"]
+    for _ in range(2):  # a client asking again gets the same answer
+        assert client.simulate_get("/cameras", remote_addr="192.168.1.20").status_code == 200
+        assert client.simulate_get("/cameras", remote_addr="127.0.0.1").status_code == 200
+        body = assert_json_error(client.simulate_get("/cameras", remote_addr="8.8.8.8"), 403)
+        assert "allow_from" in body["description"]
     assert_json_error(client.simulate_get("/latest/0", remote_addr="2001:db8::1"), 403)
     narrow = falcon.testing.TestClient(create_app(cache, GatewayConfig(host="0.0.0.0",
                                                                        allow_from=("10.1.0.0/16",))))
