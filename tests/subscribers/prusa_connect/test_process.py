@@ -50,6 +50,20 @@ def write_config(path: Path, nodes: list[str], publish: str, state_dir: Path, ca
     return path
 
 
+RUNNING: list[Uploader] = []
+
+
+@pytest.fixture(autouse=True)
+def no_uploader_outlives_its_test():
+    """A test that fails halfway must not leave its uploader process running."""
+    yield
+    while RUNNING:
+        uploader = RUNNING.pop()
+        if uploader.proc.poll() is None:
+            uploader.proc.kill()
+            uploader.proc.wait(2)
+
+
 class Uploader:
     """`camfabric prusa-connect` as a child process, its stderr kept in a file."""
 
@@ -59,6 +73,7 @@ class Uploader:
         self.proc = subprocess.Popen(
             [CAMFABRIC, "prusa-connect", "--config", str(config), "--log-level", "DEBUG"],
             stdout=self._log, stderr=self._log, cwd=REPO, env={**os.environ, **(env or {})})
+        RUNNING.append(self)
 
     def stop(self) -> float:
         """SIGTERM; how long the process took to exit."""
