@@ -2,7 +2,11 @@
 
 A background reader keeps the newest JPEG per camera in memory (here fed from the fabric by a
 camfabric Subscriber, so both servers get the same JPEG bytes); `/latest/{id}` returns it and
-`/cam/{id}` streams it as MJPEG. Run: python baseline_server.py PORT ENDPOINT
+`/cam/{id}` streams it as MJPEG. Run: python baseline_server.py PORT ENDPOINT [nodelay]
+
+As written, it sends the response head and the JPEG in two writes, so Nagle's algorithm and
+the client's delayed ACK can hold the JPEG back ~40 ms. `nodelay` sets TCP_NODELAY: the same
+design at its best, so that comparisons do not rest on that stall.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ def main() -> None:
     sub = protocol.Subscriber(endpoint)
     sub.add_listener(CACHE.put)
     sub.start()
+    Handler.disable_nagle_algorithm = len(sys.argv) > 3 and sys.argv[3] == "nodelay"
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     server.handle_error = lambda request, address: None  # clients hanging up mid-stream
