@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -197,3 +200,21 @@ def test_curve_admits_authorised_clients_only(tmp_path, zmq_context):
             assert ok.latest(0, timeout=2).seq == 4
             with pytest.raises(protocol.FrameTimeout):
                 refused.latest(1, timeout=0.3)
+
+
+def test_raw_garbage_on_the_publishers_port_changes_nothing_for_subscribers(publisher, zmq_context):
+    address = urlparse(publisher.endpoint)
+    with subscriber(publisher, zmq_context, cameras=[0]) as sub:
+        assert publisher.wait_for_subscriber(topics.frame(0, "jpeg"), timeout=3)
+        for junk in (b"GET / HTTP/1.1\r\n\r\n", os.urandom(200_000), b"\xff" + bytes(9) + b"\x7f"):
+            with socket.create_connection((address.hostname, address.port), timeout=2) as raw:
+                try:
+                    raw.sendall(junk)
+                    raw.settimeout(0.5)
+                    raw.recv(64)  # the publisher answers its greeting, then drops the stranger
+                except OSError:
+                    pass  # dropped mid-send: also fine
+        publisher.publish(frame(seq=21))
+        assert sub.latest(0, timeout=2).seq == 21
+        assert sub.stats.malformed == 0
+        assert publisher.wants(topics.frame(0, "jpeg"))
