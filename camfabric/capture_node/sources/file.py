@@ -15,7 +15,6 @@ to catch up after a stall). With `loop = false` the end of the file is a SourceE
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import cv2
 import numpy as np
 
 from ...protocol.errors import ConfigError, SourceError
+from ..pacing import FramePacer
 from ..source import Capture, ProbeReport, Source
 from .jpeg_stream import check_jpeg, frame_size
 
@@ -67,8 +67,7 @@ class FileSource(Source):
         self._video: cv2.VideoCapture | None = None
         self._images: list[Path] = []
         self._index = 0
-        self._next_due = 0.0
-        self._interrupted = threading.Event()
+        self.pacer = FramePacer(fps, clock)
 
     @property
     def device(self) -> str:
@@ -76,7 +75,6 @@ class FileSource(Source):
 
     def open(self) -> None:
         self.close()
-        self._interrupted.clear()
         if self.path.is_dir():
             self._images = image_files(self.path)
             if not self._images:
@@ -88,16 +86,14 @@ class FileSource(Source):
             use_file = self.options.pace == "file" and 0 < file_fps <= 1000
             self.fps = file_fps if use_file else self.camera_fps
         self._index = 0
-        self._next_due = self.clock()
+        self.pacer.restart(self.fps)
 
     def read(self, timeout: float) -> Capture:
-        self._wait_until_due(timeout)
-        capture = self._next_image() if self._images else self._next_video_frame()
-        period, now = 1.0 / self.fps, self.clock()
-        # Next release one period after the last one; once behind, start afresh: no burst.
-        due = self._next_due + period
-        self._next_due = due if due >= now else now + period
-        return capture
+        try:
+            self.pacer.wait(timeout)
+        except SourceError as exc:
+            raise SourceError(f"{self.path}: {exc}") from None
+        return self._next_image() if self._images else self._next_video_frame()
 
     def close(self) -> None:
         video, self._video = self._video, None
@@ -106,7 +102,7 @@ class FileSource(Source):
         self._images = []
 
     def interrupt(self) -> None:
-        self._interrupted.set()
+        self.pacer.interrupt()
 
     def probe(self) -> ProbeReport:
         start = time.monotonic()
@@ -125,17 +121,6 @@ class FileSource(Source):
             self.close()
 
     # -- internals -------------------------------------------------------------------------------
-    def _wait_until_due(self, timeout: float) -> None:
-        wait = self._next_due - self.clock()
-        if wait <= 0:
-            return
-        if self._interrupted.wait(min(wait, timeout)):
-            self._interrupted.clear()
-            raise SourceError(f"{self.path}: read interrupted")
-        if wait > timeout:
-            raise SourceError(f"{self.path}: next frame due in {wait:.1f} s, beyond the "
-                              f"{timeout:g} s read timeout (fps {self.fps:g} is too low)")
-
     def _open_video(self) -> cv2.VideoCapture:
         video = cv2.VideoCapture(str(self.path))
         if not video.isOpened():

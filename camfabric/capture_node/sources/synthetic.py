@@ -9,7 +9,6 @@ waits on an Event until the next frame is due, and `interrupt` wakes it.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +18,9 @@ import cv2
 import numpy as np
 
 from ...config import bounded
+from ..pacing import FramePacer
 from ..source import Capture, ProbeReport, Source, SourceError
-
-FONT = cv2.FONT_HERSHEY_SIMPLEX
+from .caption import draw_caption, frame_stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,44 +48,31 @@ class SyntheticSource(Source):
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.width = int(width)
         self.height = int(height)
-        self.period = 1.0 / float(fps)
         self.label = label
         self.speed = speed
         self.seed = seed
         self.clock = clock
+        self.pacer = FramePacer(fps, clock)
         self.frames = 0
         self._background: np.ndarray | None = None
-        self._due = 0.0
         self._started = 0.0
-        self._interrupted = threading.Event()
         self._scale = max(0.4, self.height / 720)
         self._radius = max(4, min(self.width, self.height) // 12)
 
     @property
     def device(self) -> str:
-        return f"synthetic:{self.width}x{self.height}@{1 / self.period:g}"
+        return f"synthetic:{self.width}x{self.height}@{self.pacer.fps:g}"
 
     def open(self) -> None:
-        # An interrupt is for shutdown and stays set, so a stop racing an open still wins.
         if self._background is None:
             self._background = self._render_background()
-        self._started = self._due = self.clock()
+        self._started = self.clock()
+        self.pacer.restart()
 
     def read(self, timeout: float) -> Capture:
         if self._background is None:
             raise SourceError("synthetic source read before open")
-        now = self.clock()
-        if now - self._due > self.period:  # fell behind (e.g. a paused process): do not catch up
-            self._due = now
-        wait = self._due - now
-        if wait > timeout:
-            self._interrupted.wait(timeout)
-            raise SourceError(f"no frame within {timeout:g} s")
-        if wait > 0 and self._interrupted.wait(wait):
-            raise SourceError("interrupted")
-        if self._interrupted.is_set():
-            raise SourceError("interrupted")
-        self._due += self.period
+        self.pacer.wait(timeout)
         t_capture_ns = time.time_ns()
         image = self._draw(self.clock() - self._started, t_capture_ns)
         self.frames += 1
@@ -96,7 +82,7 @@ class SyntheticSource(Source):
         pass  # nothing held open; the rendered background is kept for the next open
 
     def interrupt(self) -> None:
-        self._interrupted.set()
+        self.pacer.interrupt()
 
     def probe(self) -> ProbeReport:
         report = super().probe()
@@ -120,16 +106,6 @@ class SyntheticSource(Source):
         image[:, ::step] = (200, 200, 200)
         return image
 
-    def _text(self, image: np.ndarray, text: str, origin: tuple[int, int], size: float) -> None:
-        scale = size * self._scale
-        thickness = max(1, round(2 * self._scale))
-        # White on a dark box stays legible at any size; an outline swamps small text.
-        (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
-        x, y = origin
-        pad = max(2, thickness * 2)
-        image[max(0, y - th - pad): y + base + pad // 2, max(0, x - pad): x + tw + pad] //= 4
-        cv2.putText(image, text, origin, FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
-
     def _draw(self, elapsed: float, t_capture_ns: int) -> np.ndarray:
         image = self._background.copy()
         r = self._radius
@@ -139,11 +115,9 @@ class SyntheticSource(Source):
         y = r + _bounce(phase * 0.77 + 0.29 * self.seed) * max(1, self.height - 2 * r)
         cv2.circle(image, (int(x), int(y)), r, (0, 64, 255), -1, cv2.LINE_AA)
         cv2.circle(image, (int(x), int(y)), r, (255, 255, 255), max(1, r // 8), cv2.LINE_AA)
-        stamp = time.strftime("%H:%M:%S", time.localtime(t_capture_ns / 1e9))
-        millis = (t_capture_ns // 1_000_000) % 1000
-        self._text(image, self.label, (int(10 * self._scale), int(40 * self._scale)), 1.2)
-        text = f"#{self.frames}  {stamp}.{millis:03d}"
-        self._text(image, text, (int(10 * self._scale), self.height - int(16 * self._scale)), 0.9)
+        draw_caption(image, self.label, (int(10 * self._scale), int(40 * self._scale)), 1.2 * self._scale)
+        draw_caption(image, frame_stamp(self.frames, t_capture_ns),
+                     (int(10 * self._scale), self.height - int(16 * self._scale)), 0.9 * self._scale)
         return image
 
 

@@ -22,7 +22,6 @@ in the Source interface and draws the camera name, frame counter and capture tim
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,9 +33,10 @@ import numpy as np
 
 from ...config import bounded
 from ...protocol.errors import ConfigError
+from ..pacing import FramePacer
 from ..source import Capture, ProbeReport, Source, SourceError
+from .caption import draw_caption, frame_stamp
 
-FONT = cv2.FONT_HERSHEY_SIMPLEX
 ARUCO_DICTIONARY = "DICT_4X4_50"
 TABLE_MM = (400.0, 300.0)
 TABLE_TAG_MM = 40.0
@@ -379,7 +379,7 @@ class TabletopSource(Source):
                  label: str = "tabletop", clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], int] = time.time_ns) -> None:
         self.width, self.height = int(width), int(height)
-        self.period = 1.0 / float(fps)
+        self.pacer = FramePacer(fps, clock)
         self.view_name = view
         self.speed = speed
         self.distortion = tuple(distortion)
@@ -388,33 +388,22 @@ class TabletopSource(Source):
         self.clock = clock
         self.wall_clock = wall_clock
         self.frames = 0
-        self._due = 0.0
         self._opened = False
-        self._interrupted = threading.Event()
         self._scale = max(0.35, self.height / 900)
 
     @property
     def device(self) -> str:
-        return f"tabletop:{self.view_name}:{self.width}x{self.height}@{1 / self.period:g}"
+        return f"tabletop:{self.view_name}:{self.width}x{self.height}@{self.pacer.fps:g}"
 
     def open(self) -> None:
         make_view(self.view_name, self.width, self.height)  # fails early on a bad view
         self._opened = True
-        self._due = self.clock()
+        self.pacer.restart()
 
     def read(self, timeout: float) -> Capture:
         if not self._opened:
             raise SourceError("tabletop source read before open")
-        now = self.clock()
-        if now - self._due > self.period:  # fell behind: do not catch up
-            self._due = now
-        wait = self._due - now
-        if wait > timeout:
-            self._interrupted.wait(timeout)
-            raise SourceError(f"no frame within {timeout:g} s")
-        if (wait > 0 and self._interrupted.wait(wait)) or self._interrupted.is_set():
-            raise SourceError("interrupted")
-        self._due += self.period
+        self.pacer.wait(timeout)
         t_capture_ns = self.wall_clock()
         image, _ = render(self.view_name, scene_time(t_capture_ns, self.speed), width=self.width,
                           height=self.height, distortion=self.distortion, boxes=self.boxes)
@@ -426,7 +415,7 @@ class TabletopSource(Source):
         self._opened = False
 
     def interrupt(self) -> None:
-        self._interrupted.set()
+        self.pacer.interrupt()
 
     def probe(self) -> ProbeReport:
         report = super().probe()
@@ -435,15 +424,9 @@ class TabletopSource(Source):
                            first_frame_ms=report.first_frame_ms, error=report.error)
 
     def _overlay(self, image: np.ndarray, t_capture_ns: int) -> None:
-        stamp = time.strftime("%H:%M:%S", time.localtime(t_capture_ns / 1e9))
-        millis = (t_capture_ns // 1_000_000) % 1000
         scale = 0.9 * self._scale
-        thickness = max(1, round(1.5 * self._scale))
-        row = int(22 * self._scale) + 2
-        for text, origin in ((self.label, (4, row)),
-                             (f"#{self.frames}  {stamp}.{millis:03d}", (4, self.height - 6))):
-            cv2.putText(image, text, origin, FONT, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-            cv2.putText(image, text, origin, FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+        draw_caption(image, self.label, (6, int(22 * self._scale) + 4), scale)
+        draw_caption(image, frame_stamp(self.frames, t_capture_ns), (6, self.height - 8), scale)
 
 
 def scene_time(t_ns: int, speed: float = 1.0) -> float:
