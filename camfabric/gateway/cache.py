@@ -34,6 +34,9 @@ from ..protocol.subscriber import Subscriber
 
 EXTRA_TOPICS = (topics.SCAN.encode(), topics.STATUS.encode(), topics.WORLD.encode())
 WATCHDOG_INTERVAL_S = 0.25
+# A service (uploader, tracker) re-publishes its state every few seconds; silent this long, its
+# last state is still shown, marked as no longer reported.
+SERVICE_SILENT_S = 10.0
 FPS_SMOOTHING = 0.2
 
 
@@ -261,10 +264,10 @@ class FrameCache:
     def status(self) -> dict[str, dict[str, Any]]:
         """`/status`: per camera connected, device_id, width, height, fps and health{…}."""
         now = self.clock()
-        services = {}
+        services: dict[str, tuple[Any, float]] = {}
         for msg in self.subscriber.messages(topics.STATUS.encode()).values():
             if isinstance(msg, wire.Status):
-                services[msg.service] = msg.state.get("cameras", {})
+                services[msg.service] = (msg.state.get("cameras", {}), (now - msg.t_receive_ns) / 1e9)
         result = {}
         with self._changed:
             for cam, state in sorted(self._cameras.items()):
@@ -273,7 +276,7 @@ class FrameCache:
         return result
 
     def _camera_status(self, state: CameraState, now: int,
-                       services: dict[str, Any]) -> dict[str, Any]:
+                       services: dict[str, tuple[Any, float]]) -> dict[str, Any]:
         meta = state.meta
         registry = meta.registry if meta else {}
         resolution = registry.get("resolution") or [0, 0]
@@ -290,9 +293,10 @@ class FrameCache:
                 "heartbeat_age_s": round((now - meta.t_receive_ns) / 1e9, 3) if meta else None,
             },
         }
-        for service, cameras in services.items():
-            if isinstance(cameras, Mapping) and str(state.cam) in cameras:
-                health[service] = cameras[str(state.cam)]
+        for service, (cameras, age_s) in services.items():
+            if isinstance(cameras, Mapping) and isinstance(cameras.get(str(state.cam)), Mapping):
+                health[service] = {**cameras[str(state.cam)], "status_age_s": round(age_s, 1),
+                                   "reporting": age_s < SERVICE_SILENT_S}
         entry: dict[str, Any] = {
             "connected": state.connected and node_health.get("connected", True) is not False,
             "device_id": state.cam, "width": width, "height": height, "fps": fps,

@@ -16,7 +16,7 @@ from camfabric.capture_node.config import NodeConfig, demo_cameras
 from camfabric.capture_node.node import CaptureNode
 from camfabric.gateway.app import create_app
 from camfabric.gateway.cache import FrameCache
-from camfabric.protocol import Publisher, decode_jpeg
+from camfabric.protocol import Publisher, Status, decode_jpeg
 
 from .support import FakeNode, announce, deliver, settle, wait_until
 
@@ -76,6 +76,28 @@ def test_frames_keep_a_camera_connected_when_heartbeats_are_lost(zmq_context, no
             assert client.simulate_get("/status").json["0"]["connected"] is True
         clock.now += int(3.1 * SECOND)  # then nothing at all
         assert client.simulate_get("/status").json["0"]["connected"] is False
+    finally:
+        cache.close()
+
+
+def test_a_service_that_stops_reporting_is_marked_so_in_status(zmq_context, node):
+    clock = FakeClock()
+    cache = FrameCache(node.endpoint, context=zmq_context, clock=clock, watchdog=False).start()
+    try:
+        announce(node, cache, 0)
+        client = falcon.testing.TestClient(create_app(cache))
+        node.publisher.publish(Status(service="prusa_connect",
+                                      state={"cameras": {"0": {"state": "ok", "uploads": 3}}}))
+        wait_until(lambda: "prusa_connect" in client.simulate_get("/status").json["0"]["health"],
+                   what="the uploader's state")
+        settle(cache)
+        assert client.simulate_get("/status").json["0"]["health"]["prusa_connect"]["reporting"] is True
+        clock.now += 11 * SECOND  # the uploader crashed: no more status messages
+        node.meta(0)
+        wait_until(lambda: client.simulate_get("/status").json["0"]["connected"], what="heartbeat")
+        shown = client.simulate_get("/status").json["0"]["health"]["prusa_connect"]
+        assert shown["reporting"] is False and shown["status_age_s"] >= 10
+        assert shown["uploads"] == 3  # the last state it reported stays visible
     finally:
         cache.close()
 

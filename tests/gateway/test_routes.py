@@ -186,7 +186,10 @@ def test_status_places_each_services_camera_state_in_health(client, node, cache,
     publisher.publish(Status(service="prusa_connect", state=state))
     wait_until(lambda: "prusa_connect" in client.simulate_get("/status").json["0"]["health"])
     body = client.simulate_get("/status").json
-    assert body["0"]["health"]["prusa_connect"] == {"last_upload": 12.5, "ok": True}
+    shown = body["0"]["health"]["prusa_connect"]
+    assert {k: shown[k] for k in ("last_upload", "ok", "reporting")} == {
+        "last_upload": 12.5, "ok": True, "reporting": True}
+    assert 0 <= shown["status_age_s"] < 5
     assert "9" not in body  # a service's state does not invent cameras
 
 
