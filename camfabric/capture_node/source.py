@@ -61,6 +61,7 @@ class Source(abc.ABC):
     """One camera, as its capture thread sees it."""
 
     kind: ClassVar[str] = ""
+    probe_formats: ClassVar[tuple[str, ...]] = ()  # what the startup scan reports it delivers
 
     @abc.abstractmethod
     def open(self) -> None:
@@ -89,12 +90,14 @@ class Source(abc.ABC):
         import time
 
         start = time.monotonic()
+        formats = list(self.probe_formats)
         try:
             self.open()
-            self.read(timeout=5.0)
-            return ProbeReport(opened=True, device=self.device,
+            first = self.read(timeout=5.0)
+            return ProbeReport(opened=True, device=self.device, formats=formats,
+                               resolutions=[(first.w, first.h)],
                                first_frame_ms=(time.monotonic() - start) * 1000)
         except SourceError as exc:
-            return ProbeReport(opened=False, device=self.device, error=str(exc))
+            return ProbeReport(opened=False, device=self.device, formats=formats, error=str(exc))
         finally:
             self.close()

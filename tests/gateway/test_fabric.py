@@ -33,73 +33,67 @@ class FakeClock:
         return self.now
 
 
-def test_a_camera_is_disconnected_after_its_heartbeat_stops_for_three_seconds(
-        zmq_context, node, caplog):
+@pytest.fixture
+def clocked(zmq_context, node):
+    """A cache on a clock the test moves by hand (no watchdog), with a client of its app."""
     clock = FakeClock()
     cache = FrameCache(node.endpoint, context=zmq_context, clock=clock, watchdog=False).start()
-    try:
-        announce(node, cache, 0)
-        settle(cache)
-        client = falcon.testing.TestClient(create_app(cache))
-        assert client.simulate_get("/status").json["0"]["connected"] is True
-        clock.now += int(2.9 * SECOND)
-        assert client.simulate_get("/status").json["0"]["connected"] is True
-        clock.now += int(0.2 * SECOND)
-        with caplog.at_level(logging.WARNING, logger="camfabric.gateway.cache"):
-            assert client.simulate_get("/status").json["0"]["connected"] is False
-            cache.check()
-        assert sum("disconnected" in r.getMessage() for r in caplog.records) == 1
-        started = time.monotonic()
-        snap = client.simulate_get("/snap/0")  # no waiting on a camera that is gone
-        assert snap.status_code == 503 and "disconnected" in snap.json["description"]
-        assert time.monotonic() - started < 0.5
-        node.meta(0)  # the heartbeat returns (stamped with the moved clock)
-        wait_until(lambda: client.simulate_get("/status").json["0"]["connected"], what="reconnected")
-    finally:
-        cache.close()
+    yield cache, falcon.testing.TestClient(create_app(cache)), clock
+    cache.close()
 
 
-def test_frames_keep_a_camera_connected_when_heartbeats_are_lost(zmq_context, node):
+def test_a_camera_is_disconnected_after_its_heartbeat_stops_for_three_seconds(
+        node, clocked, caplog):
+    cache, client, clock = clocked
+    announce(node, cache, 0)
+    settle(cache)
+    assert client.simulate_get("/status").json["0"]["connected"] is True
+    clock.now += int(2.9 * SECOND)
+    assert client.simulate_get("/status").json["0"]["connected"] is True
+    clock.now += int(0.2 * SECOND)
+    with caplog.at_level(logging.WARNING, logger="camfabric.gateway.cache"):
+        assert client.simulate_get("/status").json["0"]["connected"] is False
+        cache.check()
+    assert sum("disconnected" in r.getMessage() for r in caplog.records) == 1
+    started = time.monotonic()
+    snap = client.simulate_get("/snap/0")  # no waiting on a camera that is gone
+    assert snap.status_code == 503 and "disconnected" in snap.json["description"]
+    assert time.monotonic() - started < 0.5
+    node.meta(0)  # the heartbeat returns (stamped with the moved clock)
+    wait_until(lambda: client.simulate_get("/status").json["0"]["connected"], what="reconnected")
+
+
+def test_frames_keep_a_camera_connected_when_heartbeats_are_lost(node, clocked):
     # Under load a small receive queue may drop heartbeats along with frames; a camera whose
     # frames still arrive is not disconnected.
-    clock = FakeClock()
-    cache = FrameCache(node.endpoint, context=zmq_context, clock=clock, watchdog=False).start()
-    try:
-        announce(node, cache, 0)
-        settle(cache)
-        client = falcon.testing.TestClient(create_app(cache))
-        for _ in range(3):
-            clock.now += int(2.0 * SECOND)
-            before = cache.subscriber.stats.received
-            node.frame(0)  # a frame, no heartbeat
-            wait_until(lambda b=before: cache.subscriber.stats.received > b, what="the frame")
-            assert client.simulate_get("/status").json["0"]["connected"] is True
-        clock.now += int(3.1 * SECOND)  # then nothing at all
-        assert client.simulate_get("/status").json["0"]["connected"] is False
-    finally:
-        cache.close()
+    cache, client, clock = clocked
+    announce(node, cache, 0)
+    settle(cache)
+    for _ in range(3):
+        clock.now += int(2.0 * SECOND)
+        before = cache.subscriber.stats.received
+        node.frame(0)  # a frame, no heartbeat
+        wait_until(lambda b=before: cache.subscriber.stats.received > b, what="the frame")
+        assert client.simulate_get("/status").json["0"]["connected"] is True
+    clock.now += int(3.1 * SECOND)  # then nothing at all
+    assert client.simulate_get("/status").json["0"]["connected"] is False
 
 
-def test_a_service_that_stops_reporting_is_marked_so_in_status(zmq_context, node):
-    clock = FakeClock()
-    cache = FrameCache(node.endpoint, context=zmq_context, clock=clock, watchdog=False).start()
-    try:
-        announce(node, cache, 0)
-        client = falcon.testing.TestClient(create_app(cache))
-        node.publisher.publish(Status(service="prusa_connect",
-                                      state={"cameras": {"0": {"state": "ok", "uploads": 3}}}))
-        wait_until(lambda: "prusa_connect" in client.simulate_get("/status").json["0"]["health"],
-                   what="the uploader's state")
-        settle(cache)
-        assert client.simulate_get("/status").json["0"]["health"]["prusa_connect"]["reporting"] is True
-        clock.now += 11 * SECOND  # the uploader crashed: no more status messages
-        node.meta(0)
-        wait_until(lambda: client.simulate_get("/status").json["0"]["connected"], what="heartbeat")
-        shown = client.simulate_get("/status").json["0"]["health"]["prusa_connect"]
-        assert shown["reporting"] is False and shown["status_age_s"] >= 10
-        assert shown["uploads"] == 3  # the last state it reported stays visible
-    finally:
-        cache.close()
+def test_a_service_that_stops_reporting_is_marked_so_in_status(node, clocked):
+    cache, client, clock = clocked
+    announce(node, cache, 0)
+    node.publisher.publish(Status(service="prusa_connect",
+                                  state={"cameras": {"0": {"state": "ok", "uploads": 3}}}))
+    wait_until(lambda: "prusa_connect" in client.simulate_get("/status").json["0"]["health"],
+               what="the uploader's state")
+    settle(cache)
+    assert client.simulate_get("/status").json["0"]["health"]["prusa_connect"]["reporting"] is True
+    clock.now += 11 * SECOND  # the uploader crashed: no more status messages
+    node.meta(0)
+    wait_until(lambda: client.simulate_get("/status").json["0"]["connected"], what="heartbeat")
+    shown = client.simulate_get("/status").json["0"]["health"]["prusa_connect"]
+    assert shown["reporting"] is False and shown["status_age_s"] >= 10
+    assert shown["uploads"] == 3  # the last state it reported stays visible
 
 
 def test_a_duplicate_camera_id_is_shown_and_never_merged(zmq_context, make_cache, caplog):

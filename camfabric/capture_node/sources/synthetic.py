@@ -19,7 +19,7 @@ import numpy as np
 
 from ...config import bounded
 from ..pacing import FramePacer
-from ..source import Capture, ProbeReport, Source, SourceError
+from ..source import Capture, Source, SourceError
 from .caption import draw_caption, frame_stamp
 
 
@@ -42,6 +42,7 @@ class SyntheticSource(Source):
     """Draws frames of a moving scene at `fps`, each stamped with its counter and time."""
 
     kind = "synthetic"
+    probe_formats = ("BGR3",)
 
     def __init__(self, width: int, height: int, fps: float, *, label: str = "synthetic",
                  speed: float = 1.0, seed: int = 0,
@@ -83,12 +84,6 @@ class SyntheticSource(Source):
 
     def interrupt(self) -> None:
         self.pacer.interrupt()
-
-    def probe(self) -> ProbeReport:
-        report = super().probe()
-        return ProbeReport(opened=report.opened, device=report.device, formats=["BGR3"],
-                           resolutions=[(self.width, self.height)],
-                           first_frame_ms=report.first_frame_ms, error=report.error)
 
     # -- drawing -----------------------------------------------------------------------------
     def _render_background(self) -> np.ndarray:

@@ -34,7 +34,7 @@ import numpy as np
 from ...config import bounded
 from ...protocol.errors import ConfigError
 from ..pacing import FramePacer
-from ..source import Capture, ProbeReport, Source, SourceError
+from ..source import Capture, Source, SourceError
 from .caption import draw_caption, frame_stamp
 
 ARUCO_DICTIONARY = "DICT_4X4_50"
@@ -373,6 +373,7 @@ class TabletopSource(Source):
     of the scene (in any process) sees the same moment."""
 
     kind = "tabletop"
+    probe_formats = ("BGR3",)
 
     def __init__(self, width: int, height: int, fps: float, *, view: ViewName = "overhead",
                  speed: float = 1.0, distortion: tuple[float, ...] = (), objects: int = 3,
@@ -416,12 +417,6 @@ class TabletopSource(Source):
 
     def interrupt(self) -> None:
         self.pacer.interrupt()
-
-    def probe(self) -> ProbeReport:
-        report = super().probe()
-        return ProbeReport(opened=report.opened, device=report.device, formats=["BGR3"],
-                           resolutions=[(self.width, self.height)],
-                           first_frame_ms=report.first_frame_ms, error=report.error)
 
     def _overlay(self, image: np.ndarray, t_capture_ns: int) -> None:
         scale = 0.9 * self._scale
