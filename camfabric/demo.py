@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import logging
 import threading
 from contextlib import ExitStack
@@ -67,19 +66,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cameras(config: DemoConfig) -> tuple:
-    if config.tracker and importlib.util.find_spec("camfabric.subscribers.tracker.demo") is not None:
+    if config.tracker:
         # The seed's three cameras looking at a table with tagged objects the tracker can find.
-        from .subscribers.tracker.demo import tabletop_cameras
+        from .sim.tracker import tabletop_cameras
 
         return tabletop_cameras(config.width, config.height, config.fps)
     return demo_cameras(width=config.width, height=config.height, fps=config.fps)
 
 
 def _start_tracker(stack: ExitStack, node_endpoint: str, context: zmq.Context) -> bool:
-    if importlib.util.find_spec("camfabric.subscribers.tracker.demo") is None:
-        log.info("tracker not installed in this build; /world stays empty")
-        return False
-    from .subscribers.tracker.demo import start_demo_tracker
+    from .sim.tracker import start_demo_tracker
 
     stack.enter_context(start_demo_tracker(node_endpoint, TRACKER_ENDPOINT, context=context))
     return True

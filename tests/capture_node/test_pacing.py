@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-
 from camfabric.capture_node.pacing import FramePacer
 from camfabric.protocol.errors import SourceError
 

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-
 from camfabric.capture_node.config import CameraConfig
 from camfabric.capture_node.source import SourceError
 from camfabric.capture_node.sources import synthetic

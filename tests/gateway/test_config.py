@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from camfabric.gateway.config import GatewayConfig, load_gateway_config
 from camfabric.protocol import ConfigError, generate_keypair
 

@@ -12,7 +12,6 @@ import time
 import psutil
 import pytest
 import requests
-
 from camfabric.protocol import Publisher
 
 from ..conftest import unused_tcp_port

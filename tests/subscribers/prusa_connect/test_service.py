@@ -18,6 +18,7 @@ from camfabric.subscribers.prusa_connect.config import (
     PrusaConnectConfig,
 )
 from camfabric.subscribers.prusa_connect.service import UploaderService
+
 from tests.conftest import unused_tcp_port
 
 from .conftest import TOKEN_A, jpeg_for

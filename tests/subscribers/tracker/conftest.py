@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from camfabric.capture_node.sources import tabletop
 from camfabric.protocol.jpeg import decode_jpeg, encode_jpeg
+
+from camfabric.sim import tabletop
 
 
 class FakeClock:

@@ -6,15 +6,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from camfabric.protocol.errors import ConfigError
 from camfabric.subscribers.tracker.config import (
     CameraTracking,
     GeminiConfig,
     TrackerConfig,
     load_tracker_config,
-    tabletop_tracker_config,
 )
+
+from camfabric.sim.tracker import tabletop_tracker_config
 
 
 def _load(tmp_path, text: str):
@@ -125,6 +125,5 @@ def test_the_documented_example_config_loads(tmp_path):
 def test_public_surface():
     import camfabric.subscribers.tracker as tracker
 
-    assert sorted(tracker.__all__) == ["Tracker", "TrackerConfig", "WorldModel", "load_tracker_config",
-                                       "tabletop_tracker_config"]
+    assert sorted(tracker.__all__) == ["Tracker", "TrackerConfig", "WorldModel", "load_tracker_config"]
     assert all(hasattr(tracker, name) for name in tracker.__all__)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from camfabric.capture_node.sources import tabletop
 from camfabric.subscribers.tracker.detectors.aruco import MarkerFinder
 from camfabric.subscribers.tracker.geometry import (
     SideProjection,
@@ -14,6 +12,8 @@ from camfabric.subscribers.tracker.geometry import (
     dlt,
     marker_centre,
 )
+
+from camfabric.sim import tabletop
 
 from .conftest import camera_image
 

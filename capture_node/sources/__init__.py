@@ -18,7 +18,7 @@ KINDS = {
     "rpicam": "camfabric.capture_node.sources.rpicam",
     "mjpeg_url": "camfabric.capture_node.sources.mjpeg_url",
     "file": "camfabric.capture_node.sources.file",
-    "tabletop": "camfabric.capture_node.sources.tabletop",
+    "tabletop": "camfabric.sim.tabletop",  # the demo's simulated scene
 }
 
 

@@ -10,8 +10,8 @@ Parts: `intake` (which frames get detected, and when), `detectors` (aruco, gemin
 See docs/tracker.md.
 """
 
-from .config import TrackerConfig, load_tracker_config, tabletop_tracker_config
+from .config import TrackerConfig, load_tracker_config
 from .service import Tracker
 from .world import WorldModel
 
-__all__ = ["Tracker", "TrackerConfig", "WorldModel", "load_tracker_config", "tabletop_tracker_config"]
+__all__ = ["Tracker", "TrackerConfig", "WorldModel", "load_tracker_config"]

@@ -8,9 +8,10 @@ from contextlib import ExitStack
 
 from camfabric.capture_node.config import NodeConfig
 from camfabric.capture_node.node import CaptureNode
-from camfabric.capture_node.sources import tabletop
 from camfabric.protocol import Subscriber, topics
-from camfabric.subscribers.tracker.demo import start_demo_tracker, tabletop_cameras
+
+from camfabric.sim import tabletop
+from camfabric.sim.tracker import start_demo_tracker, tabletop_cameras
 from tests.conftest import unused_tcp_port
 
 
