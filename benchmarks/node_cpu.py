@@ -35,11 +35,12 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from report import write_section  # noqa: E402
+
 from camfabric.capture_node.config import CameraConfig, NodeConfig  # noqa: E402
 from camfabric.capture_node.node import CaptureNode  # noqa: E402
 from camfabric.capture_node.sources.synthetic import SyntheticSource  # noqa: E402
 from camfabric.protocol.jpeg import encode_jpeg  # noqa: E402
-from report import write_section  # noqa: E402
 
 WIDTH, HEIGHT, FPS, FRAMES = 1280, 720, 30.0, 30
 

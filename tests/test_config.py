@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from camfabric.protocol import ConfigError
 
 from camfabric.config import bounded, build, load_section
+from camfabric.protocol import ConfigError
 
 
 @dataclass(frozen=True)

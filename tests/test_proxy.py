@@ -6,9 +6,9 @@ import time
 
 import numpy as np
 import pytest
-from camfabric.protocol import ConfigError, topics
 
 from camfabric import protocol
+from camfabric.protocol import ConfigError, topics
 from camfabric.proxy import FabricProxy, ProxyConfig
 
 JPEG = protocol.encode_jpeg(np.zeros((8, 8, 3), np.uint8))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+
+from camfabric import cli
 from camfabric.capture_node.config import CameraConfig, NodeConfig, demo_cameras, load_node_config
 from camfabric.protocol import ConfigError, generate_keypair
 from camfabric.protocol.publisher import DEFAULT_ENDPOINT
-
-from camfabric import cli
 
 
 def write(tmp_path, text: str):

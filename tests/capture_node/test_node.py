@@ -7,13 +7,13 @@ import time
 
 import numpy as np
 import pytest
+
+from camfabric import protocol
 from camfabric.capture_node.camera import Backoff
 from camfabric.capture_node.config import CameraConfig, NodeConfig, demo_cameras
 from camfabric.capture_node.node import CaptureNode
 from camfabric.capture_node.source import Capture, Source, SourceError
 from camfabric.protocol import topics
-
-from camfabric import protocol
 
 
 class UnpluggedCamera(Source):

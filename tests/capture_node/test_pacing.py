@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+
 from camfabric.capture_node.pacing import FramePacer
 from camfabric.protocol.errors import SourceError
 

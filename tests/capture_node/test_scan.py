@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 
+from camfabric import protocol
 from camfabric.capture_node.config import CameraConfig, NodeConfig
 from camfabric.capture_node.node import CaptureNode
 from camfabric.capture_node.scan import video_devices
 from camfabric.protocol import topics
-
-from camfabric import protocol
 from tests.capture_node.test_node import StuckCamera, UnpluggedCamera, wait_until
 
 

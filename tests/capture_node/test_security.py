@@ -5,11 +5,11 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
+from camfabric import protocol
 from camfabric.capture_node.config import CameraConfig, CurveConfig, NodeConfig
 from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import CurveClient, generate_keypair
-
-from camfabric import protocol
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from camfabric.capture_node.config import CameraConfig
 from camfabric.capture_node.sources import file as file_source
 from camfabric.protocol.errors import ConfigError, SourceError

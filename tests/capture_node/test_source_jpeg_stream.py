@@ -6,12 +6,12 @@ import threading
 import time
 
 import pytest
-from camfabric.capture_node.sources.jpeg_stream import FrameSlot, JpegSplitter, check_jpeg
-from camfabric.protocol.errors import SourceError
-from camfabric.protocol.jpeg import decode_jpeg, encode_jpeg, is_complete_jpeg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from camfabric.capture_node.sources.jpeg_stream import FrameSlot, JpegSplitter, check_jpeg
+from camfabric.protocol.errors import SourceError
+from camfabric.protocol.jpeg import decode_jpeg, encode_jpeg, is_complete_jpeg
 from tests.fakes.rpicam_tcp import numbered_jpegs
 
 JPEGS = numbered_jpegs(6, 96, 64) + numbered_jpegs(2, 320, 240, quality=30)

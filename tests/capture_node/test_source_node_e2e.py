@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from camfabric.capture_node.camera import Backoff
 from camfabric.capture_node.config import CameraConfig, NodeConfig, load_node_config
 from camfabric.capture_node.node import CaptureNode
@@ -22,7 +23,6 @@ from camfabric.protocol.errors import ProtocolError
 from camfabric.protocol.jpeg import decode_jpeg, is_complete_jpeg
 from camfabric.protocol.security import generate_keypair
 from camfabric.protocol.wire import Frame
-
 from tests.fakes.rpicam_tcp import RpicamTcpServer, numbered_jpegs
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"

@@ -11,11 +11,11 @@ import errno
 import cv2
 import numpy as np
 import pytest
+
 from camfabric.capture_node.config import CameraConfig
 from camfabric.capture_node.sources import v4l2
 from camfabric.protocol.errors import ConfigError, ProtocolError, SourceError
 from camfabric.protocol.jpeg import decode_jpeg, encode_jpeg, is_complete_jpeg
-
 from tests.fakes.rpicam_tcp import numbered_jpegs
 
 JPEG = numbered_jpegs(1, 64, 48)[0]

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+
 from camfabric.capture_node.config import CameraConfig
 from camfabric.capture_node.source import SourceError
 from camfabric.capture_node.sources import synthetic

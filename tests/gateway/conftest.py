@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import falcon.testing
 import pytest
+
 from camfabric.gateway.app import create_app
 from camfabric.gateway.cache import FrameCache
 from camfabric.gateway.config import GatewayConfig

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from camfabric.gateway.cache import FrameCache
 from camfabric.protocol import Frame, Meta, Publisher, encode_jpeg
 

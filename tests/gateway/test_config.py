@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from camfabric.gateway.config import GatewayConfig, load_gateway_config
 from camfabric.protocol import ConfigError, generate_keypair
 

@@ -11,6 +11,7 @@ import time
 import falcon.testing
 import pytest
 import requests
+
 from camfabric.capture_node.config import NodeConfig, demo_cameras
 from camfabric.capture_node.node import CaptureNode
 from camfabric.gateway.app import create_app

@@ -12,6 +12,7 @@ import time
 import psutil
 import pytest
 import requests
+
 from camfabric.protocol import Publisher
 
 from ..conftest import unused_tcp_port

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+
 from camfabric.gateway.app import create_app
 from camfabric.gateway.config import GatewayConfig
 from camfabric.protocol import Scan, Status, World, decode_jpeg, topics

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 import requests
+
 from camfabric.protocol import Frame, decode_jpeg, encode_jpeg
 
 from .support import (

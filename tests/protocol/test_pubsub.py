@@ -9,9 +9,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
-from camfabric.protocol import topics
 
 from camfabric import protocol
+from camfabric.protocol import topics
 
 JPEG = protocol.encode_jpeg(np.full((24, 32, 3), 128, np.uint8))
 

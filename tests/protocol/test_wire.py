@@ -7,11 +7,11 @@ import time
 import msgpack
 import numpy as np
 import pytest
-from camfabric.protocol import topics, wire
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from camfabric import protocol
+from camfabric.protocol import topics, wire
 
 JPEG = protocol.encode_jpeg(np.full((24, 32, 3), (40, 90, 200), np.uint8))
 

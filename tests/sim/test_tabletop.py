@@ -7,13 +7,13 @@ import time
 
 import numpy as np
 import pytest
+
 from camfabric.capture_node.config import CameraConfig
 from camfabric.capture_node.node import create_source
 from camfabric.capture_node.source import SourceError
 from camfabric.protocol.errors import ConfigError
-from camfabric.subscribers.tracker.detectors.aruco import MarkerFinder
-
 from camfabric.sim import tabletop
+from camfabric.subscribers.tracker.detectors.aruco import MarkerFinder
 
 
 def _camera(**source) -> CameraConfig:

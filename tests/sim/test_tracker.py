@@ -9,7 +9,6 @@ from contextlib import ExitStack
 from camfabric.capture_node.config import NodeConfig
 from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import Subscriber, topics
-
 from camfabric.sim import tabletop
 from camfabric.sim.tracker import start_demo_tracker, tabletop_cameras
 from tests.conftest import unused_tcp_port

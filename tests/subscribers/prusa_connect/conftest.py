@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from camfabric.protocol import Frame, Publisher, Subscriber, encode_jpeg
 
+from camfabric.protocol import Frame, Publisher, Subscriber, encode_jpeg
 from tests.fakes.prusa_connect import FakeConnect
 
 TOKEN_A = "AAAAaaaa1111BBBBbbbb"

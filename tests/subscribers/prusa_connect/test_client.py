@@ -7,6 +7,7 @@ import traceback
 
 import pytest
 import requests
+
 from camfabric.subscribers.prusa_connect.client import (
     ConnectClient,
     FingerprintRejected,
@@ -15,7 +16,6 @@ from camfabric.subscribers.prusa_connect.client import (
     TransientError,
     parse_retry_after,
 )
-
 from tests.conftest import unused_tcp_port
 
 from .conftest import TOKEN_A, TOKEN_B, jpeg_for

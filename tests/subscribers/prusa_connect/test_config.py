@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from camfabric.protocol.errors import ConfigError
 from camfabric.subscribers.prusa_connect import main
 from camfabric.subscribers.prusa_connect.config import (

@@ -6,6 +6,7 @@ import os
 import stat
 
 import pytest
+
 from camfabric.subscribers.prusa_connect.fingerprint import FingerprintError, FingerprintStore
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import falcon.testing
 import pytest
+
 from camfabric.capture_node.config import CameraConfig, NodeConfig
 from camfabric.capture_node.node import CaptureNode
 from camfabric.gateway.app import create_app
 from camfabric.gateway.cache import FrameCache
 from camfabric.gateway.config import GatewayConfig
 from camfabric.protocol import Subscriber, topics
-
 from tests.conftest import REPO, unused_tcp_port
 
 from .conftest import TOKEN_A, TOKEN_B, TOKEN_C

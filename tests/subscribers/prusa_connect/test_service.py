@@ -18,7 +18,6 @@ from camfabric.subscribers.prusa_connect.config import (
     PrusaConnectConfig,
 )
 from camfabric.subscribers.prusa_connect.service import UploaderService
-
 from tests.conftest import unused_tcp_port
 
 from .conftest import TOKEN_A, jpeg_for

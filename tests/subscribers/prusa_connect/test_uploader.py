@@ -7,12 +7,12 @@ import random
 
 import pytest
 import requests
+
 from camfabric.protocol.jpeg import is_complete_jpeg, jpeg_size
 from camfabric.subscribers.prusa_connect.client import ConnectClient
 from camfabric.subscribers.prusa_connect.config import CameraUpload
 from camfabric.subscribers.prusa_connect.service import FabricFrames
 from camfabric.subscribers.prusa_connect.uploader import Backoff, SnapshotUploader, shrink_jpeg
-
 from tests.fakes.prusa_connect import FakeConnect
 
 from .conftest import TOKEN_A, TOKEN_B, jpeg_for, sha

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from camfabric.protocol.jpeg import decode_jpeg, encode_jpeg
 
+from camfabric.protocol.jpeg import decode_jpeg, encode_jpeg
 from camfabric.sim import tabletop
 
 

@@ -8,11 +8,11 @@ import textwrap
 import time
 
 import pytest
+
+from camfabric import cli
 from camfabric.capture_node.config import CameraConfig, NodeConfig
 from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import Subscriber, topics
-
-from camfabric import cli
 from tests.conftest import PYTHON, REPO, unused_tcp_port
 from tests.fakes.gemini import FakeGemini
 

@@ -6,15 +6,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from camfabric.protocol.errors import ConfigError
+from camfabric.sim.tracker import tabletop_tracker_config
 from camfabric.subscribers.tracker.config import (
     CameraTracking,
     GeminiConfig,
     TrackerConfig,
     load_tracker_config,
 )
-
-from camfabric.sim.tracker import tabletop_tracker_config
 
 
 def _load(tmp_path, text: str):

@@ -9,15 +9,15 @@ import time
 import numpy as np
 import pytest
 import requests
+
 from camfabric.capture_node.config import CameraConfig, NodeConfig
 from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import Frame, Meta, Publisher, Subscriber, encode_jpeg, topics
 from camfabric.protocol.errors import CamfabricError, ConfigError
-from camfabric.subscribers.tracker.config import CameraTracking, TrackerConfig
-from camfabric.subscribers.tracker.service import Tracker
-
 from camfabric.sim import tabletop
 from camfabric.sim.tracker import tabletop_tracker_config
+from camfabric.subscribers.tracker.config import CameraTracking, TrackerConfig
+from camfabric.subscribers.tracker.service import Tracker
 from tests.conftest import unused_tcp_port
 from tests.fakes.gemini import FakeGemini
 

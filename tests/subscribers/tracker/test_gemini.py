@@ -9,7 +9,9 @@ import math
 
 import numpy as np
 import pytest
+
 from camfabric.protocol.jpeg import encode_jpeg
+from camfabric.sim import tabletop
 from camfabric.subscribers.tracker.budget import PACIFIC, RequestBudget
 from camfabric.subscribers.tracker.config import CameraTracking, GeminiConfig, WorldConfig
 from camfabric.subscribers.tracker.detectors import DetectionSkipped
@@ -18,8 +20,6 @@ from camfabric.subscribers.tracker.detectors.gemini import GeminiDetector
 from camfabric.subscribers.tracker.intake import FrameIntake
 from camfabric.subscribers.tracker.pipeline import CameraPipeline
 from camfabric.subscribers.tracker.world import WorldModel
-
-from camfabric.sim import tabletop
 from tests.fakes.gemini import FakeGemini
 
 from .conftest import camera_image

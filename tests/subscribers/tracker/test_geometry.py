@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from camfabric.sim import tabletop
 from camfabric.subscribers.tracker.detectors.aruco import MarkerFinder
 from camfabric.subscribers.tracker.geometry import (
     SideProjection,
@@ -12,8 +14,6 @@ from camfabric.subscribers.tracker.geometry import (
     dlt,
     marker_centre,
 )
-
-from camfabric.sim import tabletop
 
 from .conftest import camera_image
 

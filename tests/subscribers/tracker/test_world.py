@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from camfabric.subscribers.tracker.config import WorldConfig
 from camfabric.subscribers.tracker.world import HeightSighting, PlaneSighting, WorldModel
 
