@@ -3,6 +3,10 @@
 Each subcommand lives in its own module, which provides `HELP` (one line), `DESCRIPTION`,
 `add_arguments(parser)` and `run(args) -> int`. Every subcommand takes `--config FILE` and
 `--log-level`. A configuration error exits with status 2 and names the key; nothing starts.
+
+Only the module of the subcommand being run is imported: `camfabric keys --help` loads neither
+OpenCV nor the HTTP server. The one-line summaries for `camfabric --help` live here for that
+reason, and a test checks that they match each module's `HELP`.
 """
 
 from __future__ import annotations
@@ -12,62 +16,86 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from . import __version__
-from .protocol.errors import CamfabricError, ConfigError
-from .runtime import setup_logging
 
+# name → (module, one-line summary shown by `camfabric --help`)
 SUBCOMMANDS = {
-    "node": "camfabric.capture_node.main",
-    "gateway": "camfabric.gateway.main",
-    "prusa-connect": "camfabric.subscribers.prusa_connect.main",
-    "tracker": "camfabric.subscribers.tracker.main",
-    "proxy": "camfabric.proxy",
-    "keys": "camfabric.keys",
-    "demo": "camfabric.demo",
+    "node": ("camfabric.capture_node.main",
+             "run a capture node: own the cameras, publish them on the fabric"),
+    "gateway": ("camfabric.gateway.main",
+                "serve every camera on the fabric over HTTP (JPEG, MJPEG, JSON, dashboard)"),
+    "prusa-connect": ("camfabric.subscribers.prusa_connect.main", "upload camera snapshots to Prusa Connect"),
+    "tracker": ("camfabric.subscribers.tracker.main",
+                "track objects on the workspace (ArUco or Gemini) and publish the world model"),
+    "proxy": ("camfabric.proxy", "forward many nodes' fabric through one endpoint"),
+    "keys": ("camfabric.keys", "write a CURVE key pair (for a node beyond loopback, or one of its clients)"),
+    "demo": ("camfabric.demo", "run three synthetic cameras, the gateway and the tracker on loopback"),
 }
 
 
-def _available() -> dict[str, object]:
-    modules = {}
-    for name, module_name in SUBCOMMANDS.items():
-        try:
-            modules[name] = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-    return modules
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand this installation provides."""
+def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="camfabric",
         description="A ZeroMQ publish/subscribe camera fabric. Run `camfabric demo` to try it.",
+        epilog="`camfabric COMMAND --help` describes a command and its configuration.",
     )
     parser.add_argument("--version", action="version", version=f"camfabric {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in _available().items():
-        sub = subparsers.add_parser(
-            name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        sub.add_argument("--config", metavar="FILE", help="TOML configuration file")
-        sub.add_argument("--log-level", default="INFO",
-                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: INFO")
-        module.add_arguments(sub)
-        sub.set_defaults(_module=module)
+    for name, (_module, summary) in SUBCOMMANDS.items():
+        subparsers.add_parser(name, help=summary, add_help=False)
     return parser
+
+
+def _command_parser(name: str, module: ModuleType) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"camfabric {name}", description=getattr(module, "DESCRIPTION", module.HELP),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: INFO")
+    module.add_arguments(parser)
+    return parser
+
+
+def load_command(name: str) -> ModuleType:
+    """The module that implements subcommand `name` (imported now, and only now)."""
+    return importlib.import_module(SUBCOMMANDS[name][0])
+
+
+def build_parser(name: str) -> argparse.ArgumentParser:
+    """The full argument parser of subcommand `name`."""
+    return _command_parser(name, load_command(name))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `camfabric` command."""
-    args = build_parser().parse_args(argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before the command installed its own handler
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        _top_parser().parse_args(argv)  # --help, --version or a usage error: exits
+        return 2
+    name = argv[0]
+    module = load_command(name)
+    args = _command_parser(name, module).parse_args(argv[1:])
+    args.command = name
+
+    from .protocol.errors import CamfabricError, ConfigError
+    from .runtime import setup_logging
+
     setup_logging(args.log_level)
     try:
-        return int(args._module.run(args) or 0)
+        return int(module.run(args) or 0)
     except ConfigError as exc:
-        print(f"camfabric {args.command}: configuration error: {exc}", file=sys.stderr)
+        print(f"camfabric {name}: configuration error: {exc}", file=sys.stderr)
         return 2
     except CamfabricError as exc:
         logging.getLogger("camfabric").error("%s", exc)

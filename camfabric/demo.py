@@ -22,21 +22,22 @@ from .config import bounded, load_section
 from .gateway.config import GatewayConfig
 from .gateway.server import Gateway
 from .protocol import DEFAULT_ENDPOINT, FrameTimeout, Subscriber
-from .protocol.errors import CamfabricError
+from .protocol.errors import CamfabricError, ConfigError
 from .runtime import stop_event
 
 HELP = "run three synthetic cameras, the gateway and the tracker on loopback"
 DESCRIPTION = """\
 Run the whole fabric on this machine with synthetic cameras: a capture node with the robot
-cell's three cameras (0 overhead, 1 end_effector, 2 side_profile), the HTTP gateway and, when
-installed, the location tracker. Everything binds 127.0.0.1. Open the printed URL for the
-dashboard; Ctrl-C stops everything.
+cell's three cameras (0 overhead, 1 end_effector, 2 side_profile), the HTTP gateway and the
+location tracker. Everything binds 127.0.0.1, on the ports --port, --node-port and
+--tracker-port choose. Open the printed URL for the dashboard; Ctrl-C stops everything.
 
 Optional configuration (camfabric.toml):
 
     [demo]
     port = 8081          # gateway HTTP port
     publish = "tcp://127.0.0.1:5550"
+    tracker_publish = "tcp://127.0.0.1:5560"
     width = 640
     height = 360
     fps = 15
@@ -53,6 +54,7 @@ class DemoConfig:
 
     port: int = bounded(8081, 0, 65535)
     publish: str = DEFAULT_ENDPOINT
+    tracker_publish: str = TRACKER_ENDPOINT
     width: int = bounded(640, 16, 4096)
     height: int = bounded(360, 16, 4096)
     fps: float = bounded(15.0, 0.1, 60)
@@ -61,6 +63,10 @@ class DemoConfig:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="gateway HTTP port (default 8081)")
+    parser.add_argument("--node-port", type=int, metavar="PORT",
+                        help="port the capture node publishes on, on 127.0.0.1 (default 5550)")
+    parser.add_argument("--tracker-port", type=int, metavar="PORT",
+                        help="port the tracker publishes the world on, on 127.0.0.1 (default 5560)")
     parser.add_argument("--fps", type=float, help="frames per second per camera (default 15)")
     parser.add_argument("--no-tracker", action="store_true", help="do not run the tracker")
 
@@ -74,20 +80,19 @@ def _cameras(config: DemoConfig) -> tuple:
     return demo_cameras(width=config.width, height=config.height, fps=config.fps)
 
 
-def _start_tracker(stack: ExitStack, node_endpoint: str, context: zmq.Context) -> bool:
+def _start_tracker(stack: ExitStack, node_endpoint: str, publish: str, context: zmq.Context) -> str:
     from .sim.tracker import start_demo_tracker
 
-    stack.enter_context(start_demo_tracker(node_endpoint, TRACKER_ENDPOINT, context=context))
-    return True
+    tracker = stack.enter_context(start_demo_tracker(node_endpoint, publish, context=context))
+    return tracker.endpoint
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_section(args.config, "demo", DemoConfig)
-    if args.port is not None or args.fps is not None or args.no_tracker:
-        config = dataclasses.replace(
-            config, port=config.port if args.port is None else args.port,
-            fps=config.fps if args.fps is None else args.fps,
-            tracker=config.tracker and not args.no_tracker)
+    overrides = {"port": args.port, "fps": args.fps,
+                 "publish": _loopback(args.node_port), "tracker_publish": _loopback(args.tracker_port)}
+    config = dataclasses.replace(config, tracker=config.tracker and not args.no_tracker,
+                                 **{k: v for k, v in overrides.items() if v is not None})
     stop = stop_event()
     context = zmq.Context.instance()
     with ExitStack() as stack:
@@ -97,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
         except CamfabricError as exc:
             raise CamfabricError(f"{exc} — is another camfabric node running? Stop it, or set "
                                  "[demo] publish to a free endpoint") from exc
-        with_tracker = config.tracker and _start_tracker(stack, node.endpoint, context)
-        subscribe = (node.endpoint, TRACKER_ENDPOINT) if with_tracker else (node.endpoint,)
+        subscribe: tuple[str, ...] = (node.endpoint,)
+        if config.tracker:
+            subscribe += (_start_tracker(stack, node.endpoint, config.tracker_publish, context),)
         try:
             gateway = stack.enter_context(
                 Gateway(GatewayConfig(port=config.port, subscribe=subscribe), context=context))
@@ -109,6 +115,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"camfabric demo: open {gateway.url}  (cameras 0, 1, 2; Ctrl-C stops)", flush=True)
         stop.wait()
     return 0
+
+
+def _loopback(port: int | None) -> str | None:
+    if port is None:
+        return None
+    if not 0 <= port <= 65535:
+        raise ConfigError("port", f"{port} is not a TCP port (0-65535)")
+    return f"tcp://127.0.0.1:{port}"
 
 
 def _wait_first_frame(endpoint: str, context: zmq.Context, stop: threading.Event) -> None:

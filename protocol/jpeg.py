@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import cv2
+import importlib
+
 import numpy as np
 
 from .errors import ProtocolError
 
 SOI = b"\xff\xd8"
 EOI = b"\xff\xd9"
+
+
+def _cv2():
+    # Imported on first use: commands that never touch an image (`camfabric keys`) stay light.
+    return importlib.import_module("cv2")
 
 
 def is_complete_jpeg(data: bytes | memoryview) -> bool:
@@ -19,6 +25,7 @@ def is_complete_jpeg(data: bytes | memoryview) -> bool:
 
 def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
     """Encode a BGR or grayscale uint8 image as a baseline JPEG (no EXIF, no thumbnail)."""
+    cv2 = _cv2()
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ProtocolError(f"OpenCV could not encode a {image.shape} {image.dtype} image as JPEG")
@@ -27,6 +34,7 @@ def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
 
 def decode_jpeg(data: bytes | memoryview, grayscale: bool = False) -> np.ndarray:
     """Decode JPEG bytes to a BGR (or grayscale) uint8 array; a corrupt JPEG is a ProtocolError."""
+    cv2 = _cv2()
     flag = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
     if image is None:
