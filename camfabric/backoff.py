@@ -31,8 +31,8 @@ class Backoff:
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not 0 < self.base_s <= self.cap_s:
-            raise ValueError(f"backoff needs 0 < base_s <= cap_s, got {self.base_s}, {self.cap_s}")
+        if not 0 <= self.base_s <= self.cap_s:
+            raise ValueError(f"backoff needs 0 <= base_s <= cap_s, got {self.base_s}, {self.cap_s}")
         if not 0 <= self.jitter <= 1:
             raise ValueError(f"backoff jitter must be within 0..1, got {self.jitter}")
 

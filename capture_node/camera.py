@@ -22,12 +22,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
+from ..backoff import Backoff
+from ..logonce import LogOnce
 from ..protocol import topics
 from ..protocol.errors import CamfabricError, ProtocolError, SourceError
 from ..protocol.jpeg import decode_jpeg, encode_jpeg, is_complete_jpeg
@@ -40,18 +41,6 @@ from .transform import Transform
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Seconds to wait before reopening a failed source: `initial`, doubling up to `maximum`."""
-
-    initial: float = 0.5
-    maximum: float = 30.0
-
-    def after(self, failures: int) -> float:
-        """The wait after `failures` failures in a row (1 → initial)."""
-        return min(self.maximum, self.initial * 2 ** max(0, failures - 1))
 
 
 class Counters:
@@ -182,8 +171,8 @@ class CaptureLoop:
         self._publish_lock = threading.Lock()
         self._seq = 0
         self._failures_in_row = 0
-        self._logged_failure = ""
-        self._logged_reasons: set[str] = set()
+        self._retry_delay = 0.0
+        self.failures = LogOnce(self.log)
         self._times: collections.deque[float] = collections.deque(maxlen=256)
         self._fps_window = max(2.0, 3.0 / camera.fps)
 
@@ -294,9 +283,9 @@ class CaptureLoop:
                 except Exception as exc:  # a picture we cannot handle; the next may be fine
                     self.counters.add("errors")
                     self.last_error = f"processing failed: {type(exc).__name__}: {exc}"
-                    self._log_once(f"processing: {type(exc).__name__}", "camera %s: could not "
-                                   "process a capture: %s (repeats are only counted)",
-                                   self.camera.id, self.last_error, exc_info=exc)
+                    self.failures.warning(f"processing: {type(exc).__name__}", "camera %s: could not "
+                                          "process a capture: %s (repeats are only counted)",
+                                          self.camera.id, self.last_error, exc_info=exc)
         finally:
             self._close_source()
             self.connected = False
@@ -323,23 +312,18 @@ class CaptureLoop:
         self.counters.add("errors")
         cause = str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
         self.last_error = f"{during} failed: {cause}"
-        if self.last_error != self._logged_failure:
-            self._logged_failure = self.last_error
-            delay = round(self.backoff.after(self._failures_in_row), 3)
-            if isinstance(exc, SourceError):
-                self.log.warning("camera %s (%s): %s; retrying in %g s (repeats of this are "
-                                 "only counted)", self.camera.id, self.camera.name, self.last_error, delay)
-            else:
-                self.log.error("camera %s (%s): %s; retrying in %g s", self.camera.id,
-                               self.camera.name, self.last_error, delay, exc_info=exc)
-
-    def _log_once(self, reason: str, message: str, *args: Any, exc_info: Any = None) -> None:
-        if reason not in self._logged_reasons:
-            self._logged_reasons.add(reason)
-            self.log.warning(message, *args, exc_info=exc_info)
+        self._retry_delay = self.backoff.delay(self._failures_in_row)
+        if isinstance(exc, SourceError):
+            self.failures.warning(f"{during}: {type(exc).__name__}", "camera %s (%s): %s; retrying in "
+                                  "%.2g s (repeats of this are only counted)", self.camera.id,
+                                  self.camera.name, self.last_error, self._retry_delay)
+        else:
+            self.failures.error(f"{during}: {type(exc).__name__}", "camera %s (%s): %s; retrying in "
+                                "%.2g s", self.camera.id, self.camera.name, self.last_error,
+                                self._retry_delay, exc_info=exc)
 
     def _wait_backoff(self) -> None:
-        if self._stop.wait(self.backoff.after(self._failures_in_row)):
+        if self._stop.wait(self._retry_delay):
             return
         self.counters.add("retries")
 
@@ -348,7 +332,7 @@ class CaptureLoop:
             self.log.info("camera %s (%s) capturing again after %d failed attempt(s)",
                           self.camera.id, self.camera.name, self._failures_in_row)
             self._failures_in_row = 0
-            self._logged_failure = ""
+            self.failures.recovered()
         self.connected = True
         self.state = "capturing"
         self._seq += 1
@@ -382,9 +366,9 @@ class CaptureLoop:
                 self._published_seq[encoding] = shot.seq
         except CamfabricError as exc:
             self.counters.add("publish_failed")
-            self._log_once(f"{encoding}: {type(exc).__name__}", "camera %s: could not publish "
-                           "%s frame %d: %s (repeats are only counted)", self.camera.id, encoding,
-                           shot.seq, exc)
+            self.failures.warning(f"publish {encoding}: {type(exc).__name__}", "camera %s: could not "
+                                  "publish %s frame %d: %s (repeats are only counted)", self.camera.id,
+                                  encoding, shot.seq, exc)
             return 0
         if not ok:
             self.counters.add("publish_failed")

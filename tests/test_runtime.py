@@ -21,6 +21,7 @@ def test_backoff_doubles_to_its_cap_and_honours_retry_after():
     assert backoff.delay(1, retry_after=17.0) == 17.0
     assert backoff.delay(4, retry_after=0.5) == 8.0
     assert backoff.delay(10_000) == 8.0  # no overflow after days of failures
+    assert Backoff(base_s=0.0, cap_s=0.0).delay(5) == 0.0  # "retry at once" is a valid setting
 
 
 def test_backoff_jitter_stays_within_half_and_all_of_the_ceiling():
@@ -32,7 +33,7 @@ def test_backoff_jitter_stays_within_half_and_all_of_the_ceiling():
 
 def test_backoff_rejects_nonsense():
     with pytest.raises(ValueError):
-        Backoff(base_s=0.0)
+        Backoff(base_s=-1.0)
     with pytest.raises(ValueError):
         Backoff(base_s=5.0, cap_s=1.0)
 

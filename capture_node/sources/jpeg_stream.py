@@ -22,6 +22,7 @@ newest one, never a queue of stale ones.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import re
 import threading
@@ -186,6 +187,26 @@ class JpegSplitter:
                 self._seen_sos = True
                 self._in_scan = True
             self._pos = end
+
+
+READ_SIZE = 256 * 1024
+
+
+def read_chunks(read: Callable[[int], bytes], *, timeout_s: float, ended: str,
+                describe: Callable[[BaseException], str] = str) -> Iterator[bytes]:
+    """The bytes of a stream, chunk by chunk, from `read(n)` (a socket's recv, a response's
+    read1) until it fails: silence for `timeout_s` (the reader's own timeout), an end of stream
+    (`ended` says whose) and any OS or HTTP error all become a SourceError naming the cause."""
+    while True:
+        try:
+            chunk = read(READ_SIZE)
+        except TimeoutError as exc:
+            raise SourceError(f"no data for {timeout_s:g} s") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise SourceError(describe(exc)) from exc
+        if not chunk:
+            raise SourceError(ended)
+        yield chunk
 
 
 def check_jpeg(data: bytes | bytearray | memoryview) -> bool:

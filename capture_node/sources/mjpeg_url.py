@@ -30,7 +30,7 @@ from ...config import bounded
 from ...protocol.errors import ConfigError, SourceError
 from ...protocol.wire import MAX_PAYLOAD
 from ..source import Capture, ProbeReport, Source
-from .jpeg_stream import FrameSlot, JpegSplitter, StreamReader, check_jpeg, frame_size
+from .jpeg_stream import FrameSlot, JpegSplitter, StreamReader, check_jpeg, frame_size, read_chunks
 
 log = logging.getLogger(__name__)
 
@@ -261,15 +261,8 @@ class MjpegUrlSource(Source):
         response = self._response
         if response is None:
             return
-        while True:
-            try:
-                chunk = response.read1(256 * 1024)
-            except TimeoutError as exc:
-                raise SourceError(f"no data for {self.options.read_timeout_s:g} s") from exc
-            except (http.client.HTTPException, OSError) as exc:
-                raise SourceError(_describe(exc)) from exc
-            if not chunk:
-                raise SourceError("stream ended (connection closed by the server)")
+        for chunk in read_chunks(response.read1, timeout_s=self.options.read_timeout_s,
+                                 ended="stream ended (connection closed by the server)", describe=_describe):
             yield from self.parser.feed(chunk)
 
     def _shutdown(self) -> None:

@@ -33,11 +33,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ...backoff import Backoff
 from ...config import bounded
 from ...protocol.errors import ConfigError, SourceError
 from ...protocol.security import is_loopback_endpoint
 from ..source import Capture, ProbeReport, Source
-from .jpeg_stream import FrameSlot, JpegSplitter, StreamReader, frame_size
+from .jpeg_stream import FrameSlot, JpegSplitter, StreamReader, frame_size, read_chunks
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,14 @@ class RpicamProcess:
     def __init__(self, argv: list[str], backoff_s: float, backoff_max_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.argv = argv
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
+        # No jitter: one process per camera, nothing to spread out.
+        self.backoff = Backoff(base_s=backoff_s, cap_s=backoff_max_s, jitter=0.0)
+        self._quick_deaths = 0
         self.clock = clock
         self.starts = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._started_at = 0.0
         self._next_start_at = 0.0
-        self._delay = 0.0
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
         self._pump: threading.Thread | None = None
 
@@ -173,10 +174,12 @@ class RpicamProcess:
             proc.stderr.close()
         lived = self.clock() - self._started_at
         if died_by_itself and lived < HEALTHY_RUN_S:
-            self._delay = min(self.backoff_max_s, max(self.backoff_s, self._delay * 2))
+            self._quick_deaths += 1
+            delay = self.backoff.delay(self._quick_deaths)
         else:  # it ran well, or we stopped it (a probe, a read timeout): no penalty
-            self._delay = 0.0
-        self._next_start_at = self.clock() + self._delay
+            self._quick_deaths = 0
+            delay = 0.0
+        self._next_start_at = self.clock() + delay
 
     def _log_stderr(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stderr is not None
@@ -298,13 +301,8 @@ class RpicamSource(Source):
         sock = self._sock
         if sock is None:
             return
-        while True:
-            try:
-                chunk = sock.recv(256 * 1024)
-            except TimeoutError as exc:
-                raise SourceError(f"no data for {self.options.read_timeout_s:g} s") from exc
-            if not chunk:
-                raise SourceError("connection closed by the sender")
+        for chunk in read_chunks(sock.recv, timeout_s=self.options.read_timeout_s,
+                                 ended="connection closed by the sender"):
             yield from self._splitter.feed(chunk)
 
     def _shutdown_socket(self) -> None:

@@ -37,6 +37,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from ...logonce import LogOnce
 from ...protocol.errors import ConfigError, ProtocolError, SourceError
 from ...protocol.jpeg import encode_jpeg, jpeg_size
 from ..source import Capture, ProbeReport, Source
@@ -292,7 +293,7 @@ class V4l2Source(Source):
         self.bad_frames = 0
         self._cap: cv2.VideoCapture | None = None
         self._lock = threading.Lock()
-        self._logged: set[str] = set()
+        self.failures = LogOnce(log)
 
     @property
     def device(self) -> str:
@@ -309,8 +310,8 @@ class V4l2Source(Source):
                               "(busy, no permission — is the user in the 'video' group? — or not a camera)")
         for prop, value in capture_properties(self.options, self.width, self.height, self.fps):
             if not cap.set(prop, value):
-                self._log_once(f"set{prop}", logging.INFO, "%s: the camera did not accept property %d = %g",
-                               self.options.device, prop, value)
+                self.failures.info(f"set{prop}", "%s: the camera did not accept property %d = %g",
+                                   self.options.device, prop, value)
         negotiated = fourcc_name(cap.get(cv2.CAP_PROP_FOURCC))
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.negotiated = (negotiated, w, h, float(cap.get(cv2.CAP_PROP_FPS)))
@@ -335,12 +336,14 @@ class V4l2Source(Source):
             if not ok or buffer is None:
                 raise SourceError(f"{self.options.device}: no frame (unplugged, or the stream stopped)")
             try:
-                return self._capture(buffer, t_capture_ns)
+                capture = self._capture(buffer, t_capture_ns)
+                self.failures.recovered("bad frame")
+                return capture
             except ProtocolError as exc:
                 # A corrupt frame (USB bandwidth, a cable) is skipped, not published.
                 self.bad_frames += 1
-                self._log_once("bad", logging.WARNING, "%s: skipping a bad frame: %s "
-                               "(logged once; see bad_frames)", self.options.device, exc)
+                self.failures.warning("bad frame", "%s: skipping a bad frame: %s (logged once until a "
+                                      "good one; see bad_frames)", self.options.device, exc)
                 if time.monotonic() > deadline:
                     raise SourceError(f"{self.options.device}: only bad frames for {timeout:g} s") from exc
 
@@ -381,11 +384,6 @@ class V4l2Source(Source):
             return Capture(t_capture_ns=t_capture_ns, w=w, h=h, jpeg=jpeg)
         h, w = buffer.shape[:2]
         return Capture(t_capture_ns=t_capture_ns, w=w, h=h, image=buffer)
-
-    def _log_once(self, key: str, level: int, msg: str, *args: object) -> None:
-        if key not in self._logged:
-            self._logged.add(key)
-            log.log(level, msg, *args)
 
 
 def create(options: Options, camera: object) -> V4l2Source:

@@ -253,7 +253,7 @@ def test_the_heartbeat_carries_registry_and_health(make_node, zmq_context):
 def test_a_failing_camera_is_retried_while_another_keeps_its_fps(make_node, zmq_context):
     unplugged = UnpluggedCamera()
     node = make_node(camera(0, fps=20), camera(1, fps=20), sources={1: unplugged},
-                     backoff=Backoff(0.05, 0.4), heartbeat_s=0.2)
+                     backoff=Backoff(0.05, 0.4, jitter=0.0), heartbeat_s=0.2)
     with subscriber(node, zmq_context, cameras=(0, 1)) as sub:
         first = sub.latest(0, timeout=2.0)
         assert wait_until(lambda: len(unplugged.open_times) >= 5, 3.0)

@@ -63,7 +63,7 @@ def test_rpicam_drop_and_recovery_leaves_the_other_camera_alone_and_no_jpeg_brok
             with lock:
                 received[message.cam].append((time.monotonic(), data))
 
-        node = CaptureNode(config, context=zmq_context, backoff=Backoff(initial=0.05, maximum=0.2))
+        node = CaptureNode(config, context=zmq_context, backoff=Backoff(base_s=0.05, cap_s=0.2))
         with node, Subscriber(node.endpoint, cameras=[0, 1], context=zmq_context) as sub:
             sub.add_listener(check)
             sub.latest(0, timeout=5.0)

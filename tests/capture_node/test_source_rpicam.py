@@ -195,8 +195,8 @@ def test_no_camera_fails_open_with_rpicam_vids_reason_and_backs_off_more_each_ti
     for _ in range(3):
         with pytest.raises(SourceError, match=r"exited with status 255: ERROR: \*\*\* no cameras available"):
             source.open()
-        delays.append(round(source.process._delay, 3))
-    assert delays == [0.05, 0.1, 0.15]
+        delays.append(source.process.start_delay())
+    assert delays == pytest.approx([0.05, 0.1, 0.15], abs=0.03)
 
 
 def test_missing_command_is_a_clear_error():
