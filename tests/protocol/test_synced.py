@@ -1,0 +1,169 @@
+"""`Subscriber.synced()` over real capture nodes on loopback: two nodes, cameras on both, 30 fps."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import weakref
+from contextlib import ExitStack
+
+import pytest
+
+from camfabric.capture_node.config import NodeConfig, demo_cameras
+from camfabric.capture_node.node import CaptureNode
+from camfabric.protocol import (
+    Frame,
+    FrameTimeout,
+    Publisher,
+    Subscriber,
+    SyncTimeout,
+    UnknownCamera,
+    encode,
+)
+from camfabric.protocol.sync import DEFAULT_DEPTH
+
+MS = 1_000_000
+HOUR_NS = 3600 * 10**9
+FPS = 30
+JPEG = b"\xff\xd8" + b"\x00" * 64 + b"\xff\xd9"
+
+
+def start_node(stack: ExitStack, zmq_context, name: str, cams: list[int], fps: float = FPS) -> CaptureNode:
+    cameras = tuple(c for c in demo_cameras(160, 120, fps) if c.id in cams)
+    config = NodeConfig(name=name, publish="tcp://127.0.0.1:0", cameras=cameras)
+    return stack.enter_context(CaptureNode(config, context=zmq_context))
+
+
+def take(sets, n: int) -> list:
+    """`n` sets from the iterator, each with the moment it was handed over."""
+    out = []
+    for frames in sets:
+        out.append((frames, time.monotonic_ns()))
+        if len(out) == n:
+            return out
+    raise AssertionError("the iteration ended early")
+
+
+def check_in_a_row(taken: list, cams: list[int]) -> None:
+    previous = None
+    for frames, handed_over in taken:
+        assert sorted(frames) == cams
+        assert frames.spread_ns <= frames.tolerance_ns
+        assert all(f.age_ns(handed_over) < 300 * MS for f in frames.values()), \
+            {c: f.age_ns(handed_over) / MS for c, f in frames.items()}
+        if previous is not None:  # never a frame twice
+            assert all(frames[c].seq > previous[c].seq for c in cams)
+        previous = frames
+
+
+@pytest.mark.timeout(60)
+def test_twenty_sets_in_a_row_from_two_nodes_at_default_tolerance(zmq_context):
+    with ExitStack() as stack:
+        a = start_node(stack, zmq_context, "host-a", [0])
+        b = start_node(stack, zmq_context, "host-b", [2])
+        sub = stack.enter_context(Subscriber([a.endpoint, b.endpoint], cameras=[0, 2],
+                                             context=zmq_context))
+        taken = take(sub.synced_sets([0, 2], timeout=5.0), 20)
+    check_in_a_row(taken, [0, 2])
+    # Half the slowest camera's interval at 30 fps (measured, so a little slack either way).
+    assert all(12 * MS < frames.tolerance_ns < 30 * MS for frames, _ in taken)
+
+
+@pytest.mark.timeout(60)
+def test_twenty_triples_in_a_row_from_two_nodes(zmq_context):
+    # Three free-running cameras can sit up to two thirds of an interval apart; one interval
+    # of tolerance always holds a set.
+    with ExitStack() as stack:
+        a = start_node(stack, zmq_context, "host-a", [0, 1])
+        b = start_node(stack, zmq_context, "host-b", [2])
+        sub = stack.enter_context(Subscriber([a.endpoint, b.endpoint], cameras=[0, 1, 2],
+                                             context=zmq_context))
+        taken = take(sub.synced_sets([0, 1, 2], tolerance_ms=1000 / FPS, timeout=5.0), 20)
+    check_in_a_row(taken, [0, 1, 2])
+    assert {f.node for frames, _ in taken for f in frames.values()} == {"host-a", "host-b"}
+
+
+@pytest.mark.timeout(60)
+def test_a_camera_that_stops_is_named_in_the_timeout(zmq_context):
+    with ExitStack() as stack:
+        a = start_node(stack, zmq_context, "host-a", [0, 1])
+        b = start_node(stack, zmq_context, "host-b", [2])
+        sub = stack.enter_context(Subscriber([a.endpoint, b.endpoint], cameras=[0, 1, 2],
+                                             context=zmq_context))
+        first = sub.synced([0, 1, 2], tolerance_ms=1000 / FPS, timeout=5.0)
+        b.stop()  # host-b's camera 2 stops; host-a goes on
+        with pytest.raises(SyncTimeout) as caught:
+            sub.synced([0, 1, 2], tolerance_ms=1000 / FPS, timeout=1.0, newer_than=first)
+        err = caught.value
+        assert isinstance(err, FrameTimeout)
+        assert 2 in err.missing + err.apart and 0 not in err.missing + err.apart
+        assert "camera 2" in str(err) and "camera 0" not in str(err).split(":")[1]
+        # The cameras still running still form sets.
+        assert sorted(sub.synced([0, 1], tolerance_ms=1000 / FPS, timeout=5.0)) == [0, 1]
+
+
+def test_an_unknown_camera_and_a_closed_subscriber(zmq_context):
+    with ExitStack() as stack:
+        a = start_node(stack, zmq_context, "host-a", [0])
+        sub = stack.enter_context(Subscriber(a.endpoint, cameras=[0], context=zmq_context))
+        with pytest.raises(UnknownCamera):
+            sub.synced([0, 7])
+        sets = sub.synced_sets([0], timeout=5.0)
+        assert sorted(next(sets)) == [0]
+        closer = threading.Timer(0.3, sub.close)
+        closer.start()
+        started = time.monotonic()
+        rest = list(sets)  # ends when the subscriber closes, not at a timeout
+        assert time.monotonic() - started < 2.5 and all(sorted(s) == [0] for s in rest)
+        closer.join()
+        with pytest.raises(FrameTimeout):
+            sub.synced([0], timeout=0.5)
+
+
+@pytest.mark.timeout(60)
+def test_a_host_an_hour_ahead_is_matched_on_this_receivers_clock(zmq_context):
+    stop = threading.Event()
+
+    def host_an_hour_ahead(pub: Publisher) -> None:
+        seq = 0
+        while not stop.wait(1 / FPS):
+            t_capture = time.time_ns() + HOUR_NS  # its wall clock reads an hour ahead
+            frame = Frame(cam=5, seq=seq, t_capture_ns=t_capture, w=8, h=8, encoding="jpeg",
+                          data=JPEG, node="host-b")
+            pub.publish_parts(encode(frame, t_publish_ns=t_capture + 3 * MS))
+            seq += 1
+
+    with ExitStack() as stack:
+        a = start_node(stack, zmq_context, "host-a", [0])
+        pub = stack.enter_context(Publisher("tcp://127.0.0.1:0", context=zmq_context))
+        thread = threading.Thread(target=host_an_hour_ahead, args=(pub,), daemon=True)
+        thread.start()
+        stack.callback(thread.join, 2)
+        stack.callback(stop.set)
+        sub = stack.enter_context(Subscriber([a.endpoint, pub.endpoint], cameras=[0, 5],
+                                             context=zmq_context))
+        frames = sub.synced([0, 5], tolerance_ms=1000 / FPS, timeout=5.0)
+        now = time.monotonic_ns()
+        assert frames.spread_ns <= 1000 / FPS * MS
+        assert frames[5].t_capture_ns - frames[0].t_capture_ns > HOUR_NS / 2
+        assert all(f.age_ns(now) < 300 * MS for f in frames.values())
+
+
+@pytest.mark.timeout(60)
+def test_the_history_keeps_no_more_than_a_few_frames_per_camera(zmq_context):
+    received: list[weakref.ref] = []
+    with ExitStack() as stack:
+        a = start_node(stack, zmq_context, "host-a", [0, 1], fps=60)
+        sub = stack.enter_context(Subscriber(a.endpoint, cameras=[0, 1], context=zmq_context))
+        previous = sub.synced([0, 1], tolerance_ms=20, timeout=5.0)
+        sub.add_listener(lambda msg: isinstance(msg, Frame) and received.append(weakref.ref(msg)))
+        deadline = time.monotonic() + 20
+        while len(received) < 200 and time.monotonic() < deadline:
+            previous = sub.synced([0, 1], tolerance_ms=20, timeout=5.0, newer_than=previous)
+        assert len(received) >= 200
+        del previous
+        gc.collect()
+        alive = [ref() for ref in received if ref() is not None]
+        # The history, the newest frame and the one not yet taken, per camera; never a queue.
+        assert len(alive) <= 2 * (DEFAULT_DEPTH + 2), len(alive)
