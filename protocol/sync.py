@@ -6,17 +6,28 @@
         for frames in sub.synced_sets([0, 2]):           # every new set as it forms
             ...
 
-Capture times are compared on *this receiver's* monotonic clock: a frame was captured at its
-arrival less its age on arrival (`Frame.age_ns`, each difference taken on one host's clock), so
-nodes on several hosts are matched without ever comparing their wall clocks.
+Capture times are compared on *this receiver's* monotonic clock, never one host's wall clock
+against another's. Each frame's own estimate is its arrival less its age on arrival
+(`Frame.age_ns`, each difference taken on one clock). Frames of one node share that node's
+clock, so a node is placed by its best estimate: the smallest `estimate - t_capture_ns` among
+its frames held here (its clock's offset plus the quickest delivery), and each frame is put at
+`t_capture_ns` + that offset when this is earlier than its own estimate. A frame that waited
+somewhere — in a node's last-value cache for a late joiner, in a queue across a partition —
+arrives looking fresh, and is put back where it belongs once its node's next frame is here. A
+node is used from its second frame of one camera on (a cache re-sends one frame per camera).
 
 Each camera keeps a short history (the last `depth` frames, never a queue). The newest set is
 found by taking every frame as the set's latest member, newest first, and each other camera's
 newest frame at most `tolerance` before it; the first complete set found is newer, member by
 member, than any other set within the tolerance, and the tightest of those ending with that
-frame. When no set forms, `SyncTimeout` says which camera had no fresh frame or was too far
-apart from the others. Time is passed in as data (`now_ns`), so all of this is testable
-without sleeping.
+frame. With the default tolerance (half the slowest camera's frame interval) two free-running
+cameras always form sets; three or more may sit up to (n-1)/n of an interval apart, so pass
+one interval for them. When no set forms, `SyncTimeout` says which camera had no fresh frame
+or was too far apart from the others. Time is passed in as data (`now_ns`), so all of this is
+testable without sleeping.
+
+A node whose wall clock is stepped back is placed by its older frames until they leave the
+history (`depth` frames); one stepped forward is placed correctly at once.
 """
 
 from __future__ import annotations
@@ -76,10 +87,11 @@ class FrameHistory:
         return len(self._entries)
 
     def interval_ns(self) -> int | None:
-        """The camera's frame interval: the median gap per sequence step (drops do not widen
-        it), None until two frames of one node have arrived."""
-        gaps = [(t1 - t0) // (f1.seq - f0.seq) for (t0, f0), (t1, f1) in pairwise(self._entries)
-                if f1.node == f0.node and f1.seq > f0.seq and t1 > t0]
+        """The camera's frame interval on its node's own clock: the median gap per sequence
+        step (drops do not widen it), None until two frames of one node have arrived."""
+        gaps = [(f1.t_capture_ns - f0.t_capture_ns) // (f1.seq - f0.seq)
+                for (_, f0), (_, f1) in pairwise(self._entries)
+                if f1.node == f0.node and f1.seq > f0.seq and f1.t_capture_ns > f0.t_capture_ns]
         return int(statistics.median(gaps)) if gaps else None
 
 
@@ -114,7 +126,7 @@ class FrameSet(Mapping[int, wire.Frame]):
 
     def age_ns(self, now_ns: int) -> int:
         """The age of the set's oldest frame at `now_ns` (this receiver's monotonic clock)."""
-        return max(frame.age_ns(now_ns) for frame in self._frames.values())
+        return now_ns - min(self.captured_ns.values())
 
     def __repr__(self) -> str:
         seqs = ", ".join(f"{cam}: seq {f.seq}" for cam, f in self._frames.items())
@@ -206,6 +218,22 @@ class FrameSync:
         usable = isinstance(fps, int | float) and not isinstance(fps, bool) and 0 < fps <= 1000
         return int(SECOND / fps) if usable else None
 
+    def node_offsets(self) -> dict[str, int]:
+        """Each usable node's offset: the smallest `estimate - t_capture_ns` of its frames held
+        here. A node is usable once one of its cameras has two frames of different `seq`."""
+        offsets: dict[str, int] = {}
+        seqs: dict[tuple[int, str, str], set[int]] = {}
+        usable: set[str] = set()
+        for (cam, encoding), history in self._histories.items():
+            for t, frame in history.entries():
+                offset = t - frame.t_capture_ns
+                offsets[frame.node] = min(offsets.get(frame.node, offset), offset)
+                seen = seqs.setdefault((cam, encoding, frame.node), set())
+                seen.add(frame.seq)
+                if len(seen) > 1:
+                    usable.add(frame.node)
+        return {node: offset for node, offset in offsets.items() if node in usable}
+
     def find(
         self,
         cams: Sequence[int],
@@ -227,34 +255,40 @@ class FrameSync:
         slowest = max((i for i in intervals.values() if i is not None), default=0)
         tolerance = tolerance_ns if tolerance_ns is not None else slowest // 2
         max_age = max_age_ns if max_age_ns is not None else max(MIN_MAX_AGE_NS, 3 * slowest)
-        candidates: dict[int, list[Entry]] = {}
+        offsets = self.node_offsets()
+        placed: dict[int, list[Entry]] = {}
         for cam in cams:
             history = self._histories.get((cam, encoding))
-            entries = history.entries() if history is not None else []
-            candidates[cam] = [
-                (t, f) for t, f in entries
-                if f.age_ns(now_ns) <= max_age
-                and (newer_than is None or cam not in newer_than.captured_ns
-                     or t > newer_than.captured_ns[cam])
-            ]
+            placed[cam] = [(min(t, f.t_capture_ns + offsets[f.node]), f)
+                           for t, f in (history.entries() if history is not None else [])
+                           if f.node in offsets]
+        candidates = {
+            cam: [(t, f) for t, f in entries if now_ns - t <= max_age
+                  and (newer_than is None or cam not in newer_than
+                       or f.t_receive_ns > newer_than[cam].t_receive_ns)]
+            for cam, entries in placed.items()
+        }
         chosen = match(candidates, tolerance)
         if chosen is not None:
             return FrameSet(chosen, tolerance)
-        return self._why_not(cams, encoding, candidates, tolerance, max_age, now_ns)
+        return self._why_not(cams, encoding, placed, candidates, tolerance, max_age, now_ns)
 
-    def _why_not(self, cams: Sequence[int], encoding: str, candidates: Mapping[int, list[Entry]],
-                 tolerance: int, max_age: int, now_ns: int) -> SyncTimeout:
+    def _why_not(self, cams: Sequence[int], encoding: str, placed: Mapping[int, list[Entry]],
+                 candidates: Mapping[int, list[Entry]], tolerance: int, max_age: int,
+                 now_ns: int) -> SyncTimeout:
         missing = [cam for cam in cams if not candidates[cam]]
         if missing:
             reasons = []
             for cam in missing:
                 history = self._histories.get((cam, encoding))
-                newest = history.entries()[-1][1] if history is not None and len(history) else None
-                if newest is None:
+                if history is None or not len(history):
                     reasons.append(f"camera {cam}: no frame yet")
-                elif newest.age_ns(now_ns) > max_age:
+                elif not placed[cam]:
+                    reasons.append(f"camera {cam}: one frame of its node so far, waiting for the "
+                                   "next to tell whether it is fresh")
+                elif (age := now_ns - max(t for t, _ in placed[cam])) > max_age:
                     reasons.append(f"camera {cam}: no fresh frame (its newest is "
-                                   f"{newest.age_ns(now_ns) / SECOND:.2f} s old)")
+                                   f"{age / SECOND:.2f} s old)")
                 else:
                     reasons.append(f"camera {cam}: no new frame since the last set")
             return SyncTimeout("; ".join(reasons), missing=missing)

@@ -32,15 +32,16 @@ class Fabric:
         self.seq: dict[int, int] = {}
 
     def frame(self, cam: int, *, captured: int, wall_offset: int = 0, node: str = "a",
-              queued_ms: float = 2, seq: int | None = None) -> Frame:
+              queued_ms: float = 2, waited_ms: float = 0, seq: int | None = None) -> Frame:
         """A frame captured at `captured` on the receiver's clock, by a host whose wall clock
-        reads `wall_offset` more than the receiver's; it waited `queued_ms` on its node."""
+        reads `wall_offset` more than the receiver's; it waited `queued_ms` on its node before
+        publishing, then `waited_ms` unseen (in a cache, a partition) after."""
         seq = self.seq[cam] = self.seq.get(cam, -1) + 1 if seq is None else seq
         queued = int(queued_ms * MS)
         t_capture = WALL + wall_offset + captured
         return Frame(cam=cam, seq=seq, t_capture_ns=t_capture, w=4, h=4, encoding="jpeg",
                      data=JPEG, node=node, t_publish_ns=t_capture + queued,
-                     t_receive_ns=captured + queued)
+                     t_receive_ns=captured + queued + int(waited_ms * MS))
 
     def add(self, cam: int, **kwargs) -> Frame:
         frame = self.frame(cam, **kwargs)
@@ -88,17 +89,54 @@ def test_hosts_whose_wall_clocks_differ_by_an_hour_are_matched_on_the_receivers_
     assert abs(found[1].t_capture_ns - found[0].t_capture_ns) > HOUR / 2  # their own stamps disagree
 
 
-def test_a_wall_clock_stepped_mid_stream_changes_nothing():
+def test_a_node_clock_stepped_forward_changes_nothing():
     fabric = Fabric()
-    run(fabric, {0: 0, 1: 4}, frames=4)
+    run(fabric, {0: 0}, frames=8)
+    run(fabric, {1: 4}, frames=8, node="b")
+    fabric.now -= 8 * 33 * MS
     start = fabric.now
-    for i in range(4):  # NTP steps camera 1's host back an hour
+    for i in range(4):  # NTP steps host b's clock forward an hour
         fabric.add(0, captured=start + i * 33 * MS)
-        fabric.add(1, captured=start + i * 33 * MS + 4 * MS, wall_offset=-HOUR, node="a")
+        fabric.add(1, captured=start + i * 33 * MS + 4 * MS, wall_offset=HOUR, node="b")
     fabric.now = start + 120 * MS
     found = fabric.find([0, 1])
     assert isinstance(found, FrameSet) and found.spread_ns == pytest.approx(4 * MS, abs=2)
-    assert found[0].seq == found[1].seq == 7
+    assert found[0].seq == found[1].seq == 11
+
+
+def test_a_node_clock_stepped_back_is_placed_again_within_the_history_depth():
+    fabric = Fabric()
+    run(fabric, {0: 0}, frames=8)
+    fabric.now -= 8 * 33 * MS + MS
+    run(fabric, {1: 4}, frames=8, node="b")
+    start = fabric.now
+    found = None
+    for i in range(DEFAULT_DEPTH + 1):  # NTP steps host b's clock back an hour
+        fabric.add(0, captured=start + i * 33 * MS)
+        fabric.add(1, captured=start + i * 33 * MS + 4 * MS, wall_offset=-HOUR, node="b")
+        fabric.now = start + i * 33 * MS + 5 * MS
+        found = fabric.find([0, 1])
+    assert isinstance(found, FrameSet) and found.spread_ns == pytest.approx(4 * MS, abs=2)
+
+
+def test_a_frame_that_waited_in_a_cache_is_not_taken_for_fresh():
+    fabric = Fabric()
+    start = fabric.now
+    # A late joiner's first frames: captured a second ago, re-sent from the node's cache now.
+    cached = fabric.add(0, captured=start - SECOND, waited_ms=SECOND / MS)
+    fabric.add(1, captured=start - SECOND + 3 * MS, waited_ms=SECOND / MS)
+    err = fabric.find([0, 1], tolerance_ns=20 * MS)
+    assert isinstance(err, SyncTimeout) and err.missing == (0, 1)
+    assert "waiting for the next to tell whether it is fresh" in str(err)
+    fabric.add(0, captured=start + 30 * MS)
+    fabric.add(1, captured=start + 33 * MS)
+    fabric.now = start + 40 * MS
+    found = fabric.find([0, 1], tolerance_ns=20 * MS)
+    assert isinstance(found, FrameSet) and found[0].seq == found[1].seq == 1
+    assert found.age_ns(fabric.now) == pytest.approx(10 * MS, abs=MS)
+    # ... and the cached frame is put back where it belongs, a second earlier.
+    placed = cached.t_capture_ns + fabric.sync.node_offsets()["a"]
+    assert placed == pytest.approx(start - SECOND, abs=3 * MS)
 
 
 def test_drops_do_not_widen_the_default_tolerance():

@@ -39,7 +39,7 @@ def take(sets, n: int) -> list:
     """`n` sets from the iterator, each with the moment it was handed over."""
     out = []
     for frames in sets:
-        out.append((frames, time.monotonic_ns()))
+        out.append((frames, time.monotonic_ns(), time.time_ns()))
         if len(out) == n:
             return out
     raise AssertionError("the iteration ended early")
@@ -47,11 +47,14 @@ def take(sets, n: int) -> list:
 
 def check_in_a_row(taken: list, cams: list[int]) -> None:
     previous = None
-    for frames, handed_over in taken:
+    for frames, handed_over, wall in taken:
         assert sorted(frames) == cams
         assert frames.spread_ns <= frames.tolerance_ns
-        assert all(f.age_ns(handed_over) < 300 * MS for f in frames.values()), \
-            {c: f.age_ns(handed_over) / MS for c, f in frames.items()}
+        assert frames.age_ns(handed_over) < 300 * MS
+        assert all(f.age_ns(handed_over) < 300 * MS for f in frames.values())
+        # The nodes run on this host, so their wall clock gives each frame's true age.
+        assert all(wall - f.t_capture_ns < 300 * MS for f in frames.values()), \
+            {c: (wall - f.t_capture_ns) / MS for c, f in frames.items()}
         if previous is not None:  # never a frame twice
             assert all(frames[c].seq > previous[c].seq for c in cams)
         previous = frames
@@ -67,7 +70,7 @@ def test_twenty_sets_in_a_row_from_two_nodes_at_default_tolerance(zmq_context):
         taken = take(sub.synced_sets([0, 2], timeout=5.0), 20)
     check_in_a_row(taken, [0, 2])
     # Half the slowest camera's interval at 30 fps (measured, so a little slack either way).
-    assert all(12 * MS < frames.tolerance_ns < 30 * MS for frames, _ in taken)
+    assert all(12 * MS < frames.tolerance_ns < 30 * MS for frames, _, _ in taken)
 
 
 @pytest.mark.timeout(60)
@@ -81,7 +84,7 @@ def test_twenty_triples_in_a_row_from_two_nodes(zmq_context):
                                              context=zmq_context))
         taken = take(sub.synced_sets([0, 1, 2], tolerance_ms=1000 / FPS, timeout=5.0), 20)
     check_in_a_row(taken, [0, 1, 2])
-    assert {f.node for frames, _ in taken for f in frames.values()} == {"host-a", "host-b"}
+    assert {f.node for frames, _, _ in taken for f in frames.values()} == {"host-a", "host-b"}
 
 
 @pytest.mark.timeout(60)
@@ -167,3 +170,19 @@ def test_the_history_keeps_no_more_than_a_few_frames_per_camera(zmq_context):
         alive = [ref() for ref in received if ref() is not None]
         # The history, the newest frame and the one not yet taken, per camera; never a queue.
         assert len(alive) <= 2 * (DEFAULT_DEPTH + 2), len(alive)
+
+
+@pytest.mark.timeout(60)
+def test_a_late_joiner_gets_a_set_of_fresh_frames_not_the_cached_ones(zmq_context):
+    # The node's last-value cache re-sends what it published for an earlier subscriber: frames
+    # that waited there are placed by their node's clock, not taken for fresh.
+    with ExitStack() as stack:
+        a = start_node(stack, zmq_context, "host-a", [0, 1])
+        b = start_node(stack, zmq_context, "host-b", [2])
+        for _ in range(2):
+            with Subscriber([a.endpoint, b.endpoint], cameras=[0, 1, 2], context=zmq_context) as sub:
+                frames = sub.synced([0, 1, 2], tolerance_ms=1000 / FPS, timeout=5.0)
+                now_wall = time.time_ns()  # the nodes run on this host: their true age, one clock
+                assert all(now_wall - f.t_capture_ns < 300 * MS for f in frames.values()), \
+                    {c: (now_wall - f.t_capture_ns) / MS for c, f in frames.items()}
+            time.sleep(1.0)  # nobody subscribed: the nodes stop encoding, their cache ages
