@@ -35,6 +35,17 @@ def start_node(stack: ExitStack, zmq_context, name: str, cams: list[int], fps: f
     return stack.enter_context(CaptureNode(config, context=zmq_context))
 
 
+def cell_on_two_hosts(stack: ExitStack, zmq_context) -> tuple[CaptureNode, CaptureNode]:
+    """Cameras 0 and 1 on host-a, camera 2 on host-b."""
+    return (start_node(stack, zmq_context, "host-a", [0, 1]),
+            start_node(stack, zmq_context, "host-b", [2]))
+
+
+def subscribe(stack: ExitStack, zmq_context, nodes, cams: list[int]) -> Subscriber:
+    return stack.enter_context(Subscriber([n.endpoint for n in nodes], cameras=cams,
+                                          context=zmq_context))
+
+
 def take(sets, n: int) -> list:
     """`n` sets from the iterator, each with the moment it was handed over."""
     out = []
@@ -78,10 +89,7 @@ def test_twenty_triples_in_a_row_from_two_nodes(zmq_context):
     # Three free-running cameras can sit up to two thirds of an interval apart; one interval
     # of tolerance always holds a set.
     with ExitStack() as stack:
-        a = start_node(stack, zmq_context, "host-a", [0, 1])
-        b = start_node(stack, zmq_context, "host-b", [2])
-        sub = stack.enter_context(Subscriber([a.endpoint, b.endpoint], cameras=[0, 1, 2],
-                                             context=zmq_context))
+        sub = subscribe(stack, zmq_context, cell_on_two_hosts(stack, zmq_context), [0, 1, 2])
         taken = take(sub.synced_sets([0, 1, 2], tolerance_ms=1000 / FPS, timeout=5.0), 20)
     check_in_a_row(taken, [0, 1, 2])
     assert {f.node for frames, _, _ in taken for f in frames.values()} == {"host-a", "host-b"}
@@ -90,10 +98,8 @@ def test_twenty_triples_in_a_row_from_two_nodes(zmq_context):
 @pytest.mark.timeout(60)
 def test_a_camera_that_stops_is_named_in_the_timeout(zmq_context):
     with ExitStack() as stack:
-        a = start_node(stack, zmq_context, "host-a", [0, 1])
-        b = start_node(stack, zmq_context, "host-b", [2])
-        sub = stack.enter_context(Subscriber([a.endpoint, b.endpoint], cameras=[0, 1, 2],
-                                             context=zmq_context))
+        a, b = cell_on_two_hosts(stack, zmq_context)
+        sub = subscribe(stack, zmq_context, (a, b), [0, 1, 2])
         first = sub.synced([0, 1, 2], tolerance_ms=1000 / FPS, timeout=5.0)
         b.stop()  # host-b's camera 2 stops; host-a goes on
         with pytest.raises(SyncTimeout) as caught:
@@ -177,8 +183,7 @@ def test_a_late_joiner_gets_a_set_of_fresh_frames_not_the_cached_ones(zmq_contex
     # The node's last-value cache re-sends what it published for an earlier subscriber: frames
     # that waited there are placed by their node's clock, not taken for fresh.
     with ExitStack() as stack:
-        a = start_node(stack, zmq_context, "host-a", [0, 1])
-        b = start_node(stack, zmq_context, "host-b", [2])
+        a, b = cell_on_two_hosts(stack, zmq_context)
         for _ in range(2):
             with Subscriber([a.endpoint, b.endpoint], cameras=[0, 1, 2], context=zmq_context) as sub:
                 frames = sub.synced([0, 1, 2], tolerance_ms=1000 / FPS, timeout=5.0)
