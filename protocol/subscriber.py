@@ -233,7 +233,7 @@ class Subscriber:
             if sync is None:
                 sync = self._frame_sync = FrameSync(
                     self._cond, self.clock, closed=lambda: self._closed,
-                    nominal_fps=lambda cam: (m := self._metas.get(cam)) and m.health.get("fps"))
+                    nominal_fps=lambda cam: _announced_fps(self._metas.get(cam)))
                 for frame in self._frames.values():
                     sync.add_locked(frame)
                 self._listeners.append(sync.add)
@@ -397,6 +397,11 @@ class Subscriber:
             del self._pending[key]
         self._pending[key] = frame
         return True
+
+
+def _announced_fps(meta: wire.Meta | None) -> float | None:
+    health = meta.health if meta is not None else None
+    return health.get("fps") if isinstance(health, dict) else None
 
 
 def _same(a: wire.Frame, b: wire.Frame) -> bool:

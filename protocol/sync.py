@@ -37,6 +37,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import pairwise
+from types import MappingProxyType
 
 from . import wire
 from .errors import CamfabricError, FrameTimeout
@@ -109,7 +110,7 @@ class FrameSet(Mapping[int, wire.Frame]):
         if not entries:
             raise CamfabricError("a frame set needs at least one frame")
         self._frames = {cam: frame for cam, (_, frame) in entries.items()}
-        self.captured_ns = {cam: t for cam, (t, _) in entries.items()}
+        self.captured_ns: Mapping[int, int] = MappingProxyType({cam: t for cam, (t, _) in entries.items()})
         first, last = min(self.captured_ns.values()), max(self.captured_ns.values())
         self.spread_ns = last - first
         self.t_capture_ns = first + (last - first) // 2

@@ -164,6 +164,21 @@ def test_the_slowest_camera_sets_the_default_tolerance():
     assert found.spread_ns <= 50 * MS and found[1].seq == 9
 
 
+def test_an_announced_rate_stands_in_until_a_camera_has_two_frames():
+    fabric = Fabric()
+    fabric.sync.nominal_fps = lambda cam: {1: 20.0}.get(cam)
+    start = fabric.now
+    fabric.add(0, captured=start)
+    fabric.add(0, captured=start + 33 * MS)
+    fabric.add(1, captured=start + 40 * MS)  # camera 1's first frame; its heartbeat says 20 fps
+    fabric.now = start + 50 * MS
+    found = fabric.find([0, 1])
+    assert isinstance(found, FrameSet) and found.tolerance_ns == SECOND // 20 // 2
+    fabric.sync.nominal_fps = lambda cam: None
+    err = fabric.find([0, 1])
+    assert isinstance(err, SyncTimeout) and err.missing == (1,) and "not sent two frames" in str(err)
+
+
 def test_a_camera_that_stops_is_named_too_far_apart_then_without_a_fresh_frame():
     fabric = Fabric()
     run(fabric, {0: 0, 1: 8, 2: 3}, frames=10)
@@ -260,6 +275,8 @@ def test_a_frame_set_is_a_read_only_mapping():
         found[0] = found[1]  # type: ignore[index]
     with pytest.raises(AttributeError):
         found.extra = 1  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        found.captured_ns[0] = 0  # type: ignore[index]
     assert "spread" in repr(found)
 
 
