@@ -209,6 +209,17 @@ def test_of_two_cameras_the_one_that_stopped_is_named():
     assert isinstance(err, SyncTimeout) and err.apart == (1,)
 
 
+def test_a_node_that_restarts_its_sequence_is_matched_on():
+    fabric = Fabric()
+    run(fabric, {0: 0, 1: 6}, frames=6)
+    first = fabric.find([0, 1])
+    fabric.seq.clear()  # the node restarted: seq counts from 0 again
+    run(fabric, {0: 0, 1: 6}, frames=3)
+    found = fabric.find([0, 1], newer_than=first)
+    assert isinstance(found, FrameSet) and found[0].seq == found[1].seq == 2
+    assert found.tolerance_ns == pytest.approx(SECOND / 30 / 2, abs=MS)
+
+
 def test_a_camera_never_seen_is_missing():
     fabric = Fabric()
     run(fabric, {0: 0}, frames=4)

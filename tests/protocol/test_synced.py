@@ -112,6 +112,24 @@ def test_a_camera_that_stops_is_named_in_the_timeout(zmq_context):
         assert sorted(sub.synced([0, 1], tolerance_ms=1000 / FPS, timeout=5.0)) == [0, 1]
 
 
+@pytest.mark.timeout(60)
+def test_two_consumers_of_one_subscriber_each_get_every_new_set(zmq_context):
+    got: dict[str, list] = {}
+
+    def consume(name: str, sub: Subscriber) -> None:
+        got[name] = take(sub.synced_sets([0, 2], tolerance_ms=1000 / FPS, timeout=5.0), 10)
+
+    with ExitStack() as stack:
+        sub = subscribe(stack, zmq_context, cell_on_two_hosts(stack, zmq_context), [0, 2])
+        threads = [threading.Thread(target=consume, args=(name, sub)) for name in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    for name in ("a", "b"):
+        check_in_a_row(got[name], [0, 2])
+
+
 def test_an_unknown_camera_and_a_closed_subscriber(zmq_context):
     with ExitStack() as stack:
         a = start_node(stack, zmq_context, "host-a", [0])
