@@ -7,7 +7,9 @@
 
 The module functions share one `GatewayClient` on `$CAMFABRIC_URL` (default
 http://127.0.0.1:8081); make your own for another gateway. One `requests.Session` per client,
-and a timeout on every request (the read timeout outlasts the gateway's snap wait).
+and a deadline on every request: `connect_timeout` to connect and `read_timeout` for the whole
+request, answer included (it outlasts the gateway's snap wait), so a server that drips its body
+cannot hold a caller; a body beyond `max_body` bytes is refused.
 
 Errors, all `CamfabricError`:
 
@@ -23,9 +25,11 @@ Errors, all `CamfabricError`:
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +43,8 @@ DEFAULT_URL = "http://127.0.0.1:8081"
 URL_ENV = "CAMFABRIC_URL"
 CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 5.0  # the gateway waits up to 2 s (its snap_timeout_s) for a fresh frame
+MAX_BODY = 256 * 1024 * 1024  # a raw 1920x1080 frame is 6 MiB
+CHUNK = 256 * 1024
 FORMATS = ("raw", "jpeg")
 
 
@@ -97,12 +103,14 @@ class GatewayClient:
     """The gateway's HTTP API over one `requests.Session`, with a timeout on every request."""
 
     def __init__(self, url: str | None = None, *, session: requests.Session | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S,
+                 max_body: int = MAX_BODY) -> None:
         self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/") + "/"
         if not self.url.startswith(("http://", "https://")):
             raise InvalidRequest(f"gateway URL must start with http:// or https://, got {url!r}")
         self.session = session or requests.Session()
         self.timeout = (connect_timeout, read_timeout)
+        self.max_body = max_body
 
     def close(self) -> None:
         self.session.close()
@@ -116,8 +124,7 @@ class GatewayClient:
     # -- the API --------------------------------------------------------------------------------
     def cam_snap(self, cam: int) -> bytes:
         """A JPEG of camera `cam` captured after this call (`GET /snap/{cam}`)."""
-        resp = self._get(f"snap/{_cam(cam)}", cam)
-        return _jpeg(resp)
+        return _jpeg(self._get(f"snap/{_cam(cam)}", cam), f"/snap/{cam}")
 
     def latest(self, cam: int) -> LatestFrame:
         """The newest cached JPEG of `cam` at once, with its age (`GET /latest/{cam}`)."""
@@ -126,8 +133,8 @@ class GatewayClient:
             age_ms = int(resp.headers["X-Frame-Age-Ms"])
         except (KeyError, ValueError) as exc:
             raise GatewayError(f"/latest/{cam} answered without a usable X-Frame-Age-Ms",
-                               resp.status_code) from exc
-        return LatestFrame(_jpeg(resp), age_ms, _float(resp.headers.get("X-Timestamp")))
+                               resp.status) from exc
+        return LatestFrame(_jpeg(resp, f"/latest/{cam}"), age_ms, _float(resp.headers.get("X-Timestamp")))
 
     def frame(self, cam: int, format: str = "raw") -> np.ndarray:
         """A fresh frame of `cam` as numpy (h, w, 3) BGR uint8 (`GET /frame/{cam}`).
@@ -138,18 +145,18 @@ class GatewayClient:
             raise InvalidRequest(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
         resp = self._get(f"frame/{_cam(cam)}", cam, params={"format": format})
         if format == "jpeg":
-            return decode_jpeg(_jpeg(resp))
+            return decode_jpeg(_jpeg(resp, f"/frame/{cam}"))
         try:
             shape = tuple(int(resp.headers[f"X-Frame-{k}"]) for k in ("Height", "Width", "Channels"))
             dtype = np.dtype(resp.headers["X-Frame-Dtype"])
         except (KeyError, ValueError, TypeError) as exc:
             raise GatewayError(f"/frame/{cam}?format=raw answered without usable X-Frame-* headers",
-                               resp.status_code) from exc
+                               resp.status) from exc
         expected = int(np.prod(shape)) * dtype.itemsize
-        if len(resp.content) != expected or min(shape) < 1:
-            raise GatewayError(f"/frame/{cam}?format=raw: {len(resp.content)} bytes for "
-                               f"{shape[1]}x{shape[0]}x{shape[2]} {dtype}", resp.status_code)
-        image = np.frombuffer(resp.content, dtype=dtype).reshape(shape)
+        if len(resp.body) != expected or min(shape) < 1:
+            raise GatewayError(f"/frame/{cam}?format=raw: {len(resp.body)} bytes for "
+                               f"{shape[1]}x{shape[0]}x{shape[2]} {dtype}", resp.status)
+        image = np.frombuffer(resp.body, dtype=dtype).reshape(shape)
         return image if shape[2] > 1 else image[:, :, 0]
 
     def cameras(self) -> dict[int, dict[str, Any]]:
@@ -173,31 +180,74 @@ class GatewayClient:
         try:
             return resp.json()
         except ValueError as exc:
-            raise GatewayError(f"/{path} answered something that is not JSON", resp.status_code) from exc
+            raise GatewayError(f"/{path} answered something that is not JSON", resp.status) from exc
 
-    def _get(self, path: str, cam: int | None, params: dict[str, str] | None = None) -> requests.Response:
-        url = self.url + path
-        try:
-            resp = self.session.get(url, params=params, timeout=self.timeout)
-        except requests.Timeout as exc:
-            raise GatewayUnreachable(f"no answer from the gateway at {self.url} within "
-                                     f"{self.timeout[1]:g} s ({path})", self.url) from exc
-        except requests.RequestException as exc:
-            raise GatewayUnreachable(f"cannot reach the gateway at {self.url}: "
-                                     f"{type(exc).__name__}", self.url) from exc
-        if resp.status_code == 200:
+    def _get(self, path: str, cam: int | None, params: dict[str, str] | None = None) -> Answer:
+        resp = self._fetch(path, params)
+        if resp.status == 200:
             return resp
         description = _description(resp)
-        if resp.status_code == 404 and cam is not None:
+        if resp.status == 404 and cam is not None:
             raise UnknownCamera(cam)
-        if resp.status_code == 503:
+        if resp.status == 503:
             retry_after = _retry_after(resp.headers.get("Retry-After"))
             raise FrameUnavailable(f"/{path}: {description or 'no frame yet'}"
                                    + (f" (retry after {retry_after:g} s)" if retry_after is not None else ""),
                                    retry_after)
-        kind = InvalidRequest if resp.status_code == 400 else GatewayError
-        raise kind(f"/{path} answered {resp.status_code}: {description or resp.reason}",
-                   resp.status_code, description)
+        kind = InvalidRequest if resp.status == 400 else GatewayError
+        raise kind(f"/{path} answered {resp.status}: {description or resp.reason}",
+                   resp.status, description)
+
+    def _fetch(self, path: str, params: dict[str, str] | None) -> Answer:
+        """GET `path`, the whole answer within the read timeout and `max_body` bytes."""
+        deadline = time.monotonic() + self.timeout[1]
+        late = f"no whole answer from the gateway at {self.url} within {self.timeout[1]:g} s ({path})"
+        try:
+            with self.session.get(self.url + path, params=params, timeout=self.timeout,
+                                  stream=True) as resp:
+                declared = resp.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > self.max_body:
+                    raise GatewayError(f"/{path} announced {declared} bytes, more than the "
+                                       f"{self.max_body} this client takes", resp.status_code)
+                chunks, size = [], 0
+                for chunk in _pieces(resp):
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise GatewayError(f"/{path} sent more than the {self.max_body} bytes this "
+                                           "client takes", resp.status_code)
+                    if time.monotonic() > deadline:
+                        raise GatewayUnreachable(late, self.url)
+                    chunks.append(chunk)
+                return Answer(resp.status_code, resp.reason or "", resp.headers, b"".join(chunks))
+        except requests.Timeout as exc:
+            raise GatewayUnreachable(late, self.url) from exc
+        except requests.RequestException as exc:
+            raise GatewayUnreachable(f"cannot reach the gateway at {self.url}: "
+                                     f"{type(exc).__name__}", self.url) from exc
+
+
+def _pieces(resp: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives: whatever each read brings, so a deadline is checked between
+    reads (urllib3's `read1`; `iter_content` waits for whole chunks)."""
+    read1 = getattr(resp.raw, "read1", None)
+    if read1 is None:
+        yield from resp.iter_content(CHUNK)
+        return
+    while piece := read1(CHUNK, decode_content=True):
+        yield piece
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer read whole: status, reason, headers (case-insensitive) and body."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 def _cam(cam: int) -> int:
@@ -206,11 +256,11 @@ def _cam(cam: int) -> int:
     return int(cam)
 
 
-def _jpeg(resp: requests.Response) -> bytes:
-    if not is_complete_jpeg(resp.content):
-        raise GatewayError(f"{resp.url} answered {len(resp.content)} bytes that are not a whole JPEG",
-                           resp.status_code)
-    return resp.content
+def _jpeg(resp: Answer, what: str) -> bytes:
+    if not is_complete_jpeg(resp.body):
+        raise GatewayError(f"{what} answered {len(resp.body)} bytes that are not a whole JPEG",
+                           resp.status)
+    return resp.body
 
 
 def _by_camera(body: Any, what: str) -> dict[int, dict[str, Any]]:
@@ -219,7 +269,7 @@ def _by_camera(body: Any, what: str) -> dict[int, dict[str, Any]]:
     return {int(k): v for k, v in body.items()}
 
 
-def _description(resp: requests.Response) -> str:
+def _description(resp: Answer) -> str:
     try:
         body = resp.json()
     except ValueError:

@@ -7,6 +7,7 @@ import email.utils
 import http.server
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -176,6 +177,10 @@ class Canned(http.server.ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that gave up is expected
+            super().handle_error(request, client_address)
+
 
 class CannedHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so a test can count connections
@@ -191,7 +196,13 @@ class CannedHandler(http.server.BaseHTTPRequestHandler):
         for name, value in {"Content-Length": str(len(body)), **headers}.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        if "X-Drip" not in headers:
+            self.wfile.write(body)
+            return
+        for i in range(len(body)):  # a byte at a time, each well within a read timeout
+            self.wfile.write(body[i:i + 1])
+            self.wfile.flush()
+            time.sleep(0.1)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -233,6 +244,27 @@ def test_answers_that_cannot_be_used_are_gateway_errors(canned):
         with pytest.raises(GatewayError) as caught:
             cams.cameras()
         assert caught.value.status == 502
+
+
+def test_a_body_that_drips_is_cut_off_at_the_read_timeout(canned):
+    canned.answers["/snap/0"] = (200, {"Content-Type": "image/jpeg", "X-Drip": "1"},
+                                 b"\xff\xd8" + b"\x00" * 100 + b"\xff\xd9")
+    started = time.monotonic()
+    with GatewayClient(canned.url, read_timeout=1.0) as cams, pytest.raises(GatewayUnreachable) as caught:
+        cams.cam_snap(0)
+    assert time.monotonic() - started < 3  # not the 10 s the whole drip takes
+    assert "no whole answer" in str(caught.value)
+
+
+def test_an_oversized_body_is_refused(canned):
+    canned.answers["/frame/0"] = (200, {"X-Frame-Width": "1000", "X-Frame-Height": "1000",
+                                        "X-Frame-Channels": "3", "X-Frame-Dtype": "uint8"},
+                                  b"\x00" * 3_000_000)
+    with GatewayClient(canned.url, max_body=1_000_000) as cams, pytest.raises(GatewayError) as caught:
+        cams.frame(0)
+    assert "3000000 bytes, more than the 1000000" in str(caught.value)
+    with GatewayClient(canned.url) as cams:
+        assert cams.frame(0).shape == (1000, 1000, 3)
 
 
 def test_a_400_is_an_invalid_request_with_the_servers_reason(canned):
