@@ -23,6 +23,7 @@ from .jpeg import decode_jpeg, encode_jpeg, is_complete_jpeg
 from .publisher import DEFAULT_ENDPOINT, Publisher
 from .security import CurveClient, CurveServer, generate_keypair, is_loopback_endpoint
 from .subscriber import Subscriber, SubscriberStats, captured_locally_ns
+from .sync import FrameSet, SyncTimeout
 from .wire import VERSION, Frame, Message, Meta, Scan, Status, World, decode, encode
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "CurveClient",
     "CurveServer",
     "Frame",
+    "FrameSet",
     "FrameTimeout",
     "LimitError",
     "Message",
@@ -44,6 +46,7 @@ __all__ = [
     "Status",
     "Subscriber",
     "SubscriberStats",
+    "SyncTimeout",
     "UnknownCamera",
     "VersionError",
     "World",

@@ -29,6 +29,7 @@ import zmq
 from . import topics, wire
 from .errors import CamfabricError, FrameTimeout, ProtocolError, UnknownCamera
 from .security import CurveClient, secure_client
+from .sync import FrameSet, FrameSync
 
 Listener = Callable[[wire.Message], None]
 
@@ -194,6 +195,50 @@ class Subscriber:
             if frame is not None:
                 yield frame
 
+    def synced(
+        self,
+        cams: Iterable[int],
+        *,
+        tolerance_ms: float | None = None,
+        timeout: float = 2.0,
+        newer_than: FrameSet | None = None,
+        max_age_ms: float | None = None,
+    ) -> FrameSet:
+        """The newest set of `cams`, one frame each, captured within `tolerance_ms` of each other
+        on this receiver's clock (default: half the slowest camera's frame interval).
+
+        `newer_than` (an earlier set) waits for a set whose every frame is newer; frames older
+        than `max_age_ms` (default 1 s, or three of the slowest intervals) never join. Raises
+        `SyncTimeout` (a `FrameTimeout`) naming the camera that was missing or too far apart,
+        `UnknownCamera` for a camera outside `cameras`. See `protocol/sync.py`.
+        """
+        cams = list(cams)
+        return self._synced(cams).wait(cams, self.encodings[0], tolerance_ms=tolerance_ms,
+                                       timeout=timeout, newer_than=newer_than, max_age_ms=max_age_ms)
+
+    def synced_sets(self, cams: Iterable[int], *, tolerance_ms: float | None = None,
+                    timeout: float = 2.0, max_age_ms: float | None = None) -> Iterator[FrameSet]:
+        """Every new set of `cams` as it forms (no frame used twice), until closed; as `synced`."""
+        cams = list(cams)
+        return self._synced(cams).sets(cams, self.encodings[0], tolerance_ms=tolerance_ms,
+                                       timeout=timeout, max_age_ms=max_age_ms)
+
+    def _synced(self, cams: list[int]) -> FrameSync:
+        """The per-camera histories, started on first use with the newest frames held now."""
+        unknown = [c for c in cams if self.cameras is not None and int(c) not in self.cameras]
+        if unknown:
+            raise UnknownCamera(unknown[0])
+        with self._cond:
+            sync = getattr(self, "_frame_sync", None)
+            if sync is None:
+                sync = self._frame_sync = FrameSync(
+                    self._cond, self.clock, closed=lambda: self._closed,
+                    nominal_fps=lambda cam: _announced_fps(self._metas.get(cam)))
+                for frame in self._frames.values():
+                    sync.add_locked(frame)
+                self._listeners.append(sync.add)
+        return sync
+
     def meta(self, cam: int) -> wire.Meta | None:
         """The newest heartbeat of `cam`, or None if none arrived yet."""
         return self._metas.get(int(cam))
@@ -352,6 +397,11 @@ class Subscriber:
             del self._pending[key]
         self._pending[key] = frame
         return True
+
+
+def _announced_fps(meta: wire.Meta | None) -> float | None:
+    health = meta.health if meta is not None else None
+    return health.get("fps") if isinstance(health, dict) else None
 
 
 def _same(a: wire.Frame, b: wire.Frame) -> bool:
