@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "tracker": "camfabric.subscribers.tracker.main",
     "proxy": "camfabric.proxy",
     "keys": "camfabric.keys",
+    "moonraker": "camfabric.moonraker",
     "demo": "camfabric.demo",
 }
 
