@@ -15,12 +15,12 @@ Only the webcam endpoints are served; anything else is 404.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.loopback import LoopbackFake, QuietHandler
 
 ROTATIONS = (0, 90, 180, 270)  # [SRC] WebCam.__init__: "Invalid value for 'rotation'"
 # [DOC] POST /server/webcams/item parameters and their defaults for a new entry.
@@ -42,8 +42,11 @@ class MoonrakerError(Exception):
         self.code = code
 
 
-class FakeMoonraker:
+class FakeMoonraker(LoopbackFake):
     """Moonraker's /server/webcams/* on a free loopback port; `url` is its base URL."""
+
+    handler_attr = "moonraker"
+    thread_name = "fake-moonraker"
 
     def __init__(self, api_key: str | None = None) -> None:
         self.api_key = api_key
@@ -51,36 +54,7 @@ class FakeMoonraker:
         self._cams: dict[str, dict[str, Any]] = {}  # by name, in insertion order
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self.errors: list[BaseException] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
 
-    def start(self) -> FakeMoonraker:
-        fake = self
-
-        class Handler(_Handler):
-            moonraker = fake
-
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        self._server.errors = self.errors
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True, name="fake-moonraker")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(2)
-            self._server = None
-
-    def __enter__(self) -> FakeMoonraker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- what a test sets up and reads ---------------------------------------------------------
     def add_config_webcam(self, name: str, **fields: Any) -> None:
@@ -169,21 +143,8 @@ def _validate(entry: dict[str, Any]) -> None:
         raise MoonrakerError(f"Invalid value for 'aspect_ratio': {entry['aspect_ratio']}")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    errors: list[BaseException]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        self.errors.append(sys.exc_info()[1])
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     moonraker: FakeMoonraker
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        pass
 
     def do_GET(self) -> None:
         self._serve()
@@ -219,3 +180,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+FakeMoonraker.handler = _Handler

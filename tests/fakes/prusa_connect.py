@@ -43,13 +43,13 @@ import hashlib
 import json
 import re
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes.loopback import LoopbackFake, QuietHandler
 
 MAX_BYTES = 16 * 1024 * 1024  # [API] snapshot size limit
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"
@@ -118,8 +118,11 @@ class _State:
     requests: list[Recorded] = field(default_factory=list)
 
 
-class FakeConnect:
+class FakeConnect(LoopbackFake):
     """The fake server; start() binds 127.0.0.1 on a free port, `url` is its base URL."""
+
+    handler_attr = "connect"
+    thread_name = "fake-prusa-connect"
 
     def __init__(self, success: str = "204", max_bytes: int = MAX_BYTES,
                  clock: Callable[[], float] = time.monotonic,
@@ -132,39 +135,12 @@ class FakeConnect:
         self.min_interval_s = min_interval_s
         self._state = _State()
         self._cond = threading.Condition()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.errors: list[BaseException] = []  # exceptions inside the fake itself: a test bug
-        self.url = ""
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> FakeConnect:
-        fake = self
-
-        class Handler(_Handler):
-            connect = fake
-
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        self._server.errors = self.errors
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-prusa-connect", daemon=True)
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
-        if self._server is not None:
-            self.end_outage()
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(2)
-            self._server = None
-
-    def __enter__(self) -> FakeConnect:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.end_outage()  # a handler waiting out a fault answers before the server goes
+        super().stop()
 
     # -- cameras -------------------------------------------------------------------------------
     def add_camera(self, token: str, fingerprint: str | None = None) -> None:
@@ -210,6 +186,11 @@ class FakeConnect:
     def end_outage(self) -> None:
         with self._cond:
             self._state.faults = [f for f in self._state.faults if f.remaining is not None]
+
+    def faults_left(self) -> int:
+        """How many counted faults no request has met yet."""
+        with self._cond:
+            return sum(f.remaining or 0 for f in self._state.faults)
 
     def _add(self, fault: Fault) -> None:
         with self._cond:
@@ -336,26 +317,8 @@ def _error(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    errors: list[BaseException]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        # A client that timed out and went away is part of the tests, not a fault of the fake.
-        if isinstance(exc, ConnectionError | TimeoutError):
-            return
-        self.errors.append(exc)
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     connect: FakeConnect
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        pass
 
     def do_PUT(self) -> None:
         self._serve()
@@ -414,3 +377,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(payload)
         except OSError:
             self.close_connection = True
+
+
+FakeConnect.handler = _Handler
