@@ -136,3 +136,10 @@ def test_a_gateway_that_is_not_there_is_said_plainly(capsys):
                                                (0, 0, "4:3"), (1600, 1200, "4:3")])
 def test_aspect_ratio_in_lowest_terms(w, h, ratio):
     assert aspect_ratio(w, h) == ratio
+
+
+def test_something_that_is_not_moonraker_is_refused_plainly(gateway, capsys):
+    # The gateway answers JSON too, but not Moonraker's: nothing is posted, the cause is named.
+    assert cli.main(["moonraker", "--gateway", gateway, "--register", gateway]) == 1
+    err = capsys.readouterr().err
+    assert "GET /server/webcams/list answered 404" in err and "Traceback" not in err

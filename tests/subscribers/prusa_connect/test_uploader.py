@@ -36,8 +36,9 @@ def make(connect, fabric, *, cam=0, token=TOKEN_A, interval=10.0, timeout=2.0, f
     camera = CameraUpload(cam=cam, token=token, name=f"Cam {cam}", interval_s=interval)
     client = ConnectClient(connect.url, timeout, requests.Session())
     kwargs.setdefault("rng", random.Random(7))
+    kwargs.setdefault("wall", lambda: WALL + fabric.clock() / 1e9)
     return SnapshotUploader(camera, FINGERPRINT, client, frames or FabricFrames(fabric.subscriber),
-                            clock_ns=fabric.clock, wall=lambda: WALL + fabric.clock() / 1e9, **kwargs)
+                            clock_ns=fabric.clock, **kwargs)
 
 
 def deliver(up, fabric, seq, *, cam=0, **frame) -> float | None:
@@ -380,3 +381,16 @@ def test_two_cameras_at_10_s_for_a_minute_then_a_403_and_its_recheck(connect, fa
     b_gaps = gaps(connect.snapshots(TOKEN_B))
     assert len(connect.snapshots(TOKEN_B)) >= 7 + 85 and all(gap >= 10 for gap in b_gaps)
     assert connect.refused(429) == [] and not connect.errors
+
+
+def test_a_wall_clock_stepped_an_hour_either_way_moves_no_upload(connect, fabric):
+    step = [0.0]
+    up = make(connect, fabric, wall=lambda: WALL + step[0] + fabric.clock() / 1e9)
+    deliver(up, fabric, 1)
+    for seq, jump in ((2, 3600.0), (3, -7200.0)):  # NTP steps the Pi's clock forward, then back
+        step[0] += jump
+        status = up.status()
+        assert status["next_attempt"] == pytest.approx(WALL + step[0] + fabric.clock() / 1e9 + 10, abs=0.01)
+        assert deliver(up, fabric, seq) == pytest.approx(10.0, abs=0.01)
+    assert gaps(connect.snapshots()) == [10.0, 10.0] and connect.refused(429) == []
+    assert uploaded_seqs(connect, fabric) == [1, 2, 3]
