@@ -193,8 +193,7 @@ class SnapshotUploader:
         try:
             return self._upload(frame, identity, jpeg)
         finally:
-            if self._state != STALE:
-                self._release()
+            self._release()  # whatever the answer, the next upload is a while away
 
     def _upload(self, frame: wire.Frame, identity: tuple[int, int, str], jpeg: bytes) -> float | None:
         try:
