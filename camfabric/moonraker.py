@@ -38,6 +38,9 @@ Reads the cameras a running gateway announces (GET /cameras) and prints a ready
 `[webcam NAME]` section per camera for moonraker.conf, or registers them in Moonraker's
 database through its webcam API (--register), which Mainsail, Fluidd and MobileRaker read.
 
+The gateway is --gateway, or the [gateway] host and port of --config (the file the gateway
+itself runs with, e.g. /etc/camfabric/camfabric.toml), or http://127.0.0.1:8081.
+
 URLs: without --path-prefix, absolute URLs on the --gateway address (pass the address the
 browsers use, e.g. http://printer.local:8081). With --path-prefix /webcam2/ (the nginx path
 MainsailOS/FluiddPi map to port 8081), relative URLs that work over HTTPS and remote access.
@@ -190,8 +193,9 @@ def register(client: MoonrakerClient, cams: list[Webcam], out: Any = None) -> di
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gateway", default="http://127.0.0.1:8081",
-                        help="the gateway's URL (default: http://127.0.0.1:8081)")
+    parser.add_argument("--gateway",
+                        help="the gateway's URL (default: from --config's [gateway] host and port, "
+                             "else http://127.0.0.1:8081)")
     parser.add_argument("--path-prefix", metavar="PATH",
                         help="serve through the web UI's nginx at this path, e.g. /webcam2/")
     parser.add_argument("--service", default=DEFAULT_SERVICE,
@@ -201,7 +205,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    base = _http_url(args.gateway, "--gateway")
+    base = _http_url(args.gateway or _gateway_of(args.config), "--gateway")
     prefix = args.path_prefix
     if prefix is not None:
         if not prefix.startswith("/") or "?" in prefix or "://" in prefix:
@@ -225,6 +229,17 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(cam.section(), end="")
     return 0
+
+
+def _gateway_of(config: str | None) -> str:
+    """The local gateway's URL from a config file's [gateway] section (loopback for 0.0.0.0)."""
+    if config is None:
+        return "http://127.0.0.1:8081"
+    from .gateway.config import load_gateway_config
+
+    gateway = load_gateway_config(config)
+    host = gateway.host if gateway.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    return f"http://{'[' + host + ']' if ':' in host else host}:{gateway.port}"
 
 
 def _http_url(url: str, option: str) -> str:

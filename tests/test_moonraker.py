@@ -149,3 +149,14 @@ def test_something_that_is_not_moonraker_is_refused_plainly(gateway, capsys):
     assert cli.main(["moonraker", "--gateway", gateway, "--register", gateway]) == 1
     err = capsys.readouterr().err
     assert "GET /server/webcams/list answered 404" in err and "Traceback" not in err
+
+
+def test_the_gateway_address_comes_from_the_config_file(gateway, capsys, tmp_path):
+    port = gateway.rsplit(":", 1)[1]
+    config = tmp_path / "camfabric.toml"
+    config.write_text(f'[gateway]\nhost = "0.0.0.0"\nport = {port}\n')  # as on the printer Pi
+    assert cli.main(["moonraker", "--config", str(config), "--path-prefix", "/webcam2/"]) == 0
+    assert "webcam Printer" in sections(capsys.readouterr().out)
+    config.write_text('[gateway]\nport = "8081"\n')
+    assert cli.main(["moonraker", "--config", str(config)]) == 2
+    assert "gateway.port" in capsys.readouterr().err
