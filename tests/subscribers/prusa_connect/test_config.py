@@ -131,6 +131,17 @@ def test_connects_rules_exit_2_naming_the_key(tmp_path, monkeypatch, capsys, cam
     assert TOKEN_A[:19] not in err  # a malformed token is still mostly a secret
 
 
+def test_at_start_too_a_rule_of_connect_exits_2_before_anything_runs(tmp_path):
+    state = tmp_path / "state"
+    path = config_file(tmp_path, f'[prusa_connect]\nstate_dir = "{state}"\n' + CAMERA
+                       + f'token = "{TOKEN_A}"\ninterval_s = 3\n')
+    result = subprocess.run([sys.executable, "-m", "camfabric.cli", "prusa-connect", "--config", str(path)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "configuration error: prusa_connect.cameras[0].interval_s: must be at least 10" in result.stderr
+    assert not state.exists()  # no fingerprint made, nothing started
+
+
 def test_the_limits_themselves_are_accepted(tmp_path, capsys):
     path = config_file(tmp_path, f'[prusa_connect]\nstate_dir = "{tmp_path / "state"}"\n' + CAMERA
                        + f'token = "{TOKEN_A}"\ninterval_s = 10\nname = "{"n" * 64}"\n')

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 
 import pytest
 import requests
 
+from camfabric.protocol import Meta
 from camfabric.protocol.jpeg import is_complete_jpeg, jpeg_size
 from camfabric.subscribers.prusa_connect.client import ConnectClient
 from camfabric.subscribers.prusa_connect.config import CameraUpload
@@ -394,3 +396,19 @@ def test_a_wall_clock_stepped_an_hour_either_way_moves_no_upload(connect, fabric
         assert deliver(up, fabric, seq) == pytest.approx(10.0, abs=0.01)
     assert gaps(connect.snapshots()) == [10.0, 10.0] and connect.refused(429) == []
     assert uploaded_seqs(connect, fabric) == [1, 2, 3]
+
+
+def test_a_camera_name_from_the_fabric_is_cut_to_connects_64_characters(connect, fabric):
+    long_name = "Overhead camera looking at the print bed from the front left corner of the enclosure"
+    assert len(long_name) > 64
+    fabric.publisher.publish(Meta(cam=0, node="test", registry={"name": long_name}, health={}))
+    deadline = time.monotonic() + 3
+    while fabric.subscriber.meta(0) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    camera = CameraUpload(cam=0, token=TOKEN_A)  # no name of its own: the fabric's is used
+    up = SnapshotUploader(camera, FINGERPRINT, ConnectClient(connect.url, 2.0, requests.Session()),
+                          FabricFrames(fabric.subscriber), clock_ns=fabric.clock)
+    connect.clock = lambda: fabric.clock() / 1e9
+    deliver(up, fabric, 1)
+    [info] = connect.infos()
+    assert info.info["config"]["name"] == long_name[:64]
