@@ -4,7 +4,7 @@
 `SnapshotUploader` per camera on its own thread (so one slow or failing Connect camera never
 delays another), and publishes `Status(service="prusa_connect")` on its own XPUB endpoint every
 `status_interval_s` and whenever a camera changes state. `reload(config)` applies a new
-configuration: changed or stopped cameras start afresh, the others carry on untouched.
+configuration: changed, stopped or refused cameras start afresh, the others carry on untouched.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ...protocol.subscriber import Subscriber
 from .client import ConnectClient
 from .config import CameraUpload, PrusaConnectConfig
 from .fingerprint import FingerprintStore
-from .uploader import SnapshotUploader
+from .uploader import REFUSED, STOPPED, SnapshotUploader
 
 SERVICE = "prusa_connect"
 JOIN_S = 0.5
@@ -256,7 +256,9 @@ class UploaderService:
                          worker.uploader.camera.label)
         for camera in config.cameras:
             worker = current.get(camera.cam)
-            if (worker is None or worker.uploader.camera != camera or worker.uploader.stopped
+            # A reload is also the user saying "try again" to a camera Connect refused.
+            if (worker is None or worker.uploader.camera != camera
+                    or worker.uploader.state in (STOPPED, REFUSED)
                     or connection_changed or limits_changed):
                 if worker is not None:
                     self._stop_camera(camera.cam)
