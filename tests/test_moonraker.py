@@ -160,3 +160,12 @@ def test_the_gateway_address_comes_from_the_config_file(gateway, capsys, tmp_pat
     config.write_text('[gateway]\nport = "8081"\n')
     assert cli.main(["moonraker", "--config", str(config)]) == 2
     assert "gateway.port" in capsys.readouterr().err
+
+
+def test_the_fake_moonraker_answers_only_its_methods():
+    with FakeMoonraker() as moonraker:
+        assert requests.put(moonraker.url + "/server/webcams/list", timeout=5).status_code == 405
+        assert requests.put(moonraker.url + "/server/webcams/item", timeout=5).status_code == 405
+        assert requests.get(moonraker.url + "/server/info", timeout=5).status_code == 404
+        listed = requests.get(moonraker.url + "/server/webcams/list", timeout=5)
+        assert listed.json() == {"result": {"webcams": []}}

@@ -50,12 +50,28 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
 
 
 class QuietHandler(BaseHTTPRequestHandler):
-    """HTTP/1.1 keep-alive, and no access log on stderr."""
+    """HTTP/1.1 keep-alive, no access log on stderr, and every method handed to `serve()`, where
+    the fake answers a method its service does not take (405) like any other request."""
 
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass
+
+    def serve(self) -> None:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:
+        self.serve()
+
+    def do_POST(self) -> None:
+        self.serve()
+
+    def do_PUT(self) -> None:
+        self.serve()
+
+    def do_DELETE(self) -> None:
+        self.serve()
 
 
 class LoopbackFake:

@@ -71,10 +71,13 @@ class FakeMoonraker(LoopbackFake):
     def handle(self, method: str, path: str, args: dict[str, Any], api_key: str | None) -> Any:
         if self.api_key is not None and api_key != self.api_key:
             raise MoonrakerError("Unauthorized", 401)  # [DOC authorization] X-Api-Key header
-        if path == "/server/webcams/list" and method == "GET":
-            return {"webcams": self.webcams()}  # [DOC] List Webcams
-        if path != "/server/webcams/item":
+        allowed = {"/server/webcams/list": ("GET",), "/server/webcams/item": ("GET", "POST", "DELETE")}
+        if path not in allowed:
             raise MoonrakerError("Not Found", 404)
+        if method not in allowed[path]:  # [SRC] the methods each endpoint registers
+            raise MoonrakerError("Method Not Allowed", 405)
+        if path == "/server/webcams/list":
+            return {"webcams": self.webcams()}  # [DOC] List Webcams
         with self._lock:
             cam = self._lookup(args, required=method != "POST")
             if method == "GET":
@@ -85,8 +88,6 @@ class FakeMoonraker(LoopbackFake):
                                          "Moonraker configuration")
                 del self._cams[cam["name"]]
                 return {"webcam": cam}
-            if method != "POST":
-                raise MoonrakerError("Method Not Allowed", 405)
             if cam is not None:
                 if cam["source"] == "config":  # [DOC] Note; [SRC] the message, status 400
                     raise MoonrakerError(f"Cannot overwrite webcam '{cam['name']}' sourced from "
@@ -146,16 +147,7 @@ def _validate(entry: dict[str, Any]) -> None:
 class _Handler(QuietHandler):
     moonraker: FakeMoonraker
 
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
+    def serve(self) -> None:
         url = urlsplit(self.path)
         # [API] arguments come from the query string and the JSON body; the body wins.
         args: dict[str, Any] = {k: v[-1] for k, v in parse_qs(url.query).items()}

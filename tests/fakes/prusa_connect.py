@@ -320,16 +320,7 @@ def _error(code: str, message: str) -> dict[str, str]:
 class _Handler(QuietHandler):
     connect: FakeConnect
 
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
+    def serve(self) -> None:
         started = self.connect.clock()
         headers = {k.lower(): v for k, v in self.headers.items()}
         length = int(headers.get("content-length", "0") or 0)
