@@ -31,6 +31,8 @@ SUBCOMMANDS = {
                 "track objects on the workspace (ArUco or Gemini) and publish the world model"),
     "proxy": ("camfabric.proxy", "forward many nodes' fabric through one endpoint"),
     "keys": ("camfabric.keys", "write a CURVE key pair (for a node beyond loopback, or one of its clients)"),
+    "moonraker": ("camfabric.moonraker",
+                  "print (or register) Moonraker [webcam] sections for the gateway's cameras"),
     "demo": ("camfabric.demo", "run three synthetic cameras, the gateway and the tracker on loopback"),
 }
 

@@ -35,8 +35,17 @@ from ...protocol.security import CurveClient, is_loopback_endpoint
 DEFAULT_SERVER = "https://connect.prusa3d.com"
 DEFAULT_PUBLISH = "tcp://127.0.0.1:5561"
 MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024  # Connect's documented limit for one snapshot
-TOKEN_LENGTH = 20
-_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_\-]+$")
+# Connect's rules for an "other camera", from Prusa's camera API (OpenAPI v0.22.0,
+# https://connect.prusa3d.com/docs/cameras/openapi/), the PrusaLink SDK (prusa3d/
+# Prusa-Connect-SDK-Printer, prusa/connect/printer/camera.py) and Prusa's ESP32 camera firmware
+# (prusa3d/Prusa-Firmware-ESP32-Cam):
+TOKEN_LENGTH = 20  # the token Connect shows is exactly 20 letters and digits
+_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9]{20}$")
+MAX_NAME_LENGTH = 64  # config.name: Connect answers 400 on /c/info beyond it
+MIN_INTERVAL_S = 10.0  # one snapshot per camera per 10 s (firmware REFRESH_INTERVAL_MIN 10; SDK TEN_SEC)
+# The time-based trigger schemes of a camera's config (SDK TriggerScheme; the OpenAPI's
+# CameraConfig.trigger_scheme). Without one Connect assumes THIRTY_SEC.
+TRIGGER_SCHEMES = ((10.0, "TEN_SEC"), (30.0, "THIRTY_SEC"), (60.0, "SIXTY_SEC"), (600.0, "TEN_MIN"))
 _FINGERPRINT_CHARS = re.compile(r"^[\x21-\x7e]{16,64}$")  # printable ASCII, no spaces: a header value
 
 
@@ -48,10 +57,14 @@ class CameraUpload:
     token: str | None = field(default=None, repr=False)
     token_env: str | None = None
     name: str = ""
-    interval_s: float = bounded(10.0, 0.1, 86400.0)
+    interval_s: float = bounded(10.0, None, 86400.0)
     fingerprint: str | None = None
 
     def __post_init__(self) -> None:
+        if not self.interval_s >= MIN_INTERVAL_S:
+            raise ConfigError("interval_s", f"must be at least {MIN_INTERVAL_S:g}, got {self.interval_s!r}: "
+                                            "Prusa Connect takes one snapshot per camera per 10 s and "
+                                            "refuses faster uploads with 429")
         if self.token is not None and self.token_env is not None:
             raise ConfigError("token", "give either token or token_env, not both")
         token = self.token
@@ -74,20 +87,30 @@ class CameraUpload:
         token = token.strip()
         # Never echo the value: a malformed token is still mostly a secret.
         if not _TOKEN_CHARS.match(token):
-            raise ConfigError("token", "must be the letters and digits shown by Prusa Connect "
-                                       "(it contains other characters)")
+            what = ("has other characters than letters and digits" if re.search(r"[^A-Za-z0-9]", token)
+                    else f"is {len(token)} characters long")
+            raise ConfigError("token_env" if self.token_env is not None else "token",
+                              f"must be the {TOKEN_LENGTH} letters and digits Prusa Connect shows; "
+                              f"this one {what} (copy it whole from the Camera tab)")
         object.__setattr__(self, "token", token)
+        if len(self.name) > MAX_NAME_LENGTH:
+            raise ConfigError("name", f"is {len(self.name)} characters long; Connect accepts at most "
+                                      f"{MAX_NAME_LENGTH}")
         if self.fingerprint is not None and not _FINGERPRINT_CHARS.match(self.fingerprint):
             raise ConfigError("fingerprint", "must be 16 to 64 printable characters without spaces")
+
+    @property
+    def trigger_scheme(self) -> str:
+        """Connect's trigger scheme for this interval: the nearest one that is not faster."""
+        for seconds, scheme in TRIGGER_SCHEMES:
+            if self.interval_s <= seconds:
+                return scheme
+        return TRIGGER_SCHEMES[-1][1]
 
     @property
     def label(self) -> str:
         """How logs name this camera: its Connect name and fabric id, never its token."""
         return f"camera {self.cam}" + (f" ({self.name})" if self.name else "")
-
-    @property
-    def token_looks_valid(self) -> bool:
-        return len(self.token or "") == TOKEN_LENGTH
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,11 @@ class FingerprintStore:
             log.info("generated a new Connect fingerprint for camera %s (saved in %s)", key, self.path)
             return fingerprint
 
+    def check(self) -> None:
+        """Raise FingerprintError when the state file exists but cannot be used; writes nothing."""
+        with self._lock:
+            self._read()
+
     def _read(self) -> dict[str, str]:
         try:
             text = self.path.read_text(encoding="utf-8")

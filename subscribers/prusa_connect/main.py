@@ -9,6 +9,7 @@ import threading
 from ...protocol.errors import ConfigError
 from ...runtime import stop_event
 from .config import load_config
+from .fingerprint import FingerprintError, FingerprintStore
 from .service import UploaderService
 
 HELP = "upload camera snapshots to Prusa Connect"
@@ -18,9 +19,12 @@ Uploads the newest JPEG of each configured fabric camera to Prusa Connect every 
 seconds (PUT /c/snapshot), as an "other camera" of a printer. In Prusa Connect open the
 printer, Camera tab, "Add new other camera", and copy the token it shows into the config.
 
-Frames older than max_age_s or already uploaded are never sent. Server errors, 429, timeouts
-and network failures are retried with capped exponential backoff (Retry-After honoured); a
-rejected token or fingerprint stops that camera only, with a log line saying what to do. Send
+Frames older than max_age_s or already uploaded are never sent; the uploader subscribes to a
+camera's JPEG only around each upload. Server errors, 429, timeouts and network failures are
+retried with capped exponential backoff (Retry-After honoured). A rejected token (401/403)
+is re-checked with one request every 15 minutes; a rejected fingerprint stops that camera
+until the config is reloaded; both log what to do. interval_s is at least 10 (Connect takes
+one snapshot per camera per 10 s); the token is exactly 20 letters and digits. Send
 SIGHUP to reload the config. State (per camera) is published as status/prusa_connect/ on
 `publish`, which the gateway shows under /status.
 
@@ -64,12 +68,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    try:
+        FingerprintStore(config.state_dir).check()
+    except FingerprintError as exc:
+        raise _state_error(exc) from exc
     if args.check:
         print(f"{args.config}: [prusa_connect] is valid ({len(config.cameras)} camera(s))")
         return 0
     reload_requested = threading.Event()
     stop = stop_event(on_reload=reload_requested.set)
-    service = UploaderService(config).start()
+    try:
+        service = UploaderService(config).start()
+    except FingerprintError as exc:
+        raise _state_error(exc) from exc
     try:
         while not stop.wait(0.2):
             if reload_requested.is_set():
@@ -78,6 +89,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         service.stop()
     return 0
+
+
+def _state_error(exc: FingerprintError) -> ConfigError:
+    """A fingerprint file that cannot be used is the user's to resolve: exit 2, which systemd's
+    RestartPreventExitStatus=2 does not restart every 5 s."""
+    return ConfigError("prusa_connect.state_dir", str(exc))
 
 
 def _reload(service: UploaderService, path: str | None) -> None:

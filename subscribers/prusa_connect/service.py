@@ -4,7 +4,7 @@
 `SnapshotUploader` per camera on its own thread (so one slow or failing Connect camera never
 delays another), and publishes `Status(service="prusa_connect")` on its own XPUB endpoint every
 `status_interval_s` and whenever a camera changes state. `reload(config)` applies a new
-configuration: changed or stopped cameras start afresh, the others carry on untouched.
+configuration: changed, stopped or refused cameras start afresh, the others carry on untouched.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import requests
 import zmq
 
 from ... import __version__
-from ...protocol import wire
+from ...protocol import topics, wire
 from ...protocol.errors import CamfabricError, FrameTimeout, UnknownCamera
 from ...protocol.publisher import Publisher
 from ...protocol.subscriber import Subscriber
 from .client import ConnectClient
 from .config import CameraUpload, PrusaConnectConfig
 from .fingerprint import FingerprintStore
-from .uploader import SnapshotUploader
+from .uploader import REFUSED, STOPPED, SnapshotUploader
 
 SERVICE = "prusa_connect"
 JOIN_S = 0.5
@@ -34,10 +34,45 @@ log = logging.getLogger(__name__)
 
 
 class FabricFrames:
-    """The uploaders' view of the fabric: newest JPEG and name per camera, from a Subscriber."""
+    """The uploaders' view of the fabric: newest JPEG and name per camera, from a Subscriber.
+
+    The subscriber is made for the configured cameras (their heartbeats keep flowing), but a
+    camera's `jpeg` topic is subscribed only between `want(cam)` and `release(cam)`: around each
+    upload, so that a node encodes nothing for the uploader the rest of the time. Uses
+    `Subscriber.subscribe()` / `unsubscribe()` with `topics.frame(cam, "jpeg")`.
+    """
 
     def __init__(self, subscriber: Subscriber) -> None:
+        self._lock = threading.Lock()
+        self._wanted: dict[int, int] = {}
         self.subscriber = subscriber
+        self.attach(subscriber)
+
+    def attach(self, subscriber: Subscriber) -> None:
+        """Read from `subscriber` (a new one after a reload), keeping the current wants."""
+        with self._lock:
+            self.subscriber = subscriber
+            for cam in subscriber.cameras or ():
+                if not self._wanted.get(cam):
+                    subscriber.unsubscribe(topics.frame(cam, "jpeg"))
+
+    def want(self, cam: int) -> None:
+        with self._lock:
+            self._wanted[cam] = self._wanted.get(cam, 0) + 1
+            if self._wanted[cam] == 1:
+                self._control(self.subscriber.subscribe, cam)
+
+    def release(self, cam: int) -> None:
+        with self._lock:
+            if not self._wanted.get(cam):
+                return
+            self._wanted[cam] -= 1
+            if self._wanted[cam] == 0:
+                self._control(self.subscriber.unsubscribe, cam)
+
+    def subscribed(self, cam: int) -> bool:
+        with self._lock:
+            return bool(self._wanted.get(cam))
 
     def latest(self, cam: int) -> wire.Frame | None:
         try:
@@ -49,6 +84,12 @@ class FabricFrames:
         meta = self.subscriber.meta(cam)
         name = meta.registry.get("name") if meta is not None else None
         return name if isinstance(name, str) and name else None
+
+    def _control(self, action: Callable[[bytes], None], cam: int) -> None:
+        try:
+            action(topics.frame(cam, "jpeg"))
+        except CamfabricError as exc:  # the subscriber closed under us: a reload or a stop
+            log.debug("camera %s: subscription change not applied: %s", cam, exc)
 
 
 class CameraWorker:
@@ -88,8 +129,9 @@ class CameraWorker:
                 delay = self.uploader.camera.interval_s
             if delay is None:
                 self._quit.wait()  # stopped: wait for a reload to replace this worker
-                return
+                break
             self._quit.wait(max(0.01, delay))
+        self.uploader.close()
 
 
 class UploaderService:
@@ -197,7 +239,7 @@ class UploaderService:
         if (config.nodes, config.curve) != (old.nodes, old.curve) or new_cams != {c.cam for c in old.cameras}:
             previous = self.subscriber
             self.subscriber = self._subscribe(config)
-            self.frames.subscriber = self.subscriber
+            self.frames.attach(self.subscriber)
             if previous is not None:
                 previous.close()
         connection_changed = (config.server, config.timeout_s) != (old.server, old.timeout_s)
@@ -214,7 +256,9 @@ class UploaderService:
                          worker.uploader.camera.label)
         for camera in config.cameras:
             worker = current.get(camera.cam)
-            if (worker is None or worker.uploader.camera != camera or worker.uploader.stopped
+            # A reload is also the user saying "try again" to a camera Connect refused.
+            if (worker is None or worker.uploader.camera != camera
+                    or worker.uploader.state in (STOPPED, REFUSED)
                     or connection_changed or limits_changed):
                 if worker is not None:
                     self._stop_camera(camera.cam)
@@ -233,9 +277,6 @@ class UploaderService:
                           clock=self.clock_ns).start()
 
     def _start_camera(self, camera: CameraUpload) -> None:
-        if not camera.token_looks_valid:
-            log.warning("%s: the token is not 20 characters long as Connect's tokens are; "
-                        "check that it was copied whole", camera.label)
         client = ConnectClient(self.config.server, self.config.timeout_s, self.session_factory(),
                                user_agent=f"camfabric/{__version__}")
         uploader = SnapshotUploader(

@@ -5,20 +5,31 @@
         ...  # point the uploader at connect.url
         connect.wait_for(lambda: len(connect.snapshots("A" * 20)) >= 2)
 
-What it enforces, as Connect documents it (https://connect.prusa3d.com/docs/cameras/):
-- PUT /c/snapshot and PUT /c/info need a `Token` header naming a known camera (401 otherwise;
-  401 once `revoke(token)` was called, 403 for `forbid(token)`) and a `Fingerprint` of 16-64
-  characters (400 otherwise);
-- the first fingerprint seen with a token binds it; any other one answers
-  400 {"detail": "Invalid fingerprint"};
+What it enforces, as Connect publishes it. Sources, cited at each rule below as:
+  [API]  Prusa Connect camera API, OpenAPI v0.22.0: https://connect.prusa3d.com/docs/cameras/openapi/
+  [SDK]  PrusaLink's SDK, github.com/prusa3d/Prusa-Connect-SDK-Printer (prusa/connect/printer/
+         camera.py: the TriggerScheme enum, the camera's /c/info config)
+  [ESP]  Prusa's ESP32 camera firmware, github.com/prusa3d/Prusa-Firmware-ESP32-Cam
+         (REFRESH_INTERVAL_MIN 10, the 20-character token)
+- PUT /c/snapshot and PUT /c/info need a `Token` header: exactly 20 letters and digits [ESP]
+  naming a known camera (401 otherwise; 401 once `revoke(token)` was called, 403 for
+  `forbid(token)`) [API], and a `Fingerprint` of 16-64 characters (400 otherwise) [API];
+- the fingerprint of the first accepted *snapshot* binds the token; any other one answers
+  400 "Invalid fingerprint" [API]; /c/info before that first snapshot is refused (the camera is
+  registered by its first image) [SDK sends info after the first snapshot];
+- one snapshot per camera per 10 s: an earlier one answers 429 [ESP REFRESH_INTERVAL_MIN 10;
+  SDK's fastest scheme TEN_SEC], measured on `clock` (a test may share its own);
 - a snapshot needs `Content-Type: image/jpg` (image/jpeg is accepted too), a `Content-Length`
   (411), a body of at most 16 MiB (413 Payload Too Large beyond it) that is a whole JPEG
-  (SOI ... EOI, 400 otherwise);
-- /c/info needs a JSON object {"config": {...}} whose `name` is a string and `resolution`
-  {"width": int, "height": int} when present (400 otherwise);
+  (SOI ... EOI, 400 otherwise) [API];
+- /c/info needs a JSON object {"config": {...}} whose `name` is a string of at most 64
+  characters, `trigger_scheme` one of the schemes [SDK TriggerScheme] and `resolution`
+  {"width": int, "height": int} when present (400 otherwise) [API CameraConfig];
 - success is 204 with no body, or — `success="200"` — 200 with a JSON body (for /c/info the
   camera echoed back), both forms the live service has been seen to use;
-- error bodies are JSON {"detail": "..."}.
+- error bodies are the spec's {"code", "message"} for authentication, fingerprint and rate
+  errors [API error schema], and {"detail": "..."} for request validation, as the live
+  service answers those.
 
 Faults, applied before any check and consumed in order: `fail(status, times, retry_after)`,
 `drop(times)` (the connection is closed without an answer), `slow(delay_s, times)` (answers
@@ -30,17 +41,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-MAX_BYTES = 16 * 1024 * 1024
+from tests.fakes.loopback import LoopbackFake, QuietHandler
+
+MAX_BYTES = 16 * 1024 * 1024  # [API] snapshot size limit
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"
+MIN_SNAPSHOT_INTERVAL_S = 10.0  # [ESP] REFRESH_INTERVAL_MIN 10; [SDK] TEN_SEC is the fastest scheme
+TOKEN = re.compile(r"^[A-Za-z0-9]{20}$")  # [ESP] the token Connect issues: 20 letters and digits
+MAX_NAME = 64  # [API] CameraConfig.name maxLength
+# [SDK] TriggerScheme; [API] CameraConfig.trigger_scheme
+TRIGGER_SCHEMES = frozenset({"TEN_SEC", "THIRTY_SEC", "SIXTY_SEC", "TEN_MIN", "EACH_LAYER", "FIFTH_LAYER",
+                             "GCODE", "MANUAL"})
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,7 @@ class Recorded:
     sha256: str
     status: int  # 0 when the connection was dropped without an answer
     info: dict[str, Any] | None = None
+    body: bytes = field(default=b"", repr=False)  # a snapshot's JPEG, as received
 
     @property
     def token(self) -> str:
@@ -89,6 +108,7 @@ class Fault:
 class _Camera:
     fingerprint: str | None = None
     state: str = "active"  # "active", "revoked" (401), "forbidden" (403)
+    last_snapshot: float | None = None  # when the last accepted snapshot arrived, on the fake's clock
 
 
 @dataclass
@@ -98,49 +118,29 @@ class _State:
     requests: list[Recorded] = field(default_factory=list)
 
 
-class FakeConnect:
+class FakeConnect(LoopbackFake):
     """The fake server; start() binds 127.0.0.1 on a free port, `url` is its base URL."""
 
-    def __init__(self, success: str = "204", max_bytes: int = MAX_BYTES) -> None:
+    handler_attr = "connect"
+    thread_name = "fake-prusa-connect"
+
+    def __init__(self, success: str = "204", max_bytes: int = MAX_BYTES,
+                 clock: Callable[[], float] = time.monotonic,
+                 min_interval_s: float = MIN_SNAPSHOT_INTERVAL_S) -> None:
         if success not in ("204", "200"):
             raise ValueError("success is '204' or '200'")
         self.success = success
         self.max_bytes = max_bytes
+        self.clock = clock  # seconds; a test driving the uploader's clock shares it here
+        self.min_interval_s = min_interval_s
         self._state = _State()
         self._cond = threading.Condition()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.errors: list[BaseException] = []  # exceptions inside the fake itself: a test bug
-        self.url = ""
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> FakeConnect:
-        fake = self
-
-        class Handler(_Handler):
-            connect = fake
-
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        self._server.errors = self.errors
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-prusa-connect", daemon=True)
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
-        if self._server is not None:
-            self.end_outage()
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(2)
-            self._server = None
-
-    def __enter__(self) -> FakeConnect:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.end_outage()  # a handler waiting out a fault answers before the server goes
+        super().stop()
 
     # -- cameras -------------------------------------------------------------------------------
     def add_camera(self, token: str, fingerprint: str | None = None) -> None:
@@ -154,8 +154,13 @@ class FakeConnect:
             self._state.cameras[token].state = "revoked"
 
     def forbid(self, token: str) -> None:
+        """A proxy or firewall in front of Connect refuses this camera: 403 until `allow(token)`."""
         with self._cond:
             self._state.cameras[token].state = "forbidden"
+
+    def allow(self, token: str) -> None:
+        with self._cond:
+            self._state.cameras[token].state = "active"
 
     def bound_fingerprint(self, token: str) -> str | None:
         with self._cond:
@@ -182,6 +187,11 @@ class FakeConnect:
         with self._cond:
             self._state.faults = [f for f in self._state.faults if f.remaining is not None]
 
+    def faults_left(self) -> int:
+        """How many counted faults no request has met yet."""
+        with self._cond:
+            return sum(f.remaining or 0 for f in self._state.faults)
+
     def _add(self, fault: Fault) -> None:
         with self._cond:
             self._state.faults.append(fault)
@@ -205,6 +215,10 @@ class FakeConnect:
         """Snapshots Connect accepted (2xx), optionally for one token, oldest first."""
         return [r for r in self.requests
                 if r.path == "/c/snapshot" and r.ok and (token is None or r.token == token)]
+
+    def refused(self, status: int, token: str | None = None) -> list[Recorded]:
+        """Requests answered with `status` (e.g. 429), optionally for one token."""
+        return [r for r in self.requests if r.status == status and (token is None or r.token == token)]
 
     def infos(self, token: str | None = None) -> list[Recorded]:
         return [r for r in self.requests
@@ -237,30 +251,40 @@ class FakeConnect:
         with self._cond:
             camera = self._state.cameras.get(token)
             if not token:
-                return 401, {"detail": "Missing token"}, None
-            if camera is None or camera.state == "revoked":
-                return 401, {"detail": "Invalid token"}, None
+                return 401, _error("UNAUTHORIZED", "Missing token"), None  # [API] 401
+            if not TOKEN.match(token) or camera is None or camera.state == "revoked":
+                return 401, _error("UNAUTHORIZED", "Invalid token"), None  # [API] 401, [ESP] format
             if camera.state == "forbidden":
-                return 403, {"detail": "Forbidden"}, None
-            if not 16 <= len(fingerprint) <= 64:
+                return 403, _error("FORBIDDEN", "Forbidden"), None  # [API] 403
+            if not 16 <= len(fingerprint) <= 64:  # [API] Fingerprint header: 16-64 characters
                 return 400, {"detail": "Invalid fingerprint: length must be 16 to 64"}, None
-            if camera.fingerprint is None:
-                camera.fingerprint = fingerprint
-            elif camera.fingerprint != fingerprint:
-                # The live service answers a snapshot with 400 and /c/info with 403 here.
+            if camera.fingerprint is not None and camera.fingerprint != fingerprint:
+                # [API] a token is bound to one fingerprint. The live service answers a snapshot
+                # with 400 and /c/info with 403 here.
                 if path == "/c/info":
-                    return 403, {"detail": "Forbidden"}, None
-                return 400, {"detail": "Invalid fingerprint"}, None
+                    return 403, _error("FORBIDDEN", "Forbidden"), None
+                return 400, _error("INVALID_FINGERPRINT", "Invalid fingerprint"), None
+            if path == "/c/info" and camera.fingerprint is None:
+                # [SDK] the camera registers with its first snapshot; info comes after it.
+                return 400, _error("NOT_REGISTERED", "Camera is not registered: send a snapshot first"), None
         if "content-length" not in headers:
             return 411, {"detail": "Content-Length required"}, None
         if path == "/c/snapshot":
             ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-            if ctype not in ("image/jpg", "image/jpeg"):
+            if ctype not in ("image/jpg", "image/jpeg"):  # [API] requestBody image/jpg
                 return 400, {"detail": f"Unsupported content type {ctype!r}; expected image/jpg"}, None
             if len(body) > self.max_bytes:
                 return 413, {"detail": "Payload too large"}, None
             if len(body) < 4 or body[:2] != SOI or body[-2:] != EOI:
                 return 400, {"detail": "Invalid image"}, None
+            with self._cond:
+                now = self.clock()
+                if camera.last_snapshot is not None and now - camera.last_snapshot < self.min_interval_s:
+                    # [ESP] REFRESH_INTERVAL_MIN 10: one snapshot per camera per 10 s
+                    return 429, _error("TOO_MANY_REQUESTS", "Too many snapshots: one per 10 s"), None
+                camera.last_snapshot = now
+                if camera.fingerprint is None:
+                    camera.fingerprint = fingerprint  # [API] the first snapshot binds the token
             return (*self._success(), None)
         try:
             info = json.loads(body)
@@ -271,6 +295,11 @@ class FakeConnect:
             return 400, {"detail": "Missing config"}, None
         if "name" in config and not isinstance(config["name"], str):
             return 400, {"detail": "config.name must be a string"}, None
+        if isinstance(config.get("name"), str) and len(config["name"]) > MAX_NAME:  # [API] maxLength 64
+            return 400, {"detail": f"config.name: ensure this value has at most {MAX_NAME} characters"}, None
+        scheme = config.get("trigger_scheme")
+        if scheme is not None and scheme not in TRIGGER_SCHEMES:  # [SDK] TriggerScheme
+            return 400, {"detail": f"config.trigger_scheme: {scheme!r} is not a valid TriggerScheme"}, None
         res = config.get("resolution")
         if res is not None and not (isinstance(res, dict)
                                     and all(isinstance(res.get(k), int) for k in ("width", "height"))):
@@ -283,38 +312,16 @@ class FakeConnect:
         return (204, None) if self.success == "204" else (200, {"message": "OK"})
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    errors: list[BaseException]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        # A client that timed out and went away is part of the tests, not a fault of the fake.
-        if isinstance(exc, ConnectionError | TimeoutError):
-            return
-        self.errors.append(exc)
-        super().handle_error(request, client_address)
+def _error(code: str, message: str) -> dict[str, str]:
+    """[API] the error body of the spec: {"code", "message"}."""
+    return {"code": code, "message": message}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     connect: FakeConnect
-    protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        pass
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        started = time.monotonic()
+    def serve(self) -> None:
+        started = self.connect.clock()
         headers = {k.lower(): v for k, v in self.headers.items()}
         length = int(headers.get("content-length", "0") or 0)
         body = self.rfile.read(length) if length > 0 else b""
@@ -326,7 +333,8 @@ class _Handler(BaseHTTPRequestHandler):
         def record(status: int) -> None:
             self.connect._record(Recorded(
                 time=started, method=self.command, path=path, headers=headers, body_size=len(body),
-                sha256=hashlib.sha256(body).hexdigest(), status=status, info=info))
+                sha256=hashlib.sha256(body).hexdigest(), status=status, info=info,
+                body=body if path == "/c/snapshot" else b""))
 
         if fault is not None and fault.kind == "drop":
             record(0)
@@ -360,3 +368,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(payload)
         except OSError:
             self.close_connection = True
+
+
+FakeConnect.handler = _Handler

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from camfabric import cli
 from camfabric.protocol.errors import ConfigError
 from camfabric.subscribers.prusa_connect import main
 from camfabric.subscribers.prusa_connect.config import (
@@ -102,3 +105,60 @@ def test_state_dir_follows_systemd_then_root_then_the_users_state_home(monkeypat
     import os
     expected = Path("/var/lib/camfabric") if os.geteuid() == 0 else tmp_path / "camfabric"
     assert default_state_dir() == expected
+
+
+# -- Connect's own rules: refused by --check and at start, exit status 2, the key named -----------
+
+CAMERA = '[[prusa_connect.cameras]]\ncam = 0\n'
+
+
+@pytest.mark.parametrize(("camera", "key", "why"), [
+    (f'token = "{TOKEN_A}"\ninterval_s = 3\n', "prusa_connect.cameras[0].interval_s", "at least 10"),
+    (f'token = "{TOKEN_A}"\ninterval_s = 9.99\n', "prusa_connect.cameras[0].interval_s", "at least 10"),
+    (f'token = "{TOKEN_A[:19]}"\n', "prusa_connect.cameras[0].token", "19 characters long"),
+    (f'token = "{TOKEN_A}x"\n', "prusa_connect.cameras[0].token", "21 characters long"),
+    (f'token = "{TOKEN_A[:19]}_"\n', "prusa_connect.cameras[0].token", "other characters"),
+    (f'token = "{TOKEN_A[:19]}-"\n', "prusa_connect.cameras[0].token", "other characters"),
+    ('token_env = "CAMFABRIC_TEST_SHORT_TOKEN"\n', "prusa_connect.cameras[0].token_env", "19 characters"),
+    (f'token = "{TOKEN_A}"\nname = "{"n" * 65}"\n', "prusa_connect.cameras[0].name", "at most 64"),
+])
+def test_connects_rules_exit_2_naming_the_key(tmp_path, monkeypatch, capsys, camera, key, why):
+    monkeypatch.setenv("CAMFABRIC_TEST_SHORT_TOKEN", TOKEN_A[:19])
+    path = config_file(tmp_path, f'[prusa_connect]\nstate_dir = "{tmp_path / "state"}"\n' + CAMERA + camera)
+    assert cli.main(["prusa-connect", "--config", str(path), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert f"configuration error: {key}: " in err and why in err
+    assert TOKEN_A[:19] not in err  # a malformed token is still mostly a secret
+
+
+def test_at_start_too_a_rule_of_connect_exits_2_before_anything_runs(tmp_path):
+    state = tmp_path / "state"
+    path = config_file(tmp_path, f'[prusa_connect]\nstate_dir = "{state}"\n' + CAMERA
+                       + f'token = "{TOKEN_A}"\ninterval_s = 3\n')
+    result = subprocess.run([sys.executable, "-m", "camfabric.cli", "prusa-connect", "--config", str(path)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "configuration error: prusa_connect.cameras[0].interval_s: must be at least 10" in result.stderr
+    assert not state.exists()  # no fingerprint made, nothing started
+
+
+def test_the_limits_themselves_are_accepted(tmp_path, capsys):
+    path = config_file(tmp_path, f'[prusa_connect]\nstate_dir = "{tmp_path / "state"}"\n' + CAMERA
+                       + f'token = "{TOKEN_A}"\ninterval_s = 10\nname = "{"n" * 64}"\n')
+    assert cli.main(["prusa-connect", "--config", str(path), "--check"]) == 0
+    assert "is valid (1 camera(s))" in capsys.readouterr().out
+
+
+def test_a_damaged_fingerprint_file_exits_2_in_check_and_at_start(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "prusa_connect_fingerprints.json").write_text('{"0": "camfabric-0123')  # cut short
+    path = config_file(tmp_path, f'[prusa_connect]\nstate_dir = "{state}"\nserver = "http://127.0.0.1:9"\n'
+                       + CAMERA + f'token = "{TOKEN_A}"\n')
+    for extra in (["--check"], []):
+        result = subprocess.run([sys.executable, "-m", "camfabric.cli", "prusa-connect", "--config",
+                                 str(path), *extra], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2, result.stderr  # systemd's RestartPreventExitStatus=2
+        assert "prusa_connect.state_dir: fingerprint file" in result.stderr
+        assert "not valid JSON" in result.stderr and "Traceback" not in result.stderr
+    assert (state / "prusa_connect_fingerprints.json").read_text() == '{"0": "camfabric-0123'  # untouched

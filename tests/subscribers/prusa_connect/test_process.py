@@ -146,7 +146,7 @@ def wait_uploads(connect, token: str, n: int, timeout: float = 6.0) -> None:
         f"only {count(connect, token)} uploads for one camera, expected {n}"
 
 
-def test_uploads_the_newest_frame_at_the_interval_and_keeps_the_fingerprint_across_restarts(
+def test_uploads_a_fresh_frame_at_once_and_keeps_the_fingerprint_across_restarts(
         connect, zmq_context, tmp_path):
     node = start_node("n1", [0], zmq_context)
     seen: dict[str, float] = {}  # sha of every frame the fabric carried -> when we received it
@@ -158,30 +158,24 @@ def test_uploads_the_newest_frame_at_the_interval_and_keeps_the_fingerprint_acro
     publish = endpoint()
     status = StatusWatch(publish, zmq_context)
     config = write_config(tmp_path / "camfabric.toml", [node.endpoint], publish, tmp_path / "state",
-                          [{"cam": 0, "token_env": "TEST_PRUSA_TOKEN", "name": "Bed", "interval_s": 0.5}],
+                          [{"cam": 0, "token_env": "TEST_PRUSA_TOKEN", "name": "Bed", "interval_s": 10}],
                           server=connect.url, timeout_s=2.0)
     env = {"TEST_PRUSA_TOKEN": TOKEN_A}
     try:
         first = Uploader(config, tmp_path / "run1.log", env)
-        wait_uploads(connect, TOKEN_A, 6, timeout=8)
-        snaps = connect.snapshots(TOKEN_A)
-        gaps = [b.time - a.time for a, b in zip(snaps[1:], snaps[2:], strict=False)]
-        # The uploader keeps a fixed cadence: after an upload delayed by a busy machine the
-        # next one comes sooner, so single gaps vary and their mean is the interval.
-        assert all(0.2 <= gap <= 1.5 for gap in gaps), gaps
-        assert 0.45 <= sum(gaps) / len(gaps) <= 0.7, gaps
-        assert len({s.sha256 for s in snaps}) == len(snaps)  # every upload a new frame
-        lags = sorted(snap.time - seen[snap.sha256] for snap in snaps)  # KeyError: not a fabric frame
-        # ... and the newest one: at 10 fps the fabric carried it moments before the upload.
-        assert lags[-1] < 1.0 and lags[len(lags) // 2] < 0.3, lags
-        [info] = connect.infos(TOKEN_A)[:1]
-        assert info.info["config"]["name"] == "Bed"
-        assert info.info["config"]["resolution"] == {"width": 160, "height": 90}
+        wait_uploads(connect, TOKEN_A, 1, timeout=20)
+        [snap] = connect.snapshots(TOKEN_A)
+        # The newest frame: at 10 fps the fabric carried it moments before the upload.
+        assert snap.time - seen[snap.sha256] < 1.0  # KeyError: not a fabric frame
+        assert connect.wait_for(lambda: connect.infos(TOKEN_A), 5)
+        info = connect.infos(TOKEN_A)[0].info["config"]
+        assert info["name"] == "Bed" and info["trigger_scheme"] == "TEN_SEC"
+        assert info["resolution"] == {"width": 160, "height": 90}
 
         state = status.wait_for(0, "ok")
-        assert state["uploads"] >= 1 and state["last_error"] == ""
+        assert state["uploads"] == 1 and state["last_error"] == ""
         assert state["last_upload"] == pytest.approx(time.time(), abs=5)
-        assert state["next_attempt"] >= state["last_upload"]
+        assert state["next_attempt"] >= state["last_upload"] + 9
         assert gateway_health(node.endpoint, publish, zmq_context)["state"] == "ok"
 
         assert first.stop() < 2.0
@@ -194,15 +188,17 @@ def test_uploads_the_newest_frame_at_the_interval_and_keeps_the_fingerprint_acro
         assert 16 <= len(fingerprint) <= 64
         assert fingerprint in (tmp_path / "state" / "prusa_connect_fingerprints.json").read_text()
 
-        before = count(connect, TOKEN_A)
+        # A restart: the first request hangs on a Connect that does not answer, and the
+        # process still stops within the limit.
+        before = len(connect.requests)
+        connect.slow(5.0, times=1)
         second = Uploader(config, tmp_path / "run2.log", env)
-        wait_uploads(connect, TOKEN_A, before + 2)
-        connect.slow(5.0, times=3)
-        time.sleep(0.7)  # an upload is now waiting on a Connect that does not answer
+        assert connect.wait_for(lambda: connect.faults_left() == 0, 20)  # its first upload now waits
         assert second.stop() < 2.0
         assert second.proc.returncode == 0
-        assert {r.fingerprint for r in connect.requests} == {fingerprint}
-        assert all(r.ok for r in connect.requests)  # never an "Invalid fingerprint"
+        assert connect.wait_for(lambda: len(connect.requests) > before, 8)
+        assert {r.fingerprint for r in connect.requests} == {fingerprint}  # never another one
+        assert not connect.refused(400)  # never an "Invalid fingerprint"
         assert "Traceback" not in first.output + second.output
         for run in (first, second):
             assert TOKEN_A not in run.output
@@ -213,76 +209,51 @@ def test_uploads_the_newest_frame_at_the_interval_and_keeps_the_fingerprint_acro
         node.stop()
 
 
-def test_faults_stop_only_the_camera_they_hit_and_a_reload_brings_it_back(connect, zmq_context, tmp_path):
+def test_a_reload_replaces_only_the_camera_that_changed(connect, zmq_context, tmp_path):
     connect.add_camera(TOKEN_C)
     node1 = start_node("n1", [0, 1], zmq_context)
     node2 = start_node("n2", [2], zmq_context)
     publish = endpoint()
     status = StatusWatch(publish, zmq_context)
-    cameras = [{"cam": 0, "token": TOKEN_A, "interval_s": 0.5},
-               {"cam": 1, "token": TOKEN_B, "interval_s": 0.5},
-               {"cam": 2, "token_env": "TEST_TOKEN_C", "interval_s": 0.5}]
-    settings = {"server": connect.url, "timeout_s": 1.0, "max_age_s": 1.0, "retry_max_s": 1.0}
+    cameras = [{"cam": 0, "token": TOKEN_A, "interval_s": 10},
+               {"cam": 1, "token": TOKEN_B, "interval_s": 10},
+               {"cam": 2, "token_env": "TEST_TOKEN_C", "interval_s": 10}]
+    settings = {"server": connect.url, "timeout_s": 1.0}
     config = write_config(tmp_path / "camfabric.toml", [node1.endpoint, node2.endpoint], publish,
                           tmp_path / "state", cameras, **settings)
     uploader = Uploader(config, tmp_path / "run.log", {"TEST_TOKEN_C": TOKEN_C})
     try:
-        for token in (TOKEN_A, TOKEN_B, TOKEN_C):
-            wait_uploads(connect, token, 2)
-
-        # An outage with Retry-After, then recovery: every camera comes back, none is lost.
-        connect.outage(503, retry_after=1)
-        outage_started = time.monotonic()
-        time.sleep(1.5)
-        connect.end_outage()
-        failed = [r for r in connect.requests if r.status == 503]
-        for token in (TOKEN_A, TOKEN_B, TOKEN_C):
-            attempts = [r for r in failed if r.token == token]
-            assert 1 <= len(attempts) <= 3, "backoff with Retry-After 1 s allows about one try a second"
-        marks = {t: count(connect, t) for t in (TOKEN_A, TOKEN_B, TOKEN_C)}
-        for token in (TOKEN_A, TOKEN_B, TOKEN_C):
-            wait_uploads(connect, token, marks[token] + 2, timeout=5)
-        assert time.monotonic() - outage_started < 8
-
-        # A dead camera: its node goes away; that camera stops, the others carry on.
-        node2.stop()
-        dead_mark = count(connect, TOKEN_C)
-        stale = status.wait_for(2, "stale", timeout=5)
-        assert "stopped delivering" in stale["last_error"]
-        marks = {t: count(connect, t) for t in (TOKEN_A, TOKEN_B)}
-        wait_uploads(connect, TOKEN_A, marks[TOKEN_A] + 2)
-        wait_uploads(connect, TOKEN_B, marks[TOKEN_B] + 2)
-        assert count(connect, TOKEN_C) <= dead_mark + 1  # at most a frame already on its way
-
-        # A revoked token: that camera stops with what to do; the other keeps uploading.
-        connect.revoke(TOKEN_A)
-        stopped = status.wait_for(0, "stopped", timeout=5)
-        assert "401" in stopped["last_error"] and "regenerate the token" in stopped["last_error"]
-        refused_at = max(r.time for r in connect.requests if r.token == TOKEN_A)
-        mark_b = count(connect, TOKEN_B)
-        wait_uploads(connect, TOKEN_B, mark_b + 3)
-        assert not [r for r in connect.requests if r.token == TOKEN_A and r.time > refused_at]
-        assert "regenerate the token" in uploader.output
+        for token in (TOKEN_A, TOKEN_B, TOKEN_C):  # each camera's first upload is due at once
+            wait_uploads(connect, token, 1, timeout=20)
 
         # A reload of a broken config is refused; everything keeps running as it was.
-        config.write_text(config.read_text() + "[[prusa_connect.cameras]]\ncam = 3\n")
-        mark_b = count(connect, TOKEN_B)
+        good = config.read_text()
+        config.write_text(good + "[[prusa_connect.cameras]]\ncam = 3\n")
         uploader.proc.send_signal(signal.SIGHUP)
-        wait_uploads(connect, TOKEN_B, mark_b + 2)
+        deadline = time.monotonic() + 10
+        while "config reload failed" not in uploader.output and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert "config reload failed, keeping the running configuration: prusa_connect.cameras[3].token" \
             in uploader.output
-        assert status.camera(0)["state"] == "stopped"
+        status.wait_for(1, "ok")
 
-        # The user regenerates the token, edits the config and sends SIGHUP.
+        # The user regenerates camera 0's token in Connect, edits the config and reloads: camera 0
+        # starts afresh with the same fingerprint and uploads at once; the others are untouched.
+        connect.revoke(TOKEN_A)
         connect.add_camera(TOKEN_A2)
         cameras[0]["token"] = TOKEN_A2
         write_config(config, [node1.endpoint, node2.endpoint], publish, tmp_path / "state", cameras,
                      **settings)
         uploader.proc.send_signal(signal.SIGHUP)
-        wait_uploads(connect, TOKEN_A2, 2)
+        wait_uploads(connect, TOKEN_A2, 1, timeout=10)
         assert connect.bound_fingerprint(TOKEN_A2) == connect.bound_fingerprint(TOKEN_A)
         status.wait_for(0, "ok")
-        assert status.camera(1)["state"] in ("ok", "waiting_for_frame")
+        # Cameras 1 and 2 were not restarted: a restart uploads at once, which Connect would
+        # have refused (429) within 10 s of their last upload.
+        assert not connect.refused(429)
+        for token in (TOKEN_B, TOKEN_C):
+            snaps = connect.snapshots(token)
+            assert all(b.time - a.time >= 10 for a, b in zip(snaps, snaps[1:], strict=False))
 
         assert uploader.stop() < 2.0
         assert uploader.proc.returncode == 0

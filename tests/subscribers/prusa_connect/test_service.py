@@ -1,4 +1,5 @@
-"""UploaderService in-process: a CURVE-secured node, the published status, stop within the limit."""
+"""UploaderService in-process: a CURVE-secured node, the published status, stop within the limit,
+and a subscription to the camera's frames held only around an upload."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def test_frames_from_a_curve_secured_node_are_uploaded_and_the_state_published(c
     config = PrusaConnectConfig(
         server=connect.url, nodes=(node,), publish=status_endpoint, state_dir=tmp_path / "state",
         timeout_s=2.0, status_interval_s=0.2,
-        cameras=(CameraUpload(cam=0, token=TOKEN_A, name="Bed", interval_s=0.2),),
+        cameras=(CameraUpload(cam=0, token=TOKEN_A, name="Bed", interval_s=10),),
         curve={node: CurveClient(secret_key_file=client_secret, server_public_key_file=node_public)},
     )
     with Publisher(node, context=zmq_context, curve=CurveServer(node_secret, allowed)) as pub, \
@@ -43,21 +44,33 @@ def test_frames_from_a_curve_secured_node_are_uploaded_and_the_state_published(c
                        context=zmq_context) as watch:
         service = UploaderService(config, context=zmq_context).start()
         try:
+            # The first upload is due at once: the uploader subscribes to the camera's JPEG ...
             assert pub.wait_for_subscriber(b"frame/0/jpeg", timeout=5)
-            for seq in range(1, 6):
+            seq = 0
+            deadline = time.monotonic() + 5
+            while not connect.snapshots(TOKEN_A) and time.monotonic() < deadline:
+                seq += 1
                 pub.publish(Frame(cam=0, seq=seq, t_capture_ns=time.time_ns(), w=64, h=48,
                                   encoding="jpeg", data=jpeg_for(seq), node="secure"))
                 time.sleep(0.1)
-            assert connect.wait_for(lambda: len(connect.snapshots(TOKEN_A)) >= 2, 5)
+            assert len(connect.snapshots(TOKEN_A)) == 1
+            # ... and lets go of it once the upload is done: the node encodes nothing for it
+            # until shortly before the next upload, 10 s later.
+            deadline = time.monotonic() + 3
+            while pub.wants(b"frame/0/jpeg") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not pub.wants(b"frame/0/jpeg")
+            assert pub.wants(b"meta/0/")  # the camera's heartbeat still comes through
             deadline = time.monotonic() + 3
             state = {}
             while time.monotonic() < deadline:
                 msg = watch.message(topics.status("prusa_connect"))
                 state = msg.state["cameras"].get("0", {}) if msg else {}
-                if state.get("uploads", 0) >= 2:
+                if state.get("uploads", 0) >= 1:
                     break
                 time.sleep(0.05)
-            assert state["state"] in ("ok", "waiting_for_frame") and state["name"] == "Bed"
+            assert state["state"] == "ok" and state["name"] == "Bed"
+            assert state["next_attempt"] >= state["last_upload"] + 9
             assert TOKEN_A not in repr(msg.state)
         finally:
             started = time.monotonic()
