@@ -9,9 +9,14 @@ XPUB `Publisher`, the `Subscriber`, CURVE helpers and the one exception hierarch
 """
 
 from . import topics
+from .delay import LinkDelay
+from .endpoint import check_endpoint
 from .errors import (
     CamfabricError,
+    ClosedError,
     ConfigError,
+    EncodingError,
+    EndpointError,
     FrameTimeout,
     LimitError,
     ProtocolError,
@@ -29,12 +34,16 @@ __all__ = [
     "DEFAULT_ENDPOINT",
     "VERSION",
     "CamfabricError",
+    "ClosedError",
     "ConfigError",
     "CurveClient",
     "CurveServer",
+    "EncodingError",
+    "EndpointError",
     "Frame",
     "FrameTimeout",
     "LimitError",
+    "LinkDelay",
     "Message",
     "Meta",
     "ProtocolError",
@@ -48,6 +57,7 @@ __all__ = [
     "VersionError",
     "World",
     "captured_locally_ns",
+    "check_endpoint",
     "decode",
     "decode_jpeg",
     "encode",

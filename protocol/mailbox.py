@@ -1,0 +1,74 @@
+"""Mailbox: hands items from any thread to the one thread that owns a ZeroMQ socket.
+
+ZeroMQ sockets belong to one thread. Instead of a socket per sending thread (which nobody
+closes when the thread ends, and whose inproc name must be unique), senders append to a
+bounded deque under a lock and wake the owner through a pipe, whose read end the owner
+registers in its `zmq.Poller` next to its sockets. A full mailbox refuses the item (the caller
+counts it); nothing ever queues without bound.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Mailbox(Generic[T]):
+    """A bounded, thread-safe queue whose `fileno()` a zmq.Poller can wait on."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: collections.deque[T] = collections.deque()
+        self._lock = threading.Lock()
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._signalled = False
+        self._closed = False
+
+    def fileno(self) -> int:
+        """The descriptor that is readable while items wait (for `zmq.Poller.register`)."""
+        return self._read_fd
+
+    def put(self, item: T) -> bool:
+        """Append `item`; False when the mailbox is full or closed (nothing was queued)."""
+        with self._lock:
+            if self._closed or len(self._items) >= self.capacity:
+                return False
+            self._items.append(item)
+            if not self._signalled:
+                self._signalled = True
+                try:
+                    os.write(self._write_fd, b"x")
+                except BlockingIOError:
+                    pass  # the pipe already holds a wake-up byte
+        return True
+
+    def take(self, limit: int) -> list[T]:
+        """Up to `limit` items, oldest first; clears the wake-up when the mailbox is empty."""
+        with self._lock:
+            items = [self._items.popleft() for _ in range(min(limit, len(self._items)))]
+            if not self._items and self._signalled:
+                self._signalled = False
+                try:
+                    os.read(self._read_fd, 64)
+                except BlockingIOError:
+                    pass
+        return items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def close(self) -> None:
+        """Refuse further items and release the pipe (the owner thread calls this at its end)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._items.clear()
+            os.close(self._read_fd)
+            os.close(self._write_fd)
