@@ -259,7 +259,7 @@ class FrameCache:
         is from before that idle time, so this waits up to `wake_timeout_s` (default the
         cache's) for a fresh one and returns the newest it has then — always with its true age."""
         before = self._frame_of(cam)
-        if self.want(cam):
+        if self.want(cam) and self._connected(cam):  # a dead camera answers at once
             timeout = self.wake_timeout_s if wake_timeout_s is None else wake_timeout_s
             return self.wait_newer(cam, before, timeout) or self._frame_of(cam)
         return self._frame_of(cam)
@@ -270,6 +270,12 @@ class FrameCache:
             if state is None:
                 raise UnknownCamera(cam, self._cameras.keys())
             return state.frame
+
+    def _connected(self, cam: int) -> bool:
+        with self._changed:
+            state = self._cameras[cam]
+            meta = state.meta
+            return state.connected and (meta is None or meta.health.get("connected") is not False)
 
     def wait_newer(self, cam: int, after: wire.Frame | None, timeout: float) -> wire.Frame | None:
         """The newest frame of `cam` other than `after`, waiting up to `timeout` s; None if none
