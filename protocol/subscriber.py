@@ -47,6 +47,7 @@ from .delay import LinkDelay
 from .endpoint import check_endpoint
 from .errors import CamfabricError, ClosedError, FrameTimeout, ProtocolError, UnknownCamera
 from .mailbox import Mailbox
+from .reachability import Reachability
 from .security import CurveClient, secure_client
 
 Listener = Callable[[wire.Message], None]
@@ -131,6 +132,7 @@ class Subscriber:
         self._framed: set[int] = set()  # cameras whose frames arrived (even without heartbeat)
         self._received = self._dropped = self._skipped = self._duplicates = 0
         self._ctrl: Mailbox[tuple[bytes, bytes]] = Mailbox(1024)
+        self.reachability = Reachability(self.context, self.endpoints)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._started = False
@@ -252,8 +254,8 @@ class Subscriber:
         if not self._heard:
             return FrameTimeout(
                 f"nothing at all was heard from {where} within {timeout:g} s (no heartbeat, no "
-                "frame): is a capture node (or proxy) publishing there? The fabric port is the "
-                "node's `publish` (default tcp://127.0.0.1:5550), not the gateway's HTTP port",
+                f"frame): {self.reachability.describe()}. A node publishes on its `publish` "
+                "endpoint (default tcp://127.0.0.1:5550), which is not the gateway's HTTP port",
                 heard=False)
         with self._cond:
             meta = self._metas.get(cam)
@@ -409,9 +411,11 @@ class Subscriber:
             sub.reconnect_ivl_max = 1000
             for prefix in self._initial_topics():
                 sub.subscribe(prefix)
+            self.reachability.attach(sub)
             self._connect(sub)
         except Exception as exc:  # handed to start(), which raises it in the caller
             self._start_error = exc
+            self.reachability.close()
             if sub is not None:
                 sub.close(linger=0)
             self._ready.set()
@@ -420,6 +424,7 @@ class Subscriber:
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
         poller.register(self._ctrl, zmq.POLLIN)
+        poller.register(self.reachability.socket, zmq.POLLIN)
         try:
             while True:
                 events = dict(poller.poll(SWEEP_INTERVAL_MS if self.on_demand else None))
@@ -427,9 +432,12 @@ class Subscriber:
                     return
                 if sub in events:
                     self._drain(sub)
+                if self.reachability.socket in events:
+                    self.reachability.handle()
                 if self.on_demand:
                     self._sweep(sub)
         finally:
+            self.reachability.close()
             sub.close(linger=0)
             self._ctrl.close()
 
