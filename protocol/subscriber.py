@@ -94,7 +94,11 @@ class Subscriber:
         rcvhwm: int = 4,
         log: logging.Logger | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
+        flight_clock: Callable[[], int] = time.monotonic_ns,
     ) -> None:
+        """`clock` stamps arrivals (`t_receive_ns`) and measures waits; a test may move it by
+        hand. `flight_clock` is the monotonic clock time in flight is measured on: it is set
+        against the publishers' wall clocks, which a hand-moved clock does not follow."""
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not self.endpoints:
             raise CamfabricError("Subscriber needs at least one endpoint, e.g. 'tcp://127.0.0.1:5550'")
@@ -113,6 +117,7 @@ class Subscriber:
         self.curve = curve
         self.rcvhwm = rcvhwm
         self.clock = clock
+        self.flight_clock = flight_clock
         self.delay = LinkDelay()
         self._extra = tuple(topics_extra)
         self._cond = threading.Condition()
@@ -494,7 +499,7 @@ class Subscriber:
                                      "further ones of this kind are only counted", exc)
                 continue
             if isinstance(msg, wire.Frame | wire.Meta) and msg.node:
-                delay = self.delay.observe(msg.node, t_receive, msg.t_publish_ns)
+                delay = self.delay.observe(msg.node, self.flight_clock(), msg.t_publish_ns)
                 if delay and isinstance(msg, wire.Frame):
                     msg = dataclasses.replace(msg, t_delay_ns=delay)
             self._accept(msg, sub)

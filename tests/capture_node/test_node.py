@@ -471,7 +471,7 @@ def test_a_late_joiner_10_s_after_the_last_one_left_gets_its_true_age(make_node,
 
 def test_a_late_joiner_after_the_camera_died_gets_no_stale_frame(make_node, zmq_context):
     dying = DyingCamera(frames_per_life=5, fps=20)
-    node = make_node(camera(0, fps=20), sources={0: dying}, backoff=Backoff(initial=60.0))
+    node = make_node(camera(0, fps=20), sources={0: dying}, backoff=Backoff(60.0, 60.0))
     with subscriber(node, zmq_context, encoding="bgr8") as first:
         first.latest(0, timeout=2.0)  # the node's cache now holds a bgr8 frame
         assert wait_until(lambda: not node.loops[0].connected, timeout=5.0)
