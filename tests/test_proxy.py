@@ -13,6 +13,8 @@ from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import ConfigError, topics
 from camfabric.proxy import FabricProxy, ProxyConfig
 
+from .gateway.support import wait_until
+
 JPEG = protocol.encode_jpeg(np.zeros((8, 8, 3), np.uint8))
 
 
@@ -44,15 +46,6 @@ def encodes(beats: protocol.Subscriber) -> int:
     return -1 if meta is None else meta.health["encodes"]
 
 
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def test_subscribers_that_leave_through_the_proxy_stop_the_nodes_encoding(zmq_context, tcp_endpoint):
     config = NodeConfig(name="n", publish=tcp_endpoint, heartbeat_s=0.25,
                         cameras=(CameraConfig(id=0, resolution=(160, 120), fps=20),))
@@ -75,7 +68,7 @@ def test_subscribers_that_leave_through_the_proxy_stop_the_nodes_encoding(zmq_co
             time.sleep(0.6)  # a couple of heartbeats
             return before >= 0 and encodes(beats) == before
 
-        assert wait_for(steady, timeout=5), "the node kept encoding for nobody"
+        wait_until(steady, timeout=5, what="the node to stop encoding for nobody")
         assert time.monotonic() - left < 5
         frozen = encodes(beats)
         time.sleep(1.0)

@@ -16,6 +16,8 @@ import pytest
 from camfabric import protocol
 from camfabric.protocol import topics
 
+from ..gateway.support import wait_until
+
 JPEG = protocol.encode_jpeg(np.full((24, 32, 3), 128, np.uint8))
 
 
@@ -37,15 +39,6 @@ def publisher(zmq_context):
 
 def subscriber(pub, zmq_context, **kwargs) -> protocol.Subscriber:
     return protocol.Subscriber(pub.endpoint, context=zmq_context, **kwargs)
-
-
-def wait_for(predicate, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_publisher_sees_who_wants_what_and_forgets_them_when_they_leave(publisher, zmq_context):
@@ -337,7 +330,7 @@ def test_publishing_from_many_short_lived_threads_leaks_no_socket(publisher, zmq
             thread = threading.Thread(target=publisher.publish, args=(frame(seq=seq),))
             thread.start()
             thread.join()
-        assert wait_for(lambda: sub.latest(0, timeout=2).seq == 100)
+        wait_until(lambda: sub.latest(0, timeout=2).seq == 100, what="the last frame")
         assert process.num_fds() <= fds + 2
 
 
@@ -384,7 +377,7 @@ def test_a_camera_nobody_announces_names_the_announced_ones(publisher, zmq_conte
         assert publisher.wait_for_subscriber(topics.meta(0), timeout=3)
         for cam in (0, 2):
             publisher.publish(protocol.Meta(cam=cam, node="n1", registry={"id": cam}, health={}))
-        assert wait_for(lambda: len(sub.metas()) == 2)
+        wait_until(lambda: len(sub.metas()) == 2, what="both heartbeats")
         with pytest.raises(protocol.UnknownCamera, match="announced on the fabric are: 0, 2") as info:
             sub.latest(5, timeout=0.3)
     assert info.value.announced == [0, 2]
