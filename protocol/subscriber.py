@@ -290,6 +290,10 @@ class Subscriber:
         with self._cond:
             fresh = key not in self._demand
             self._demand[key] = self.clock()
+            if fresh and key not in self._subscribed:
+                # A frame kept from an earlier subscription is stale by now: wait for a new one.
+                self._frames.pop(key, None)
+                self._pending.pop(key, None)
         if fresh:
             self._ctrl.put((b"want", _key_bytes(key)))
         return fresh
@@ -463,9 +467,6 @@ class Subscriber:
             if key in self._subscribed:
                 return
             self._subscribed.add(key)
-            # A frame kept from an earlier subscription is stale by now: wait for a new one.
-            self._frames.pop(key, None)
-            self._pending.pop(key, None)
         sub.subscribe(topics.frame(*key))
 
     def _sweep(self, sub: zmq.Socket) -> None:

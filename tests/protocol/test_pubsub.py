@@ -418,6 +418,9 @@ def test_on_demand_subscribes_while_wanted_and_leaves_after_idle(publisher, zmq_
         assert sub.latest(0, timeout=2).seq == 1
         assert publisher.wants(topics.frame(0, "jpeg"))
         assert publisher.wait_for_no_subscriber(topics.frame(0, "jpeg"), timeout=3)
+        publisher.publish(frame(seq=2))  # while nobody subscribes: only the node's cache has it
+        assert sub.latest(0, timeout=2).seq == 2  # never the stale seq 1 kept from before
+        assert publisher.wait_for_no_subscriber(topics.frame(0, "jpeg"), timeout=3)
         with sub.watching(0):
             assert publisher.wait_for_subscriber(topics.frame(0, "jpeg"), timeout=3)
             time.sleep(1.0)  # longer than idle_s: held by the block
