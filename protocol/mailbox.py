@@ -24,21 +24,31 @@ class Mailbox(Generic[T]):
         self.capacity = capacity
         self._items: collections.deque[T] = collections.deque()
         self._lock = threading.Lock()
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
-        os.set_blocking(self._write_fd, False)
+        self._read_fd = self._write_fd = -1  # the pipe is made on first use, closed by close()
         self._signalled = False
         self._closed = False
 
+    def _pipe(self) -> None:
+        """Make the wake-up pipe (lock held)."""
+        if self._read_fd < 0:
+            self._read_fd, self._write_fd = os.pipe()
+            os.set_blocking(self._read_fd, False)
+            os.set_blocking(self._write_fd, False)
+
     def fileno(self) -> int:
         """The descriptor that is readable while items wait (for `zmq.Poller.register`)."""
-        return self._read_fd
+        with self._lock:
+            if self._closed:
+                raise ValueError("mailbox is closed")
+            self._pipe()
+            return self._read_fd
 
     def put(self, item: T) -> bool:
         """Append `item`; False when the mailbox is full or closed (nothing was queued)."""
         with self._lock:
             if self._closed or len(self._items) >= self.capacity:
                 return False
+            self._pipe()
             self._items.append(item)
             if not self._signalled:
                 self._signalled = True
@@ -70,5 +80,6 @@ class Mailbox(Generic[T]):
                 return
             self._closed = True
             self._items.clear()
-            os.close(self._read_fd)
-            os.close(self._write_fd)
+            if self._read_fd >= 0:
+                os.close(self._read_fd)
+                os.close(self._write_fd)

@@ -136,7 +136,7 @@ class Subscriber:
         self._heard = 0
         self._framed: set[int] = set()  # cameras whose frames arrived (even without heartbeat)
         self._received = self._dropped = self._skipped = self._duplicates = 0
-        self._ctrl: Mailbox[tuple[bytes, bytes]] = Mailbox(1024)
+        self._ctrl: Mailbox[tuple[bytes, bytes]] | None = None  # made by start()
         self.reachability = Reachability(self.context, self.endpoints)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -152,6 +152,7 @@ class Subscriber:
         if self._started:
             return self
         self._started = True
+        self._ctrl = Mailbox(1024)
         self._thread = threading.Thread(target=self._run, name="camfabric-subscriber", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -170,6 +171,8 @@ class Subscriber:
         if self._closed:
             return
         self._closed = True
+        if self._ctrl is None:  # never started
+            return
         self._ctrl.put((b"stop", b""))
         if self._thread is not None:
             self._thread.join(timeout)

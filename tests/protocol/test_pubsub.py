@@ -313,7 +313,12 @@ def test_fifty_subscribers_back_to_back_in_one_function(zmq_context):
         feeder = threading.Thread(target=stream, daemon=True)
         feeder.start()
         try:
+            grab(pub.endpoint, zmq_context)
+            fds = psutil.Process().num_fds()
             got = [grab(pub.endpoint, zmq_context) for _ in range(50)]
+            # libzmq closes a connection's descriptor on its own thread, a little later.
+            wait_until(lambda: psutil.Process().num_fds() <= fds + 4, timeout=5,
+                       what="the descriptors of 50 closed subscribers to be released")
         finally:
             stop.set()
             feeder.join(2)
