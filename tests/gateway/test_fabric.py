@@ -17,9 +17,9 @@ from camfabric.capture_node.node import CaptureNode
 from camfabric.gateway.app import create_app
 from camfabric.gateway.cache import FrameCache
 from camfabric.gateway.config import GatewayConfig
-from camfabric.protocol import Publisher, Status, decode_jpeg
+from camfabric.protocol import Frame, FrameTimeout, Publisher, Status, decode_jpeg, encode
 
-from .support import FakeNode, announce, deliver, settle, wait_until
+from .support import FakeNode, announce, deliver, jpeg_of, settle, wait_until
 
 SECOND = 10**9
 
@@ -247,3 +247,21 @@ def test_a_stream_keeps_its_camera_subscribed_and_snap_after_idle_is_fresh(
         asked = cache.clock()
         frame = cache.snap(0, timeout=2.0, requested_ns=asked)
         assert frame.age_ns(cache.clock()) < SECOND
+
+
+def test_a_frame_delayed_in_flight_is_old_to_the_cache_and_to_snap(cache, node):
+    """As after a partition: a frame captured a minute ago arrives now, behind a link whose
+    usual transit the heartbeats and frames before it established."""
+    announce(node, cache)
+    for value in (10, 20, 30):
+        deliver(node, cache, value=value)
+    old = time.time_ns() - 60 * SECOND
+    late = Frame(cam=0, seq=99, t_capture_ns=old, w=64, h=48, encoding="jpeg",
+                 data=jpeg_of(200), node=node.name, frame_id="f")
+    asked = cache.clock()
+    node.publisher.publish_parts(encode(late, t_publish_ns=old), cache=False)
+    wait_until(lambda: cache.latest(0).seq == 99, what="the delayed frame")
+    assert cache.latest(0).age_ns(cache.clock()) > 59 * SECOND
+    assert cache.status()["0"]["health"]["gateway"]["frame_age_ms"] > 59_000
+    with pytest.raises(FrameTimeout):  # not "captured after the request"
+        cache.snap(0, timeout=0.5, requested_ns=asked)

@@ -432,3 +432,42 @@ def test_on_demand_subscribes_while_wanted_and_leaves_after_idle(publisher, zmq_
             assert publisher.wants(topics.frame(0, "jpeg"))
         sub.release(0)
         assert publisher.wait_for_no_subscriber(topics.frame(0, "jpeg"), timeout=3)
+
+
+def test_subscribers_made_and_closed_on_many_threads_at_once(publisher, zmq_context):
+    stop = threading.Event()
+
+    def stream() -> None:
+        seq = 0
+        while not stop.wait(0.02):
+            seq += 1
+            publisher.publish(frame(seq=seq))
+
+    threading.Thread(target=stream, daemon=True).start()
+    results: list[object] = []
+
+    def robot() -> None:
+        try:
+            results.extend(grab(publisher.endpoint, zmq_context) for _ in range(3))
+        except Exception as exc:  # reported below, with what it was
+            results.append(exc)
+
+    threads = [threading.Thread(target=robot) for _ in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+    finally:
+        stop.set()
+    assert [r for r in results if not isinstance(r, protocol.Frame)] == []
+    assert len(results) == 24
+
+
+def test_publisher_side_drops_are_counted_where_they_happen(zmq_context):
+    pub = protocol.Publisher("tcp://127.0.0.1:0", context=zmq_context)  # no owner thread yet
+    accepted = sum(pub.publish(frame(seq=seq)) for seq in range(1, 101))
+    assert accepted + pub.dropped == 100 and pub.dropped > 0  # the mailbox is bounded
+    pub.start()
+    pub.stop()
+    assert pub.publish(frame(seq=101)) is False and accepted + pub.dropped == 101
