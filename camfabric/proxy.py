@@ -157,11 +157,12 @@ class FabricProxy:
         """Count downstream (un)subscriptions per topic and pass on what the nodes must see."""
         for _ in range(256):
             try:
-                event = xpub.recv(flags=zmq.NOBLOCK)
+                parts = xpub.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if not event or event[0] not in (0, 1):
-                xsub.send(event)  # not a subscription: pass it on as it came
+            event = parts[0]
+            if len(parts) != 1 or not event or event[0] not in (0, 1):
+                xsub.send_multipart(parts)  # not a subscription: pass it on as it came
                 continue
             topic = event[1:]
             if event[0] == 1:
