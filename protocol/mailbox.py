@@ -50,19 +50,32 @@ class Mailbox(Generic[T]):
                 return False
             self._pipe()
             self._items.append(item)
-            if not self._signalled:
-                self._signalled = True
-                try:
-                    os.write(self._write_fd, b"x")
-                except BlockingIOError:
-                    pass  # the pipe already holds a wake-up byte
+            self._signal()
         return True
+
+    def wake(self) -> None:
+        """Make `fileno()` readable without an item, so the owner looks up from its poll now
+        (e.g. to see that it was asked to stop)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._pipe()
+            self._signal()
+
+    def _signal(self) -> None:
+        """Write the wake-up byte unless one is waiting (lock held)."""
+        if not self._signalled:
+            self._signalled = True
+            try:
+                os.write(self._write_fd, b"x")
+            except BlockingIOError:
+                pass  # the pipe already holds a wake-up byte
 
     def take(self, limit: int) -> list[T]:
         """Up to `limit` items, oldest first; clears the wake-up when the mailbox is empty."""
         with self._lock:
             items = [self._items.popleft() for _ in range(min(limit, len(self._items)))]
-            if not self._items and self._signalled:
+            if not self._items and self._signalled and not self._closed:
                 self._signalled = False
                 try:
                     os.read(self._read_fd, 64)

@@ -128,6 +128,7 @@ class Publisher:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the owner thread, which closes its sockets with linger 0."""
         self._stopping.set()
+        self._inbox.wake()  # out of its poll at once, not at the next timeout
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -208,7 +209,7 @@ class Publisher:
                 if xpub in events:
                     self._on_subscription_events(xpub)
                 if self._inbox in events or len(self._inbox):
-                    self._forward(xpub)
+                    self._forward(xpub)  # also clears a wake-up without items
         finally:
             self._inbox.close()
             xpub.close(linger=0)
