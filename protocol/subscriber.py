@@ -44,6 +44,7 @@ import zmq
 
 from . import topics, wire
 from .delay import LinkDelay
+from .demand import Demand
 from .endpoint import check_endpoint
 from .errors import CamfabricError, ClosedError, FrameTimeout, ProtocolError, UnknownCamera
 from .mailbox import Mailbox
@@ -111,7 +112,7 @@ class Subscriber:
         for enc in self.encodings:
             topics.check_encoding(enc)
         self.on_demand = on_demand
-        self.idle_ns = int(idle_s * 1e9)
+        self.demand: Demand[tuple[int, str]] = Demand(int(idle_s * 1e9))
         self.context = context or zmq.Context.instance()
         self.log = log or logging.getLogger(__name__)
         self.curve = curve
@@ -126,11 +127,7 @@ class Subscriber:
         self._others: dict[bytes, wire.Message] = {}
         self._pending: OrderedDict[tuple[int, str], wire.Frame] = OrderedDict()
         self._listeners: list[Listener] = []
-        # Frame topics subscribed now (receive thread's view) and, on demand, when last wanted
-        # and how many `watching` blocks hold them (under _cond).
-        self._subscribed: set[tuple[int, str]] = set()
-        self._demand: dict[tuple[int, str], int] = {}
-        self._holds: dict[tuple[int, str], int] = {}
+        self._subscribed: set[tuple[int, str]] = set()  # frame topics subscribed now
         self._decode_stats = wire.DecodeStats()
         self._logged_reasons: set[str] = set()
         self._heard = 0
@@ -290,45 +287,42 @@ class Subscriber:
         if not self.on_demand:
             return False
         key = (int(cam), topics.check_encoding(encoding or self.encodings[0]))
+        fresh = self.demand.want(key, self.clock())
+        if fresh:
+            self._subscribe_later(key)
+        return fresh
+
+    def _subscribe_later(self, key: tuple[int, str]) -> None:
         with self._cond:
-            fresh = key not in self._demand
-            self._demand[key] = self.clock()
-            if fresh and key not in self._subscribed:
+            if key not in self._subscribed:
                 # A frame kept from an earlier subscription is stale by now: wait for a new one.
                 self._frames.pop(key, None)
                 self._pending.pop(key, None)
-        if fresh:
-            self._ctrl.put((b"want", _key_bytes(key)))
-        return fresh
+        self._ctrl.put((b"want", _key_bytes(key)))
 
     def release(self, cam: int, encoding: str | None = None) -> None:
         """Unsubscribe `cam`'s frames now (on demand), unless a `watching` block holds them."""
         if not self.on_demand or self._closed:
             return
         key = (int(cam), topics.check_encoding(encoding or self.encodings[0]))
-        with self._cond:
-            if self._holds.get(key):
-                return
-            self._demand[key] = self.clock() - self.idle_ns - 1
-        self._ctrl.put((b"sweep", b""))
+        if self.demand.release(key, self.clock()):
+            self._ctrl.put((b"sweep", b""))
 
     @contextlib.contextmanager
     def watching(self, cam: int, encoding: str | None = None) -> Iterator[Subscriber]:
         """Keep `cam`'s frames subscribed for the block (on demand); `idle_s` after it ends,
         if nobody else wants them, they are unsubscribed."""
+        self._check_open()
         key = (int(cam), topics.check_encoding(encoding or self.encodings[0]))
-        with self._cond:
-            self._holds[key] = self._holds.get(key, 0) + 1
+        if not self.on_demand:
+            yield self
+            return
+        if self.demand.hold(key, self.clock()):
+            self._subscribe_later(key)
         try:
-            self.want(*key)
             yield self
         finally:
-            with self._cond:
-                self._holds[key] -= 1
-                if not self._holds[key]:
-                    del self._holds[key]
-                if key in self._demand:
-                    self._demand[key] = self.clock()
+            self.demand.unhold(key, self.clock())
 
     def subscribed(self) -> set[tuple[int, str]]:
         """The (camera, encoding) frame topics subscribed right now."""
@@ -473,12 +467,9 @@ class Subscriber:
         sub.subscribe(topics.frame(*key))
 
     def _sweep(self, sub: zmq.Socket) -> None:
-        now = self.clock()
-        with self._cond:
-            idle = [key for key, at in self._demand.items()
-                    if now - at > self.idle_ns and not self._holds.get(key)]
+        with self._cond:  # one step, so a concurrent want() sees the key either kept or gone
+            idle = self.demand.idle(self.clock())
             for key in idle:
-                del self._demand[key]
                 self._subscribed.discard(key)
         for key in idle:
             sub.unsubscribe(topics.frame(*key))

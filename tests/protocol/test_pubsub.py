@@ -15,6 +15,7 @@ import pytest
 
 from camfabric import protocol
 from camfabric.protocol import topics
+from camfabric.protocol.demand import Demand
 
 from ..gateway.support import wait_until
 
@@ -471,3 +472,20 @@ def test_publisher_side_drops_are_counted_where_they_happen(zmq_context):
     pub.start()
     pub.stop()
     assert pub.publish(frame(seq=101)) is False and accepted + pub.dropped == 101
+
+
+def test_demand_goes_idle_only_when_nobody_wants_or_holds_it():
+    sec = 10**9
+    demand = Demand(idle_ns=10 * sec)
+    assert demand.want("cam0", 0) is True  # first want: subscribe
+    assert demand.want("cam0", 5 * sec) is False
+    assert demand.idle(14 * sec) == []  # wanted 9 s ago
+    assert demand.idle(16 * sec) == ["cam0"]  # 11 s: unsubscribe, and forget it
+    assert demand.want("cam0", 17 * sec) is True  # wanted again: subscribe again
+    assert demand.hold("cam1", 17 * sec) is True
+    assert demand.release("cam1", 18 * sec) is False  # a block holds it
+    assert demand.idle(3600 * sec) == ["cam0"]  # held an hour: still kept
+    demand.unhold("cam1", 3600 * sec)
+    assert demand.idle(3605 * sec) == []  # the idle period starts when the block ends
+    assert demand.release("cam1", 3606 * sec) is True
+    assert demand.idle(3606 * sec) == ["cam1"]
