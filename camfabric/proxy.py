@@ -1,11 +1,21 @@
 """`camfabric proxy`: one fabric endpoint in front of many capture nodes.
 
 An XSUB socket connects to every upstream node; an XPUB socket is bound for subscribers.
-Subscriptions travel upstream as they arrive — every one of them, not only the first per
-topic (XPUB_VERBOSE/VERBOSER), so each node still counts who wants JPEG or raw frames and
-still answers a late joiner from its last-value cache. Messages travel downstream untouched;
-the proxy never decodes a frame. Send high-water marks stay small: a slow subscriber loses old
-frames rather than building a queue.
+Messages travel downstream untouched and zero-copy; the proxy never decodes a frame. Send
+high-water marks stay small: a slow subscriber loses old frames rather than building a queue.
+
+Subscriptions are where libzmq's own proxy (`zmq.proxy`, `zmq.proxy_steerable`) falls short:
+XSUB forwards every subscribe but only the *last* unsubscribe of a topic (its own count must
+reach zero), so after two subscribers came and went a node still counted one and kept
+encoding for nobody. This proxy therefore runs its own loop and keeps its own count per
+topic from the XPUB's verbose events, and towards the nodes it stands for exactly one
+subscriber per topic:
+
+- the first subscriber of a topic → subscribe upstream;
+- each further subscriber → unsubscribe and subscribe again upstream, so the node sees a new
+  subscriber and answers it from its last-value cache at once (a late joiner behind the proxy
+  waits no longer than one in front of it);
+- the last subscriber leaving → unsubscribe upstream: the node stops producing that topic.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 
 import zmq
@@ -74,6 +85,7 @@ class FabricProxy:
         self.context = context or zmq.Context.instance()
         self.endpoint = config.publish
         self.forwarded = 0
+        self.subscribers: Counter[bytes] = Counter()  # downstream subscribers per topic
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -134,12 +146,35 @@ class FabricProxy:
                 if xsub in events:
                     self._pump(xsub, xpub, count=True)
                 if xpub in events:
-                    self._pump(xpub, xsub, count=False)
+                    self._subscriptions(xpub, xsub)
         finally:
             xsub.close(linger=0)
             xpub.close(linger=0)
             if auth is not None:
                 auth.stop()
+
+    def _subscriptions(self, xpub: zmq.Socket, xsub: zmq.Socket) -> None:
+        """Count downstream (un)subscriptions per topic and pass on what the nodes must see."""
+        for _ in range(256):
+            try:
+                parts = xpub.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = parts[0]
+            if len(parts) != 1 or not event or event[0] not in (0, 1):
+                xsub.send_multipart(parts)  # not a subscription: pass it on as it came
+                continue
+            topic = event[1:]
+            if event[0] == 1:
+                self.subscribers[topic] += 1
+                if self.subscribers[topic] > 1:
+                    xsub.send(b"\x00" + topic)  # XSUB passes it: its own count drops to zero
+                xsub.send(b"\x01" + topic)
+            elif self.subscribers[topic] > 0:
+                self.subscribers[topic] -= 1
+                if self.subscribers[topic] == 0:
+                    del self.subscribers[topic]
+                    xsub.send(b"\x00" + topic)
 
     def _pump(self, source: zmq.Socket, sink: zmq.Socket, count: bool) -> None:
         for _ in range(256):

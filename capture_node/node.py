@@ -7,8 +7,12 @@
 Threads: one capture thread per camera (`camera.CaptureLoop`), the publisher's socket owner,
 a heartbeat that sends every camera's `meta/{cam}/` (registry + health) each `heartbeat_s`,
 and a late-joiner thread that answers a new subscription at once with the newest capture in
-the encoding asked for. The startup scan (`scan/{node}/`) is published once, as soon as every
-camera has been probed; the publisher's last-value cache keeps it for later subscribers.
+the encoding asked for — but only a capture that is still fresh (a few frame intervals old)
+from a camera that is connected: a late joiner is never handed a stale frame, it gets the
+next capture instead. The publisher re-sends its own cached frames under the same bound, and
+re-stamped, so every frame a late joiner receives carries its true age. The startup scan
+(`scan/{node}/`) is published once, as soon as every camera has been probed; the publisher's
+last-value cache keeps it for later subscribers.
 Everything stops within 2 s: Events wake the loops, sources blocked in a read are interrupted,
 sockets close with linger 0.
 """
@@ -35,6 +39,9 @@ from .source import ProbeReport, Source
 from .sources import source_module
 
 SCAN_DEADLINE_S = 10.0  # publish the scan by then even if a camera is still probing
+REPLAY_FRAME_INTERVALS = 3  # a capture older than this many frame intervals is not replayed
+REPLAY_SLACK_S = 0.1  # ... plus this, for the encode between capture and publish
+REPLAY_QUEUE = 64
 
 
 def create_source(camera: CameraConfig) -> Source:
@@ -74,7 +81,10 @@ class CaptureNode:
         self.loops: dict[int, CaptureLoop] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._replays: queue.Queue[bytes | None] = queue.Queue()
+        self._replays: queue.Queue[bytes | None] = queue.Queue(maxsize=REPLAY_QUEUE)
+        self._replay_bounds = {camera.id: REPLAY_FRAME_INTERVALS / camera.fps + REPLAY_SLACK_S
+                               for camera in config.cameras}
+        self.replays_skipped = 0  # late joiners not answered with a stale capture
         self._probes: dict[int, ProbeReport] = {}
         self._probes_lock = threading.Lock()
         self._scan_published = threading.Event()
@@ -92,6 +102,7 @@ class CaptureNode:
         self.publisher = Publisher(
             cfg.publish, context=self.context, curve=cfg.curve.server() if cfg.curve else None,
             insecure=cfg.insecure, on_subscribe=self._on_subscribe,
+            replay_max_age_s=self._replay_bound,
             log=logging.getLogger(f"{__name__}.publisher"),
         )
         try:
@@ -123,7 +134,10 @@ class CaptureNode:
         self._stopped = True
         deadline = time.monotonic() + timeout
         self._stop.set()
-        self._replays.put(None)
+        try:
+            self._replays.put_nowait(None)
+        except queue.Full:
+            pass  # the late-joiner thread sees _stop after its current item
         for loop in self.loops.values():
             loop.request_stop()
         stuck = [f"camera {cam}" for cam, loop in self.loops.items()
@@ -198,18 +212,44 @@ class CaptureNode:
             if self._stop.wait(self.config.heartbeat_s):
                 return
 
+    def _replay_bound(self, topic: bytes) -> float:
+        """Seconds since capture a frame of `topic` may be replayed to a late joiner."""
+        try:
+            cam = int(topic.split(b"/")[1])
+        except (IndexError, ValueError):
+            return REPLAY_SLACK_S
+        return self._replay_bounds.get(cam, REPLAY_SLACK_S)
+
     def _on_subscribe(self, prefix: bytes) -> None:
         # Runs on the publisher's socket thread: hand off, never encode here.
         if prefix.startswith(b"frame/") or b"frame/".startswith(prefix):
-            self._replays.put(prefix)
+            try:
+                self._replays.put_nowait(prefix)
+            except queue.Full:  # a flood of subscriptions: those joiners get the next capture
+                self.replays_skipped += 1
+
+    def fresh_capture(self, cam: int) -> bool:
+        """True when camera `cam` is connected and its newest capture is young enough to hand
+        to a late joiner (a few frame intervals, on this host's clock)."""
+        loop = self.loops[cam]
+        if not loop.connected:
+            return False
+        captured = loop.health()["last_capture_ns"]
+        age_s = (time.time_ns() - captured) / 1e9
+        return captured > 0 and 0 <= age_s <= self._replay_bounds[cam]
 
     def _replay_loop(self) -> None:
         while True:
             prefix = self._replays.get()
             if prefix is None or self._stop.is_set():
                 return
-            for loop in self.loops.values():
+            for cam, loop in self.loops.items():
                 try:
+                    if not any(topic.startswith(prefix) for topic in loop.topics.values()):
+                        continue
+                    if not self.fresh_capture(cam):
+                        self.replays_skipped += 1
+                        continue
                     loop.replay(prefix)
                 except Exception:
                     self.log.exception("camera %s: replay for a late joiner failed", loop.camera.id)

@@ -11,6 +11,14 @@ One `protocol.Subscriber` (cameras discovered through `meta/`, plus `scan/`, `st
   `bytes`, copied out of the ZeroMQ message once on arrival, so that every `/latest` response
   hands those same bytes to the server instead of copying them per request.
 
+The cache follows the cameras through their heartbeats (`meta/`) only. A camera's JPEG is
+subscribed on demand — while HTTP clients want it — and unsubscribed after `idle_s` (default
+10 s) without a request, so a node with a gateway but nobody watching encodes nothing. The
+snapshot and stream methods (`latest`, `snap`, `wait_newer`) count as wanting the camera; a
+resource that serves a camera some other way calls `want(cam)` per request, or holds
+`with cache.watching(cam):` for a long response. The first request after an idle period
+waits (up to `wake_timeout_s`) for a fresh frame: the node answers a new subscriber at once.
+
 A camera is connected while its owner's heartbeat is younger than `heartbeat_timeout_s`; a
 watchdog thread notices the transitions and logs them. Time comes from an injected monotonic
 clock (the same one the subscriber stamps `t_receive_ns` with), so tests can drive `check()`.
@@ -18,10 +26,11 @@ clock (the same one the subscriber stamps `t_receive_ns` with), so tests can dri
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,6 +47,9 @@ WATCHDOG_INTERVAL_S = 0.25
 # last state is still shown, marked as no longer reported.
 SERVICE_SILENT_S = 10.0
 FPS_SMOOTHING = 0.2
+DEFAULT_IDLE_S = 10.0  # a camera's JPEG stays subscribed this long after the last request
+DEFAULT_WAKE_TIMEOUT_S = 1.0  # the first request after idle waits this long for a fresh frame
+MAX_CAMERAS = 1024
 
 
 @dataclass
@@ -75,15 +87,20 @@ class FrameCache:
         clock: Callable[[], int] = time.monotonic_ns,
         log: logging.Logger | None = None,
         watchdog: bool = True,
+        idle_s: float = DEFAULT_IDLE_S,
+        wake_timeout_s: float = DEFAULT_WAKE_TIMEOUT_S,
     ) -> None:
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         self.heartbeat_timeout_ns = int(heartbeat_timeout_s * 1e9)
+        self.wake_timeout_s = wake_timeout_s
         self.clock = clock
         self.log = log or logging.getLogger(__name__)
         self.subscriber = Subscriber(
             self.endpoints, cameras=None, encoding="jpeg", topics_extra=EXTRA_TOPICS,
-            context=context, curve=dict(curve) if curve else None, clock=clock, log=self.log,
+            on_demand=True, idle_s=idle_s, context=context,
+            curve=dict(curve) if curve else None, clock=clock, log=self.log,
         )
+        self._too_many_logged = False
         self.subscriber.add_listener(self._on_message)
         self._cameras: dict[int, CameraState] = {}
         self._changed = threading.Condition()
@@ -130,6 +147,12 @@ class FrameCache:
     def _on_meta(self, meta: wire.Meta) -> None:
         with self._changed:
             state = self._cameras.get(meta.cam)
+            if state is None and len(self._cameras) >= MAX_CAMERAS:
+                if not self._too_many_logged:
+                    self._too_many_logged = True
+                    self.log.error("more than %d cameras announced; camera %d and later new ones "
+                                   "are ignored", MAX_CAMERAS, meta.cam)
+                return
             if state is None:
                 state = self._cameras[meta.cam] = CameraState(meta.cam, owner=meta.node)
                 self.log.info("camera %d announced by node %r", meta.cam, meta.node)
@@ -205,18 +228,62 @@ class FrameCache:
             return sorted(self._cameras)
 
     def require(self, cam: int) -> None:
-        """Raise UnknownCamera unless some node has announced `cam`."""
-        if cam not in self._cameras:
-            raise UnknownCamera(cam)
+        """Raise UnknownCamera (naming the announced cameras) unless some node announced `cam`."""
+        with self._changed:
+            if cam not in self._cameras:
+                raise UnknownCamera(cam, self._cameras.keys())
 
-    def latest(self, cam: int) -> wire.Frame | None:
-        """The owner's newest frame of `cam` (None before the first); UnknownCamera if unannounced."""
+    # -- demand: which cameras' JPEG the fabric must deliver ---------------------------------
+    def want(self, cam: int) -> bool:
+        """Note that a client wants `cam`'s frames now: subscribes its JPEG if it is not, and
+        keeps it subscribed for `idle_s` more seconds. True when this call subscribed it (the
+        cached frame, if any, is from before: a fresh one is on its way)."""
         self.require(cam)
-        return self._cameras[cam].frame
+        return self.subscriber.want(cam)
+
+    @contextlib.contextmanager
+    def watching(self, cam: int) -> Iterator[FrameCache]:
+        """Keep `cam`'s JPEG subscribed for the block (e.g. one MJPEG response)."""
+        self.require(cam)
+        with self.subscriber.watching(cam):
+            yield self
+
+    def wanted(self) -> list[int]:
+        """The cameras whose JPEG is subscribed right now."""
+        return sorted(cam for cam, _ in self.subscriber.subscribed())
+
+    def latest(self, cam: int, wake_timeout_s: float | None = None) -> wire.Frame | None:
+        """The owner's newest frame of `cam` (None before the first); UnknownCamera if unannounced.
+
+        Counts as wanting the camera. When nobody wanted it before this call, the cached frame
+        is from before that idle time, so this waits up to `wake_timeout_s` (default the
+        cache's) for a fresh one and returns the newest it has then — always with its true age."""
+        before = self._frame_of(cam)
+        if self.want(cam) and self._connected(cam):  # a dead camera answers at once
+            timeout = self.wake_timeout_s if wake_timeout_s is None else wake_timeout_s
+            return self.wait_newer(cam, before, timeout) or self._frame_of(cam)
+        return self._frame_of(cam)
+
+    def _frame_of(self, cam: int) -> wire.Frame | None:
+        with self._changed:
+            state = self._cameras.get(cam)
+            if state is None:
+                raise UnknownCamera(cam, self._cameras.keys())
+            return state.frame
+
+    def _connected(self, cam: int) -> bool:
+        with self._changed:
+            state = self._cameras[cam]
+            meta = state.meta
+            return state.connected and (meta is None or meta.health.get("connected") is not False)
 
     def wait_newer(self, cam: int, after: wire.Frame | None, timeout: float) -> wire.Frame | None:
         """The newest frame of `cam` other than `after`, waiting up to `timeout` s; None if none
-        came (or the cache closed). Frames in between are skipped: never a backlog."""
+        came (or the cache closed). Frames in between are skipped: never a backlog. Counts as
+        wanting the camera (an MJPEG stream calling this in a loop keeps it subscribed)."""
+        if not self.closed:
+            self.want(cam)
+
         def newer() -> wire.Frame | None:
             state = self._cameras.get(cam)
             frame = state.frame if state is not None else None
@@ -233,7 +300,7 @@ class FrameCache:
         disconnected, so waiting requests never pile up on a dead camera — and UnknownCamera if
         no node announced it.
         """
-        self.require(cam)
+        self.want(cam)
         start = self.clock() if requested_ns is None else requested_ns
         with self._changed:
             state = self._cameras[cam]

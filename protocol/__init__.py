@@ -9,9 +9,14 @@ XPUB `Publisher`, the `Subscriber`, CURVE helpers and the one exception hierarch
 """
 
 from . import topics
+from .delay import LinkDelay
+from .endpoint import check_endpoint
 from .errors import (
     CamfabricError,
+    ClosedError,
     ConfigError,
+    EncodingError,
+    EndpointError,
     FrameTimeout,
     LimitError,
     ProtocolError,
@@ -30,13 +35,17 @@ __all__ = [
     "DEFAULT_ENDPOINT",
     "VERSION",
     "CamfabricError",
+    "ClosedError",
     "ConfigError",
     "CurveClient",
     "CurveServer",
+    "EncodingError",
+    "EndpointError",
     "Frame",
     "FrameSet",
     "FrameTimeout",
     "LimitError",
+    "LinkDelay",
     "Message",
     "Meta",
     "ProtocolError",
@@ -51,6 +60,7 @@ __all__ = [
     "VersionError",
     "World",
     "captured_locally_ns",
+    "check_endpoint",
     "decode",
     "decode_jpeg",
     "encode",

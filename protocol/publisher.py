@@ -1,38 +1,70 @@
 """The publishing end of the fabric: an XPUB socket that knows who is listening.
 
 `Publisher` binds an XPUB socket owned by one background thread. Any thread may call
-`publish(msg)`: the message crosses to the owner over an inproc PUSH socket of that thread,
-so capture threads never share a socket. The owner also reads subscription events, which
-gives two things the fabric relies on:
+`publish(msg)`: the message goes into a bounded mailbox the owner drains, so no other thread
+ever touches a socket and nothing queues without bound. The owner also reads subscription
+events, which gives two things the fabric relies on:
 
 - `wants(topic)` — whether anyone is subscribed to a topic right now, so a node encodes JPEG
   or produces raw frames only while someone asks for them;
 - a last-value cache — when a subscription arrives, the newest message of every topic it
-  matches is sent again at once, so a late joiner need not wait for the next capture.
-  (The re-send reaches every subscriber of that topic; receivers drop the duplicate.)
+  matches is sent again at once, so a late joiner need not wait for the next capture. A
+  re-sent frame (or world model) is re-stamped: its `t_publish_ns` grows by the time it waited
+  in the cache, so every age computed from it stays true. A cached *frame* is re-sent only while it is fresh
+  (`replay_max_age_s`, a few frame intervals); an older one is dropped from the cache and the
+  late joiner gets the next capture instead. (The re-send reaches every subscriber of that
+  topic; receivers drop the duplicate.)
 
-Send high-water marks are small: a slow subscriber loses old frames, never builds a queue.
+Drops, and where they are counted: `dropped` counts messages this publisher refused because
+its owner thread was behind (the mailbox was full). A subscriber whose own queue is full
+(send high-water mark, small on purpose: a slow subscriber loses old frames, never builds a
+queue) loses messages inside ZeroMQ without the publisher being told — XPUB drops them per
+subscriber without an error — so those are counted on the receiving side, as sequence gaps
+(`Subscriber.stats.dropped`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import zmq
 
-from . import wire
+from . import topics, wire
+from .endpoint import check_endpoint
 from .errors import CamfabricError
+from .mailbox import Mailbox
 from .security import CurveServer, is_loopback_endpoint, secure_server
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5550"
+DEFAULT_FRAME_REPLAY_S = 0.5  # a cached frame older than this is never re-sent (see Publisher)
+MAILBOX_CAPACITY = 64
+MAX_CACHED_TOPICS = 1024
+BATCH = 64  # messages forwarded per turn, so subscription events are never starved
+
+
+@dataclass(slots=True)
+class _Cached:
+    """A last value: the parts as sent, and when (this host's monotonic clock) they were."""
+
+    parts: list[Any]
+    t_sent_mono_ns: int
 
 
 class Publisher:
-    """Publishes wire messages on one XPUB endpoint; thread-safe `publish`, subscription-aware."""
+    """Publishes wire messages on one XPUB endpoint; thread-safe `publish`, subscription-aware.
+
+    `replay_max_age_s` bounds how old (since capture) a cached frame may be and still be
+    re-sent to a late joiner: a number for every frame topic, or a function of the topic (a
+    node gives each camera a few of its frame intervals). `clock` is the monotonic clock
+    (nanoseconds) the time a message waits in the cache is measured on.
+    """
 
     def __init__(
         self,
@@ -43,31 +75,36 @@ class Publisher:
         insecure: bool = False,
         sndhwm: int = 4,
         on_subscribe: Callable[[bytes], None] | None = None,
+        replay_max_age_s: float | Callable[[bytes], float] = DEFAULT_FRAME_REPLAY_S,
+        clock: Callable[[], int] = time.monotonic_ns,
         log: logging.Logger | None = None,
     ) -> None:
         self.context = context or zmq.Context.instance()
         self.log = log or logging.getLogger(__name__)
-        self.requested_endpoint = endpoint
+        self.requested_endpoint = check_endpoint(endpoint, bind=True)
         self.endpoint = endpoint
         self.curve = curve
         self.insecure = insecure
         self.sndhwm = sndhwm
         self.on_subscribe = on_subscribe
+        self.replay_max_age_s = replay_max_age_s
+        self.clock = clock
         self._subscriptions: Counter[bytes] = Counter()
         self._active: frozenset[bytes] = frozenset()
         self._active_changed = threading.Condition()
-        self._cache: dict[bytes, list[Any]] = {}
+        self._cache: dict[bytes, _Cached] = {}
         self._cache_lock = threading.Lock()
-        self._inbox = f"inproc://camfabric-publisher-{id(self):x}"
-        self._local = threading.local()
-        self._pushers: list[zmq.Socket] = []
-        self._pushers_lock = threading.Lock()
+        self._cache_full_logged = False
+        self._inbox: Mailbox[tuple[bool, list[Any]]] = Mailbox(MAILBOX_CAPACITY)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._start_error: BaseException | None = None
+        self._count_lock = threading.Lock()
         self.sent = 0
         self.dropped = 0
+        self.replayed = 0
+        self.replays_refused = 0  # cached frames too old to re-send
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 5.0) -> Publisher:
@@ -89,14 +126,11 @@ class Publisher:
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop the owner thread and close every socket with linger 0."""
+        """Stop the owner thread, which closes its sockets with linger 0."""
         self._stopping.set()
+        self._inbox.wake()  # out of its poll at once, not at the next timeout
         if self._thread is not None:
             self._thread.join(timeout)
-        with self._pushers_lock:
-            for sock in self._pushers:
-                sock.close(linger=0)
-            self._pushers.clear()
 
     def __enter__(self) -> Publisher:
         return self.start()
@@ -114,33 +148,28 @@ class Publisher:
         with self._active_changed:
             return self._active_changed.wait_for(lambda: self.wants(topic), timeout)
 
+    def wait_for_no_subscriber(self, topic: bytes, timeout: float = 5.0) -> bool:
+        """Block until nobody is subscribed to a prefix of `topic`; True if so in time."""
+        with self._active_changed:
+            return self._active_changed.wait_for(lambda: not self.wants(topic), timeout)
+
     @property
     def subscriptions(self) -> frozenset[bytes]:
         """The prefixes someone is subscribed to now."""
         return self._active
 
     def publish(self, msg: wire.Message) -> bool:
-        """Queue `msg` for sending; False (and counted) if the owner thread is backed up."""
+        """Queue `msg` for sending; False (and counted in `dropped`) if the owner is backed up."""
         return self.publish_parts(wire.encode(msg))
 
     def publish_parts(self, parts: list[Any], *, cache: bool = True) -> bool:
         """Send already-encoded parts; `cache=False` keeps them out of the last-value cache
         (tests use that to put malformed messages on the wire)."""
-        sock = getattr(self._local, "push", None)
-        if sock is None:
-            sock = self.context.socket(zmq.PUSH)
-            sock.linger = 0
-            sock.sndhwm = 8
-            sock.connect(self._inbox)
-            self._local.push = sock
-            with self._pushers_lock:
-                self._pushers.append(sock)
-        try:
-            sock.send_multipart([b"c" if cache else b"-", *parts], flags=zmq.NOBLOCK, copy=False)
+        if self._inbox.put((cache, list(parts))):
             return True
-        except zmq.Again:
+        with self._count_lock:
             self.dropped += 1
-            return False
+        return False
 
     def forget(self, prefix: bytes) -> None:
         """Drop cached last values under `prefix` (e.g. a camera removed from the node)."""
@@ -150,7 +179,7 @@ class Publisher:
 
     # -- the owner thread --------------------------------------------------------------------
     def _run(self) -> None:
-        xpub = inbox = auth = None
+        xpub = auth = None
         try:
             xpub = self.context.socket(zmq.XPUB)
             xpub.linger = 0
@@ -161,53 +190,60 @@ class Publisher:
                 auth = secure_server(xpub, self.curve, self.context)
             xpub.bind(self.requested_endpoint)
             self.endpoint = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
-            inbox = self.context.socket(zmq.PULL)
-            inbox.linger = 0
-            inbox.rcvhwm = 16
-            inbox.bind(self._inbox)
         except Exception as exc:  # handed to start(), which raises it in the caller
             self._start_error = exc
-            for sock in (xpub, inbox):
-                if sock is not None:
-                    sock.close(linger=0)
+            if xpub is not None:
+                xpub.close(linger=0)
             if auth is not None:
                 auth.stop()
+            self._inbox.close()
             self._ready.set()
             return
         self._ready.set()
         poller = zmq.Poller()
         poller.register(xpub, zmq.POLLIN)
-        poller.register(inbox, zmq.POLLIN)
+        poller.register(self._inbox, zmq.POLLIN)
         try:
             while not self._stopping.is_set():
                 events = dict(poller.poll(100))
                 if xpub in events:
                     self._on_subscription_events(xpub)
-                if inbox in events:
-                    self._forward(inbox, xpub)
+                if self._inbox in events or len(self._inbox):
+                    self._forward(xpub)  # also clears a wake-up without items
         finally:
+            self._inbox.close()
             xpub.close(linger=0)
-            inbox.close(linger=0)
             if auth is not None:
                 auth.stop()
 
-    def _forward(self, inbox: zmq.Socket, xpub: zmq.Socket) -> None:
-        for _ in range(64):  # bounded, so subscription events are never starved
-            try:
-                flag, *parts = inbox.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            if flag.bytes == b"c":
-                with self._cache_lock:
-                    self._cache[parts[0].bytes] = parts
+    def _forward(self, xpub: zmq.Socket) -> None:
+        now = self.clock()
+        for cache, parts in self._inbox.take(BATCH):
+            if cache:
+                self._remember(parts, now)
             self._send(xpub, parts)
 
-    def _send(self, xpub: zmq.Socket, parts: list[Any]) -> None:
+    def _remember(self, parts: list[Any], now: int) -> None:
+        topic = parts[0] if isinstance(parts[0], bytes) else bytes(parts[0])
+        with self._cache_lock:
+            if topic not in self._cache and len(self._cache) >= MAX_CACHED_TOPICS:
+                if not self._cache_full_logged:
+                    self._cache_full_logged = True
+                    self.log.warning("last-value cache holds %d topics; %r and later new topics "
+                                     "are not cached for late joiners", MAX_CACHED_TOPICS, topic)
+                return
+            self._cache[topic] = _Cached(parts, now)
+
+    def _send(self, xpub: zmq.Socket, parts: list[Any]) -> bool:
         try:
             xpub.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # XPUB drops per subscriber without telling; this is a full socket
+            with self._count_lock:
+                self.dropped += 1
+            return False
+        with self._count_lock:
             self.sent += 1
-        except zmq.Again:
-            self.dropped += 1
+        return True
 
     def _on_subscription_events(self, xpub: zmq.Socket) -> None:
         while True:
@@ -239,8 +275,48 @@ class Publisher:
             self._active_changed.notify_all()
 
     def _replay(self, xpub: zmq.Socket, prefix: bytes) -> None:
+        now = self.clock()
         with self._cache_lock:
-            cached = [parts for topic, parts in self._cache.items() if topic.startswith(prefix)]
-        for parts in cached:
-            self._send(xpub, parts)
+            cached = [(topic, entry) for topic, entry in self._cache.items()
+                      if topic.startswith(prefix)]
+        for topic, entry in cached:
+            parts = self._restamped(topic, entry, now)
+            if parts is None:
+                with self._cache_lock:
+                    if self._cache.get(topic) is entry:
+                        del self._cache[topic]  # too old to ever be replayed again
+                with self._count_lock:
+                    self.replays_refused += 1
+                continue
+            if self._send(xpub, parts):
+                with self._count_lock:
+                    self.replayed += 1
 
+    def _max_age_ns(self, topic: bytes) -> int:
+        bound = self.replay_max_age_s
+        seconds = bound(topic) if callable(bound) else bound
+        return int(seconds * 1e9)
+
+    def _restamped(self, topic: bytes, entry: _Cached, now: int) -> list[Any] | None:
+        """The cached parts with `t_publish_ns` moved on by the time they waited here; None for a
+        frame that is no longer fresh enough to re-send.
+
+        Only messages whose age receivers measure from `t_publish_ns` (frames: minus
+        `t_capture_ns`; the world model: minus its `updated`) are re-stamped; a heartbeat, scan
+        or status keeps the stamp of when its content was current."""
+        if not (topic.startswith(topics.FRAME.encode()) or topic == topics.world()):
+            return entry.parts
+        waited = max(0, now - entry.t_sent_mono_ns)
+        raw = entry.parts[1]
+        try:
+            header = msgpack.unpackb(raw if isinstance(raw, bytes) else bytes(raw), raw=False,
+                                     strict_map_key=False)
+            t_pub = header["t_publish_ns"] + waited
+        except Exception:  # not ours to judge (a test's malformed parts): re-send as it was
+            return entry.parts
+        if topic.startswith(topics.FRAME.encode()):
+            t_capture = header.get("t_capture_ns", t_pub)
+            if t_pub - t_capture > self._max_age_ns(topic):
+                return None
+        header["t_publish_ns"] = t_pub
+        return [entry.parts[0], msgpack.packb(header, use_bin_type=True), *entry.parts[2:]]

@@ -11,12 +11,28 @@ queue. What it had to skip is counted: `dropped` (sequence gaps: frames the netw
 publisher's high-water mark lost), `skipped` (frames replaced before the consumer took them),
 `malformed` (messages that break the wire format — dropped, logged once per kind).
 
-With `cameras=None` the subscriber listens to every camera's heartbeat (`meta/`) and subscribes
-to each camera's frames as it appears.
+It always listens to every camera's heartbeat (`meta/`), so it knows which cameras exist.
+Frames are subscribed
+
+- for the `cameras` given (every announced camera with `cameras=None`), for the whole life of
+  the subscriber — the robot-code default; or
+- with `on_demand=True`, only while someone wants them: `latest(cam)` and `want(cam)` subscribe
+  a camera's frames, `watching(cam)` holds the subscription for a block, and the receive thread
+  unsubscribes a camera nobody wanted for `idle_s` seconds. The node then encodes only what is
+  actually waited for (a service that needs one frame per 10 s subscribes around its interval).
+
+Ages are honest: a frame's age includes the time it spent in flight beyond its link's usual
+(`protocol.delay.LinkDelay`), so frames that waited out a partition in a queue look as old as
+they are. Every mistake is a typed error: a malformed endpoint (`EndpointError`) or encoding
+(`EncodingError`) at construction, a camera nobody announces (`UnknownCamera`, naming the
+announced ones), a timeout that says whether anything at all was heard (`FrameTimeout.heard`),
+use after `close()` (`ClosedError`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -27,11 +43,21 @@ from dataclasses import dataclass
 import zmq
 
 from . import topics, wire
-from .errors import CamfabricError, FrameTimeout, ProtocolError, UnknownCamera
+from .delay import LinkDelay
+from .demand import Demand
+from .endpoint import check_endpoint
+from .errors import CamfabricError, ClosedError, FrameTimeout, ProtocolError, UnknownCamera
+from .mailbox import Mailbox
+from .reachability import Reachability
 from .security import CurveClient, secure_client
 from .sync import FrameSet, FrameSync
 
 Listener = Callable[[wire.Message], None]
+
+DEFAULT_IDLE_S = 10.0
+SWEEP_INTERVAL_MS = 200
+MAX_CAMERAS = 4096  # cameras (and other topics) remembered; beyond it, new ones are ignored
+MAX_LOGGED_REASONS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +73,10 @@ class SubscriberStats:
 
 
 def captured_locally_ns(frame: wire.Frame) -> int:
-    """When `frame` was captured, on this receiver's monotonic clock (network delay ignored)."""
-    return frame.t_receive_ns - max(0, frame.t_publish_ns - frame.t_capture_ns)
+    """When `frame` was captured, on this receiver's monotonic clock (its delay in flight
+    beyond the link's usual included)."""
+    return (frame.t_receive_ns - max(0, frame.t_publish_ns - frame.t_capture_ns)
+            - frame.t_delay_ns)
 
 
 class Subscriber:
@@ -60,25 +88,39 @@ class Subscriber:
         cameras: Iterable[int] | None = None,
         encoding: str | Sequence[str] = "jpeg",
         *,
+        on_demand: bool = False,
+        idle_s: float = DEFAULT_IDLE_S,
         topics_extra: Iterable[bytes] = (),
         context: zmq.Context | None = None,
         curve: CurveClient | Mapping[str, CurveClient] | None = None,
         rcvhwm: int = 4,
         log: logging.Logger | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
+        flight_clock: Callable[[], int] = time.monotonic_ns,
     ) -> None:
+        """`clock` stamps arrivals (`t_receive_ns`) and measures waits; a test may move it by
+        hand. `flight_clock` is the monotonic clock time in flight is measured on: it is set
+        against the publishers' wall clocks, which a hand-moved clock does not follow."""
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not self.endpoints:
-            raise CamfabricError("Subscriber needs at least one endpoint")
+            raise CamfabricError("Subscriber needs at least one endpoint, e.g. 'tcp://127.0.0.1:5550'")
+        for endpoint in self.endpoints:
+            check_endpoint(endpoint)
         self.cameras = None if cameras is None else frozenset(int(c) for c in cameras)
         self.encodings = (encoding,) if isinstance(encoding, str) else tuple(encoding)
+        if not self.encodings:
+            raise CamfabricError("Subscriber needs at least one encoding, e.g. 'jpeg'")
         for enc in self.encodings:
-            topics.frame(0, enc)  # raises ValueError on an unknown encoding
+            topics.check_encoding(enc)
+        self.on_demand = on_demand
+        self.demand: Demand[tuple[int, str]] = Demand(int(idle_s * 1e9))
         self.context = context or zmq.Context.instance()
         self.log = log or logging.getLogger(__name__)
         self.curve = curve
         self.rcvhwm = rcvhwm
         self.clock = clock
+        self.flight_clock = flight_clock
+        self.delay = LinkDelay()
         self._extra = tuple(topics_extra)
         self._cond = threading.Condition()
         self._frames: dict[tuple[int, str], wire.Frame] = {}
@@ -86,50 +128,54 @@ class Subscriber:
         self._others: dict[bytes, wire.Message] = {}
         self._pending: OrderedDict[tuple[int, str], wire.Frame] = OrderedDict()
         self._listeners: list[Listener] = []
-        self._known_cams: set[int] = set()
+        self._subscribed: set[tuple[int, str]] = set()  # frame topics subscribed now
         self._decode_stats = wire.DecodeStats()
         self._logged_reasons: set[str] = set()
+        self._heard = 0
+        self._framed: set[int] = set()  # cameras whose frames arrived (even without heartbeat)
         self._received = self._dropped = self._skipped = self._duplicates = 0
-        self._ctrl_addr = f"inproc://camfabric-subscriber-{id(self):x}"
-        self._ctrl: zmq.Socket | None = None
-        self._ctrl_lock = threading.Lock()
+        self._ctrl: Mailbox[tuple[bytes, bytes]] | None = None  # made by start()
+        self.reachability = Reachability(self.context, self.endpoints)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._started = False
         self._closed = False
         self._start_error: BaseException | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 5.0) -> Subscriber:
         """Connect and start the receive thread."""
-        self._ctrl = self.context.socket(zmq.PAIR)
-        self._ctrl.linger = 0
-        self._ctrl.bind(self._ctrl_addr)
+        if self._closed:
+            raise ClosedError("this Subscriber was closed; make a new one")
+        if self._started:
+            return self
+        self._started = True
+        self._ctrl = Mailbox(1024)
         self._thread = threading.Thread(target=self._run, name="camfabric-subscriber", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
             raise CamfabricError("subscriber did not start")
         if self._start_error is not None:
             self.close()
-            raise self._start_error
+            error = self._start_error
+            if isinstance(error, zmq.ZMQError):
+                raise CamfabricError(f"cannot subscribe to {', '.join(self.endpoints)}: {error}"
+                                     ) from error
+            raise error
         return self
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop the receive thread and close sockets (linger 0); wakes anyone waiting."""
+        """Stop the receive thread, which closes its socket (linger 0); wakes anyone waiting."""
         if self._closed:
             return
         self._closed = True
-        with self._ctrl_lock:
-            if self._ctrl is not None:
-                try:
-                    self._ctrl.send_multipart([b"stop", b""], flags=zmq.NOBLOCK)
-                except zmq.ZMQError as exc:
-                    self.log.debug("stop signal not sent: %s", exc)
+        if self._ctrl is None:  # never started
+            return
+        self._ctrl.put((b"stop", b""))
         if self._thread is not None:
             self._thread.join(timeout)
-        with self._ctrl_lock:
-            if self._ctrl is not None:
-                self._ctrl.close(linger=0)
-                self._ctrl = None
+        if self._thread is None or not self._thread.is_alive():
+            self._ctrl.close()
         with self._cond:
             self._cond.notify_all()
 
@@ -143,6 +189,14 @@ class Subscriber:
     def closed(self) -> bool:
         return self._closed
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("this Subscriber is closed: use it inside its `with` block, "
+                              "or make a new one")
+        if not self._started:
+            raise ClosedError("this Subscriber is not started: use `with Subscriber(...) as "
+                              "sub:` or call start() first")
+
     # -- reading -----------------------------------------------------------------------------
     def latest(
         self,
@@ -152,17 +206,27 @@ class Subscriber:
         encoding: str | None = None,
         newer_than: wire.Frame | None = None,
         captured_after_ns: int | None = None,
+        max_age_s: float | None = None,
     ) -> wire.Frame:
         """The newest frame of `cam`, waiting up to `timeout` s for one to exist.
 
         `newer_than` waits for a frame other than that one; `captured_after_ns` (this host's
-        monotonic clock) for one captured after that moment. Raises `FrameTimeout`, or
-        `UnknownCamera` for a camera outside the `cameras` this subscriber was made for.
+        monotonic clock) for one captured after that moment; `max_age_s` for one at most that
+        old. With `on_demand`, this subscribes the camera's frames (see `want`). Raises
+        `FrameTimeout` (`.heard` False when nothing at all came from the endpoints),
+        `UnknownCamera` for a camera nobody announces or outside this subscriber's `cameras`,
+        `ClosedError` after `close()`.
         """
+        self._check_open()
         cam = int(cam)
+        enc = topics.check_encoding(encoding) if encoding is not None else self.encodings[0]
         if self.cameras is not None and cam not in self.cameras:
-            raise UnknownCamera(cam)
-        key = (cam, encoding or self.encodings[0])
+            raise UnknownCamera(cam, detail=f"this Subscriber was made for cameras "
+                                f"{sorted(self.cameras)}; add it to `cameras=`")
+        if self.on_demand:
+            self.want(cam, enc)
+        key = (cam, enc)
+        max_age_ns = None if max_age_s is None else int(max_age_s * 1e9)
 
         def ready() -> wire.Frame | None:
             frame = self._frames.get(key)
@@ -170,14 +234,101 @@ class Subscriber:
                 return None
             if captured_after_ns is not None and captured_locally_ns(frame) <= captured_after_ns:
                 return None
+            if max_age_ns is not None and frame.age_ns(self.clock()) > max_age_ns:
+                return None
             return frame
 
+        deadline = time.monotonic() + timeout
         with self._cond:
-            frame = self._cond.wait_for(lambda: ready() or self._closed, timeout)
-        if isinstance(frame, wire.Frame):
+            while True:
+                frame = ready()
+                remaining = deadline - time.monotonic()
+                if frame is not None or self._closed or remaining <= 0:
+                    break
+                # Wake now and then: a frame can grow too old while we wait (max_age_s).
+                self._cond.wait(min(remaining, 0.5))
+        if frame is not None:
             return frame
-        raise FrameTimeout(f"no {'fresh ' if captured_after_ns else ''}frame from camera {cam} "
-                           f"within {timeout:g} s")
+        if self._closed:
+            raise ClosedError(f"the Subscriber was closed while waiting for camera {cam}")
+        raise self._timeout_error(cam, enc, timeout, fresh=captured_after_ns is not None
+                                  or max_age_s is not None)
+
+    def _timeout_error(self, cam: int, encoding: str, timeout: float,
+                       fresh: bool) -> CamfabricError:
+        where = ", ".join(self.endpoints)
+        if not self._heard:
+            return FrameTimeout(
+                f"nothing at all was heard from {where} within {timeout:g} s (no heartbeat, no "
+                f"frame): {self.reachability.describe()}. A node publishes on its `publish` "
+                "endpoint (default tcp://127.0.0.1:5550), which is not the gateway's HTTP port",
+                heard=False)
+        with self._cond:
+            meta = self._metas.get(cam)
+            announced = sorted(self._metas)
+            framed = cam in self._framed
+        if meta is None and not framed:
+            return UnknownCamera(cam, announced)
+        if meta is None:
+            return FrameTimeout(f"no {'fresh ' if fresh else ''}{encoding} frame from camera "
+                                f"{cam} within {timeout:g} s (and no heartbeat from its node)")
+        health = meta.health
+        state = "connected" if health.get("connected", True) is not False else \
+            f"disconnected ({health.get('last_error') or 'no error given'})"
+        return FrameTimeout(f"no {'fresh ' if fresh else ''}{encoding} frame from camera {cam} "
+                            f"within {timeout:g} s; its node {meta.node!r} says the camera is "
+                            f"{state}")
+
+    def want(self, cam: int, encoding: str | None = None) -> bool:
+        """Say that `cam`'s frames are wanted now: subscribes them (on demand) if they are not,
+        and keeps them subscribed for `idle_s` more seconds. True when this call subscribed
+        them (the next frame is on its way: the node answers a new subscriber at once).
+        A no-op (False) without `on_demand`."""
+        self._check_open()
+        if not self.on_demand:
+            return False
+        key = (int(cam), topics.check_encoding(encoding or self.encodings[0]))
+        fresh = self.demand.want(key, self.clock())
+        if fresh:
+            self._subscribe_later(key)
+        return fresh
+
+    def _subscribe_later(self, key: tuple[int, str]) -> None:
+        with self._cond:
+            if key not in self._subscribed:
+                # A frame kept from an earlier subscription is stale by now: wait for a new one.
+                self._frames.pop(key, None)
+                self._pending.pop(key, None)
+        self._ctrl.put((b"want", _key_bytes(key)))
+
+    def release(self, cam: int, encoding: str | None = None) -> None:
+        """Unsubscribe `cam`'s frames now (on demand), unless a `watching` block holds them."""
+        if not self.on_demand or self._closed:
+            return
+        key = (int(cam), topics.check_encoding(encoding or self.encodings[0]))
+        if self.demand.release(key, self.clock()):
+            self._ctrl.put((b"sweep", b""))
+
+    @contextlib.contextmanager
+    def watching(self, cam: int, encoding: str | None = None) -> Iterator[Subscriber]:
+        """Keep `cam`'s frames subscribed for the block (on demand); `idle_s` after it ends,
+        if nobody else wants them, they are unsubscribed."""
+        self._check_open()
+        key = (int(cam), topics.check_encoding(encoding or self.encodings[0]))
+        if not self.on_demand:
+            yield self
+            return
+        if self.demand.hold(key, self.clock()):
+            self._subscribe_later(key)
+        try:
+            yield self
+        finally:
+            self.demand.unhold(key, self.clock())
+
+    def subscribed(self) -> set[tuple[int, str]]:
+        """The (camera, encoding) frame topics subscribed right now."""
+        with self._cond:
+            return set(self._subscribed)
 
     def poll(self, timeout: float | None = None) -> wire.Frame | None:
         """The next new frame of any camera (oldest waiting first), or None on timeout/close."""
@@ -241,19 +392,23 @@ class Subscriber:
 
     def meta(self, cam: int) -> wire.Meta | None:
         """The newest heartbeat of `cam`, or None if none arrived yet."""
-        return self._metas.get(int(cam))
+        with self._cond:
+            return self._metas.get(int(cam))
 
     def metas(self) -> dict[int, wire.Meta]:
         """The newest heartbeat of every camera seen so far."""
-        return dict(self._metas)
+        with self._cond:
+            return dict(self._metas)
 
     def message(self, topic: bytes) -> wire.Message | None:
         """The newest non-frame message on exactly `topic` (scan, status, world)."""
-        return self._others.get(topic)
+        with self._cond:
+            return self._others.get(topic)
 
     def messages(self, prefix: bytes) -> dict[bytes, wire.Message]:
         """The newest non-frame message of every topic under `prefix`."""
-        return {t: m for t, m in self._others.items() if t.startswith(prefix)}
+        with self._cond:
+            return {t: m for t, m in self._others.items() if t.startswith(prefix)}
 
     @property
     def stats(self) -> SubscriberStats:
@@ -276,21 +431,18 @@ class Subscriber:
         self._control(b"unsub", prefix)
 
     def _control(self, command: bytes, arg: bytes) -> None:
-        with self._ctrl_lock:
-            if self._ctrl is None:
-                raise CamfabricError("subscriber is not running")
-            self._ctrl.send_multipart([command, arg])
+        self._check_open()
+        if not self._ctrl.put((command, arg)):
+            raise CamfabricError("subscriber's control queue is full; is its thread stuck?")
 
     # -- the receive thread ------------------------------------------------------------------
     def _initial_topics(self) -> list[bytes]:
-        wanted = list(self._extra)
-        if self.cameras is None:
-            wanted.append(topics.META.encode())
-        else:
+        wanted = [*self._extra, topics.META.encode()]
+        if self.cameras is not None and not self.on_demand:
             for cam in sorted(self.cameras):
-                wanted.append(topics.meta(cam))
-                wanted.extend(topics.frame(cam, enc) for enc in self.encodings)
-                self._known_cams.add(cam)
+                for enc in self.encodings:
+                    wanted.append(topics.frame(cam, enc))
+                    self._subscribed.add((cam, enc))
         return wanted
 
     def _connect(self, sub: zmq.Socket) -> None:
@@ -301,7 +453,7 @@ class Subscriber:
             sub.connect(endpoint)
 
     def _run(self) -> None:
-        ctrl = sub = None
+        sub = None
         try:
             sub = self.context.socket(zmq.SUB)
             sub.linger = 0
@@ -310,37 +462,62 @@ class Subscriber:
             sub.reconnect_ivl_max = 1000
             for prefix in self._initial_topics():
                 sub.subscribe(prefix)
+            self.reachability.attach(sub)
             self._connect(sub)
-            ctrl = self.context.socket(zmq.PAIR)
-            ctrl.linger = 0
-            ctrl.connect(self._ctrl_addr)
         except Exception as exc:  # handed to start(), which raises it in the caller
             self._start_error = exc
-            for sock in (sub, ctrl):
-                if sock is not None:
-                    sock.close(linger=0)
+            self.reachability.close()
+            if sub is not None:
+                sub.close(linger=0)
             self._ready.set()
             return
         self._ready.set()
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
-        poller.register(ctrl, zmq.POLLIN)
+        poller.register(self._ctrl, zmq.POLLIN)
+        poller.register(self.reachability.socket, zmq.POLLIN)
         try:
             while True:
-                events = dict(poller.poll())
-                if ctrl in events:
-                    command, arg = ctrl.recv_multipart()
-                    if command == b"stop":
-                        return
-                    if command == b"sub":
-                        sub.subscribe(arg)
-                    elif command == b"unsub":
-                        sub.unsubscribe(arg)
+                events = dict(poller.poll(SWEEP_INTERVAL_MS if self.on_demand else None))
+                if (self._ctrl in events or len(self._ctrl)) and not self._commands(sub):
+                    return
                 if sub in events:
                     self._drain(sub)
+                if self.reachability.socket in events:
+                    self.reachability.handle()
+                if self.on_demand:
+                    self._sweep(sub)
         finally:
+            self.reachability.close()
             sub.close(linger=0)
-            ctrl.close(linger=0)
+            self._ctrl.close()
+
+    def _commands(self, sub: zmq.Socket) -> bool:
+        for command, arg in self._ctrl.take(256):
+            if command == b"stop":
+                return False
+            if command == b"sub":
+                sub.subscribe(arg)
+            elif command == b"unsub":
+                sub.unsubscribe(arg)
+            elif command == b"want":
+                self._subscribe_frames(sub, _key_of(arg))
+        return True
+
+    def _subscribe_frames(self, sub: zmq.Socket, key: tuple[int, str]) -> None:
+        with self._cond:
+            if key in self._subscribed:
+                return
+            self._subscribed.add(key)
+        sub.subscribe(topics.frame(*key))
+
+    def _sweep(self, sub: zmq.Socket) -> None:
+        with self._cond:  # one step, so a concurrent want() sees the key either kept or gone
+            idle = self.demand.idle(self.clock())
+            for key in idle:
+                self._subscribed.discard(key)
+        for key in idle:
+            sub.unsubscribe(topics.frame(*key))
 
     def _drain(self, sub: zmq.Socket) -> None:
         for _ in range(256):  # bounded, so a stop command is never starved
@@ -348,16 +525,23 @@ class Subscriber:
                 parts = sub.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            self._heard += 1
+            t_receive = self.clock()
             try:
-                msg = wire.decode(parts, t_receive_ns=self.clock())
+                msg = wire.decode(parts, t_receive_ns=t_receive)
             except ProtocolError as exc:
                 self._decode_stats.count_malformed(exc)
                 reason = type(exc).__name__ + ":" + str(exc).split(":")[0][:60]
-                if reason not in self._logged_reasons:
+                if reason not in self._logged_reasons and \
+                        len(self._logged_reasons) < MAX_LOGGED_REASONS:
                     self._logged_reasons.add(reason)
                     self.log.warning("dropped a malformed message from the fabric (%s); "
                                      "further ones of this kind are only counted", exc)
                 continue
+            if isinstance(msg, wire.Frame | wire.Meta) and msg.node:
+                delay = self.delay.observe(msg.node, self.flight_clock(), msg.t_publish_ns)
+                if delay and isinstance(msg, wire.Frame):
+                    msg = dataclasses.replace(msg, t_delay_ns=delay)
             self._accept(msg, sub)
 
     def _accept(self, msg: wire.Message, sub: zmq.Socket) -> None:
@@ -366,12 +550,17 @@ class Subscriber:
                 if not self._accept_frame(msg):
                     return
             elif isinstance(msg, wire.Meta):
+                if msg.cam not in self._metas and len(self._metas) >= MAX_CAMERAS:
+                    return
                 self._metas[msg.cam] = msg
-                if self.cameras is None and msg.cam not in self._known_cams:
-                    self._known_cams.add(msg.cam)
+                if (self.cameras is None and not self.on_demand
+                        and all((msg.cam, enc) not in self._subscribed for enc in self.encodings)):
                     for enc in self.encodings:
+                        self._subscribed.add((msg.cam, enc))
                         sub.subscribe(topics.frame(msg.cam, enc))
             else:
+                if msg.topic not in self._others and len(self._others) >= MAX_CAMERAS:
+                    return
                 self._others[msg.topic] = msg
             self._received += 1
             self._cond.notify_all()
@@ -385,6 +574,8 @@ class Subscriber:
         if self.cameras is not None and frame.cam not in self.cameras:
             return False
         key = (frame.cam, frame.encoding)
+        if self.on_demand and key not in self._subscribed:
+            return False  # in flight when it was unsubscribed
         prev = self._frames.get(key)
         if prev is not None and _same(prev, frame):
             self._duplicates += 1  # a last-value re-send meant for a late joiner
@@ -392,6 +583,8 @@ class Subscriber:
         if prev is not None and prev.node == frame.node and frame.seq > prev.seq + 1:
             self._dropped += frame.seq - prev.seq - 1
         self._frames[key] = frame
+        if len(self._framed) < MAX_CAMERAS:
+            self._framed.add(frame.cam)
         if key in self._pending:
             self._skipped += 1
             del self._pending[key]
@@ -406,3 +599,12 @@ def _announced_fps(meta: wire.Meta | None) -> float | None:
 
 def _same(a: wire.Frame, b: wire.Frame) -> bool:
     return a.seq == b.seq and a.t_capture_ns == b.t_capture_ns and a.node == b.node
+
+
+def _key_bytes(key: tuple[int, str]) -> bytes:
+    return f"{key[0]}/{key[1]}".encode("ascii")
+
+
+def _key_of(raw: bytes) -> tuple[int, str]:
+    cam, _, enc = raw.decode("ascii").partition("/")
+    return int(cam), enc

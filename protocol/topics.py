@@ -10,6 +10,8 @@ and the others `scan/{node}/`, `status/{service}/` and `world`.
 
 from __future__ import annotations
 
+from .errors import EncodingError
+
 FRAME = "frame/"
 META = "meta/"
 SCAN = "scan/"
@@ -20,10 +22,16 @@ ENCODINGS = ("jpeg", "bgr8", "gray8")
 RAW_ENCODINGS = ("bgr8", "gray8")
 
 
+def check_encoding(encoding: object) -> str:
+    """`encoding` if the wire format knows it, else EncodingError naming the ones it knows."""
+    if encoding not in ENCODINGS:
+        raise EncodingError(f"unknown encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
+    return encoding  # type: ignore[return-value]
+
+
 def frame(cam: int, encoding: str) -> bytes:
     """Topic of one camera's frames in one encoding, e.g. b'frame/0/jpeg'."""
-    if encoding not in ENCODINGS:
-        raise ValueError(f"unknown encoding {encoding!r}; expected one of {ENCODINGS}")
+    check_encoding(encoding)
     return f"{FRAME}{int(cam)}/{encoding}".encode("ascii")
 
 

@@ -38,8 +38,10 @@ class Frame:
     """One captured image of one camera, as it travels the fabric.
 
     `data` is the payload (JPEG bytes, or `h*step` raw bytes); `.image` is the numpy array,
-    decoded from JPEG on first use. `t_receive_ns` is the receiver's monotonic clock at
-    arrival (0 on the publishing side).
+    decoded from JPEG on first use, read-only (it is shared by every reader of this frame).
+    `t_receive_ns` is the receiver's monotonic clock at arrival (0 on the publishing side);
+    `t_delay_ns` the time the receiver estimates the frame spent in flight beyond its link's
+    usual (a queue, a partition; see `protocol.delay`), which its age includes.
     """
 
     cam: int
@@ -54,21 +56,28 @@ class Frame:
     t_publish_ns: int = 0
     step: int = 0
     t_receive_ns: int = 0
+    t_delay_ns: int = 0
 
     @cached_property
     def image(self) -> np.ndarray:
-        """The frame as a numpy array: (h, w, 3) BGR or (h, w) gray, uint8."""
+        """The frame as a read-only numpy array: (h, w, 3) BGR or (h, w) gray, uint8 (copy it
+        with `.copy()` to draw on it)."""
         if self.encoding == "jpeg":
-            return decode_jpeg(self.data)
-        channels = CHANNELS[self.encoding]
-        rows = np.frombuffer(self.data, dtype=np.uint8).reshape(self.h, self.step)
-        pixels = rows[:, : self.w * channels]
-        return pixels.reshape(self.h, self.w, channels) if channels > 1 else pixels
+            pixels = decode_jpeg(self.data)
+        else:
+            channels = CHANNELS[self.encoding]
+            rows = np.frombuffer(self.data, dtype=np.uint8).reshape(self.h, self.step)
+            pixels = rows[:, : self.w * channels]
+            pixels = pixels.reshape(self.h, self.w, channels) if channels > 1 else pixels
+        pixels.flags.writeable = False
+        return pixels
 
     def age_ns(self, now_ns: int | None = None) -> int:
-        """Nanoseconds since capture: receiver-side wait plus publisher-side wait, each on one clock."""
+        """Nanoseconds since capture: receiver-side wait, publisher-side wait and time in flight
+        beyond the link's usual, each measured on one clock."""
         now = time.monotonic_ns() if now_ns is None else now_ns
-        return max(0, now - self.t_receive_ns) + max(0, self.t_publish_ns - self.t_capture_ns)
+        return (max(0, now - self.t_receive_ns) + max(0, self.t_publish_ns - self.t_capture_ns)
+                + self.t_delay_ns)
 
     @property
     def topic(self) -> bytes:

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from camfabric import protocol
+from camfabric.capture_node.config import CameraConfig, NodeConfig
+from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import ConfigError, topics
 from camfabric.proxy import FabricProxy, ProxyConfig
+
+from .gateway.support import wait_until
 
 JPEG = protocol.encode_jpeg(np.zeros((8, 8, 3), np.uint8))
 
@@ -34,3 +38,39 @@ def test_a_lan_address_without_keys_is_refused_naming_the_key():
     with pytest.raises(ConfigError) as info:
         ProxyConfig(publish="tcp://0.0.0.0:5570")
     assert info.value.path == "publish"
+
+
+def encodes(beats: protocol.Subscriber) -> int:
+    """Camera 0's JPEG encodes so far, from the node's own newest heartbeat."""
+    meta = beats.meta(0)
+    return -1 if meta is None else meta.health["encodes"]
+
+
+def test_subscribers_that_leave_through_the_proxy_stop_the_nodes_encoding(zmq_context, tcp_endpoint):
+    config = NodeConfig(name="n", publish=tcp_endpoint, heartbeat_s=0.25,
+                        cameras=(CameraConfig(id=0, resolution=(160, 120), fps=20),))
+    with CaptureNode(config, zmq_context) as node, \
+            FabricProxy(ProxyConfig(upstream=[node.endpoint], publish="tcp://127.0.0.1:0"),
+                        context=zmq_context) as proxy, \
+            protocol.Subscriber(node.endpoint, cameras=[], context=zmq_context) as beats:
+        jpeg = topics.frame(0, "jpeg")
+        for _ in range(2):  # consumers come and go, overlapping
+            with protocol.Subscriber(proxy.endpoint, cameras=[0], context=zmq_context) as a:
+                a.latest(0, timeout=3)
+                with protocol.Subscriber(proxy.endpoint, cameras=[0], context=zmq_context) as b:
+                    b.latest(0, timeout=3)  # the second one, too, is answered at once
+                    assert node.publisher.wants(jpeg)
+        left = time.monotonic()
+        assert node.publisher.wait_for_no_subscriber(jpeg, timeout=5)
+
+        def steady() -> bool:
+            before = encodes(beats)
+            time.sleep(0.6)  # a couple of heartbeats
+            return before >= 0 and encodes(beats) == before
+
+        wait_until(steady, timeout=5, what="the node to stop encoding for nobody")
+        assert time.monotonic() - left < 5
+        frozen = encodes(beats)
+        time.sleep(1.0)
+        assert encodes(beats) == frozen
+    assert proxy.subscribers[jpeg] == 0

@@ -448,3 +448,36 @@ def test_broken_captures_are_counted_and_logged_once(make_node, zmq_context, cap
     assert node.health(0)["connected"] is True
     warnings = [r for r in caplog.records if "could not publish" in r.message]
     assert len(warnings) == 2  # one per kind of failure (jpeg, bgr8), not one per frame
+
+
+# -- honest ages for late joiners -------------------------------------------------------------
+
+def true_age_ms(frame: protocol.Frame) -> float:
+    """The frame's age on this (the node's own) host: its wall clock minus the capture stamp."""
+    return (time.time_ns() - frame.t_capture_ns) / 1e6
+
+
+def test_a_late_joiner_10_s_after_the_last_one_left_gets_its_true_age(make_node, zmq_context):
+    node = make_node(camera(0, fps=10))
+    with subscriber(node, zmq_context, encoding="bgr8") as first:
+        first.latest(0, timeout=2.0)
+    time.sleep(10.0)  # the last bgr8 frame sits in the node's cache, 10 s old by now
+    with subscriber(node, zmq_context, encoding="bgr8") as late:
+        got = late.latest(0, timeout=2.0)
+        reported, truth = got.age_ns() / 1e6, true_age_ms(got)
+    assert abs(reported - truth) < 150, (reported, truth)
+    assert truth < 1000  # and it is a fresh capture, not the one from 10 s ago
+
+
+def test_a_late_joiner_after_the_camera_died_gets_no_stale_frame(make_node, zmq_context):
+    dying = DyingCamera(frames_per_life=5, fps=20)
+    node = make_node(camera(0, fps=20), sources={0: dying}, backoff=Backoff(60.0, 60.0))
+    with subscriber(node, zmq_context, encoding="bgr8") as first:
+        first.latest(0, timeout=2.0)  # the node's cache now holds a bgr8 frame
+        assert wait_until(lambda: not node.loops[0].connected, timeout=5.0)
+    time.sleep(0.5)  # more than a few frame intervals
+    for encoding in ("bgr8", "jpeg"):
+        with subscriber(node, zmq_context, encoding=encoding) as late, \
+                pytest.raises(protocol.FrameTimeout, match="disconnected"):
+            late.latest(0, timeout=1.0)
+    assert node.replays_skipped >= 1

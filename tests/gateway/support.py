@@ -63,9 +63,11 @@ def wait_until(predicate: Callable[[], object], timeout: float = 3.0, what: str 
 
 
 def announce(node: FakeNode, cache: FrameCache, cam: int = 0) -> None:
-    """Publish `cam`'s heartbeat until the cache knows the camera (and has subscribed its frames)."""
+    """Publish `cam`'s heartbeat until the cache knows the camera, then have a client want it,
+    so that the cache subscribes its frames (on demand)."""
     node.publisher.wait_for_subscriber(b"meta/0/", timeout=3.0)
     wait_until(lambda: node.meta(cam) or cam in cache.camera_ids(), what=f"camera {cam} announced")
+    cache.want(cam)
     node.publisher.wait_for_subscriber(f"frame/{cam}/jpeg".encode(), timeout=3.0)
 
 

@@ -16,9 +16,10 @@ from camfabric.capture_node.config import NodeConfig, demo_cameras
 from camfabric.capture_node.node import CaptureNode
 from camfabric.gateway.app import create_app
 from camfabric.gateway.cache import FrameCache
-from camfabric.protocol import Publisher, Status, decode_jpeg
+from camfabric.gateway.config import GatewayConfig
+from camfabric.protocol import Frame, FrameTimeout, Publisher, Status, decode_jpeg, encode
 
-from .support import FakeNode, announce, deliver, settle, wait_until
+from .support import FakeNode, announce, deliver, jpeg_of, settle, wait_until
 
 SECOND = 10**9
 
@@ -196,3 +197,71 @@ def test_a_killed_node_is_reported_and_served_again_after_restart(tcp_endpoint, 
     finally:
         node.kill()
         node.wait(5)
+
+
+# -- subscriptions on demand ------------------------------------------------------------------
+
+def node_encodes(cache: FrameCache, cam: int = 0) -> int:
+    """The camera's JPEG encodes so far, as its node's newest heartbeat reports them."""
+    meta = cache.subscriber.meta(cam)
+    return -1 if meta is None else meta.health["encodes"]
+
+
+def test_a_gateway_nobody_asks_makes_the_node_encode_nothing_until_a_request(
+        zmq_context, tcp_endpoint, make_cache):
+    cameras = demo_cameras(320, 240, 15)[:1]
+    with CaptureNode(NodeConfig(name="n", publish=tcp_endpoint, cameras=cameras), zmq_context) as node:
+        cache = make_cache(node.endpoint, idle_s=1.0)
+        client = falcon.testing.TestClient(create_app(cache, GatewayConfig(snap_timeout_s=2.0)))
+        wait_until(lambda: node_encodes(cache) >= 0, timeout=5, what="the node's heartbeat")
+        time.sleep(20.0)  # a gateway with no HTTP client at all
+        assert node_encodes(cache) == 0 and node.loops[0].counters["frames"] > 100
+
+        asked = time.monotonic()
+        resp = client.simulate_get("/latest/0")
+        assert resp.status_code == 200 and time.monotonic() - asked < 2.0
+        assert int(resp.headers["X-Frame-Age-Ms"]) < 1000  # a fresh frame, not a cached one
+        assert decode_jpeg(resp.content).shape == (240, 320, 3)
+        wait_until(lambda: node_encodes(cache) > 0, timeout=3, what="the encodes in a heartbeat")
+
+        # Nobody asks again: after the idle period the node stops encoding.
+        assert node.publisher.wait_for_no_subscriber(b"frame/0/jpeg", timeout=5)
+        time.sleep(1.5)  # heartbeats in flight
+        stopped = node_encodes(cache)
+        time.sleep(1.5)
+        assert node_encodes(cache) == stopped
+
+
+def test_a_stream_keeps_its_camera_subscribed_and_snap_after_idle_is_fresh(
+        zmq_context, tcp_endpoint, make_cache):
+    cameras = demo_cameras(160, 120, 15)[:1]
+    with CaptureNode(NodeConfig(name="n", publish=tcp_endpoint, cameras=cameras), zmq_context) as node:
+        cache = make_cache(node.endpoint, idle_s=0.5)
+        wait_until(lambda: 0 in cache.camera_ids(), timeout=5, what="camera 0 announced")
+        with cache.watching(0):
+            first = cache.wait_newer(0, None, timeout=3)
+            time.sleep(1.0)  # longer than idle_s: held by the open stream
+            assert cache.wanted() == [0] and node.publisher.wants(b"frame/0/jpeg")
+            assert cache.wait_newer(0, first, timeout=2) is not None
+        assert node.publisher.wait_for_no_subscriber(b"frame/0/jpeg", timeout=5)
+        asked = cache.clock()
+        frame = cache.snap(0, timeout=2.0, requested_ns=asked)
+        assert frame.age_ns(cache.clock()) < SECOND
+
+
+def test_a_frame_delayed_in_flight_is_old_to_the_cache_and_to_snap(cache, node):
+    """As after a partition: a frame captured a minute ago arrives now, behind a link whose
+    usual transit the heartbeats and frames before it established."""
+    announce(node, cache)
+    for value in (10, 20, 30):
+        deliver(node, cache, value=value)
+    old = time.time_ns() - 60 * SECOND
+    late = Frame(cam=0, seq=99, t_capture_ns=old, w=64, h=48, encoding="jpeg",
+                 data=jpeg_of(200), node=node.name, frame_id="f")
+    asked = cache.clock()
+    node.publisher.publish_parts(encode(late, t_publish_ns=old), cache=False)
+    wait_until(lambda: cache.latest(0).seq == 99, what="the delayed frame")
+    assert cache.latest(0).age_ns(cache.clock()) > 59 * SECOND
+    assert cache.status()["0"]["health"]["gateway"]["frame_age_ms"] > 59_000
+    with pytest.raises(FrameTimeout):  # not "captured after the request"
+        cache.snap(0, timeout=0.5, requested_ns=asked)
