@@ -260,3 +260,155 @@ def test_off_loopback_only_allowed_networks_are_answered(cache):
                                                                        allow_from=("10.1.0.0/16",))))
     assert narrow.simulate_get("/cameras", remote_addr="10.1.2.3").status_code == 200
     assert narrow.simulate_get("/cameras", remote_addr="192.168.1.20").status_code == 403
+
+
+# -- HTTP as curl, browsers and other origins use it ------------------------------------------
+
+# Every GET route, with what it needs to answer 200 once camera 0 has a frame (snap-like
+# routes need a frame captured after the request: `_publish_while` provides them).
+GET_ROUTES = ["/", "/cameras", "/status", "/world", "/scan", "/metrics", "/latest/0", "/snap/0",
+              "/frame/0", "/frame/0?format=raw", "/snapshot.jpg", "/?action=snapshot",
+              "/static/dashboard.js", "/favicon.ico", "/cam/0", "/stream.mjpg", "/?action=stream"]
+STREAM_ROUTES = {"/cam/0", "/stream.mjpg", "/?action=stream"}
+
+
+def exposed(result) -> set[str]:
+    return {h.strip().lower() for h in result.headers["access-control-expose-headers"].split(",")}
+
+
+def assert_cors(result) -> None:
+    assert result.headers["access-control-allow-origin"] == "*"
+    sent = {name.lower() for name in result.headers if name.lower().startswith("x-")}
+    assert sent <= exposed(result), sent - exposed(result)
+
+
+@pytest.fixture
+def live(node, cache):
+    """Camera 0 with a frame, kept publishing (15 frames a second) for the test's length."""
+    deliver(node, cache, 0)
+    stop = threading.Event()
+    thread = _publish_while(node, 0, stop, period=0.066)
+    yield
+    stop.set()
+    thread.join()
+
+
+@pytest.mark.parametrize("path", GET_ROUTES)
+def test_head_answers_every_get_route_with_its_headers_and_no_body(client, live, cache, path):
+    head = client.simulate_head(path)
+    assert head.status_code == 200, head.text
+    assert head.content == b""
+    assert_cors(head)
+    if path in STREAM_ROUTES:  # the stream's headers, without opening a stream
+        assert head.headers["content-type"].startswith("multipart/x-mixed-replace")
+        return
+    get = client.simulate_get(path)
+    assert get.status_code == 200
+    assert head.headers["content-type"] == get.headers["content-type"]
+    if path in {"/latest/0", "/snapshot.jpg", "/?action=snapshot", "/static/dashboard.js", "/"}:
+        assert int(head.headers["content-length"]) > 0
+    if path == "/static/dashboard.js":
+        assert int(head.headers["content-length"]) == len(get.content)
+
+
+@pytest.mark.parametrize("path", GET_ROUTES + ["/latest/7", "/nope"])
+def test_preflight_options_on_every_route_allows_a_custom_header(client, path):
+    result = client.simulate_options(path, headers={
+        "Origin": "http://dashboard.example:3000", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "x-requested-with, authorization"})
+    assert result.headers["access-control-allow-origin"] == "*"
+    if path == "/nope":
+        assert_json_error(result, 404)
+        return
+    assert result.status_code == 200
+    assert "GET" in result.headers["access-control-allow-methods"]
+    assert result.headers["access-control-allow-headers"] == "x-requested-with, authorization"
+
+
+def test_cors_on_images_json_and_every_kind_of_error(client, live, cache):
+    image = client.simulate_get("/latest/0", headers={"Origin": "http://other.example"})
+    assert_cors(image)
+    assert {"x-frame-age-ms", "x-timestamp"} <= exposed(image)
+    raw = client.simulate_get("/frame/0?format=raw")
+    assert_cors(raw)
+    assert {"x-frame-width", "x-frame-height", "x-frame-channels", "x-frame-dtype"} <= exposed(raw)
+    for path, status in (("/cameras", 200), ("/status", 200), ("/latest/7", 404), ("/latest/x", 400),
+                         ("/nope", 404), ("/frame/0?format=png", 400)):
+        result = client.simulate_get(path)
+        assert result.status_code == status
+        assert_cors(result)
+    assert_cors(client.simulate_post("/cameras"))  # 405, JSON
+    assert_json_error(client.simulate_post("/cameras"), 405)
+
+
+def test_a_5000_digit_camera_id_is_a_short_400(client, node, cache, caplog):
+    deliver(node, cache, 0)
+    huge = "9" * 5000
+    for path in (f"/latest/{huge}", f"/snap/{huge}", f"/cam/{huge}", f"/frame/{huge}",
+                 f"/snapshot.jpg?cam={huge}", f"/?action=stream&cam={huge}"):
+        result = client.simulate_get(path)
+        assert_json_error(result, 400)
+        assert len(result.content) < 300 and huge[:50] not in result.text
+        assert_cors(result)
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+@pytest.mark.parametrize("path", ["/latest/0/", "/cameras/", "/status/", "/snapshot.jpg/", "/snap/0/",
+                                  "/world/", "/metrics/"])
+def test_a_trailing_slash_is_accepted(client, live, cache, path):
+    assert client.simulate_get(path).status_code == 200
+
+
+def _grey(result) -> int:
+    assert result.status_code == 200, result.text
+    return int(decode_jpeg(result.content).mean())
+
+
+def test_cam_query_picks_the_camera_on_the_seed_routes(client, node, cache):
+    deliver(node, cache, 0, value=40)
+    deliver(node, cache, 2, value=210)
+    assert abs(_grey(client.simulate_get("/snapshot.jpg?cam=2")) - 210) <= 2
+    assert abs(_grey(client.simulate_get("/snapshot.jpg")) - 40) <= 2
+    assert abs(_grey(client.simulate_get("/?action=snapshot&cam=2")) - 210) <= 2
+    assert_json_error(client.simulate_get("/snapshot.jpg?cam=7"), 404)
+    assert_json_error(client.simulate_get("/stream.mjpg?cam=7"), 404)
+
+
+@pytest.mark.parametrize("path", ["/stream.mjpg?action=snapshot", "/cam/2?action=snapshot",
+                                  "/stream.mjpg?cam=2&action=snapshot"])
+def test_action_snapshot_on_a_stream_route_answers_a_snapshot(client, node, cache, path):
+    deliver(node, cache, 0, value=40)
+    deliver(node, cache, 2, value=210)
+    result = client.simulate_get(path)
+    assert result.headers["content-type"] == "image/jpeg"
+    assert abs(_grey(result) - (40 if path == "/stream.mjpg?action=snapshot" else 210)) <= 2
+
+
+@pytest.mark.parametrize("query", ["format=raw&format=jpeg", "cam=0&cam=2", "action=snapshot&action=stream"])
+def test_a_repeated_query_parameter_is_400(client, live, cache, query):
+    path = "/frame/0" if query.startswith("format") else "/"
+    body = assert_json_error(client.simulate_get(path, query_string=query), 400)
+    assert query.split("=")[0] in body["description"]
+
+
+def _ints(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _ints(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _ints(item)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        yield value
+
+
+def test_json_times_are_float_seconds_never_integers_beyond_2_53(client, node, cache):
+    announce(node, cache, 0)
+    captured = time.time_ns()
+    wait_until(lambda: node.meta(0, last_capture_ns=captured) or
+               "last_capture_s" in client.simulate_get("/status").json["0"]["health"])
+    health = client.simulate_get("/status").json["0"]["health"]
+    assert health["last_capture_s"] == pytest.approx(captured / 1e9)
+    assert "last_capture_ns" not in health
+    for route in ("/status", "/cameras", "/world", "/scan"):
+        assert all(abs(n) <= 2**53 for n in _ints(client.simulate_get(route).json)), route
