@@ -64,11 +64,12 @@ class CameraState:
 
 @dataclass(frozen=True, slots=True)
 class CameraView:
-    """One camera as a request sees it now: its newest frame, whether it is connected (its
-    node heard from and the node's camera itself up), and its last error (None when none)."""
+    """One camera as a request sees it now: its newest frame, whether its node is heard from,
+    whether it is connected (node heard from and its camera up), and its last error."""
 
     cam: int
     frame: wire.Frame | None
+    node_alive: bool
     connected: bool
     last_error: str | None
 
@@ -237,8 +238,14 @@ class FrameCache:
             if not state.connected:
                 error = (f"nothing heard from node {state.owner!r} for more than "
                          f"{self.heartbeat_timeout_ns / 1e9:g} s")
-            connected = state.connected and health.get("connected", True) is not False
-            return CameraView(cam, state.frame, connected, str(error) if error else None)
+            # The newest evidence wins: a frame that arrived after the heartbeat saying the
+            # camera is down shows it up again.
+            frame = state.frame
+            reported_down = health.get("connected", True) is False and (
+                frame is None or state.meta is None or state.meta.t_receive_ns >= frame.t_receive_ns)
+            connected = state.connected and not reported_down
+            return CameraView(cam, state.frame, state.connected, connected,
+                              str(error) if error else None)
 
     def wait_newer(self, cam: int, after: wire.Frame | None, timeout: float) -> wire.Frame | None:
         """The newest frame of `cam` other than `after`, waiting up to `timeout` s; None if none

@@ -146,12 +146,17 @@ class Frames:
         send_aged(resp, self.cache, frame)
 
     def fresh(self, cam: int) -> wire.Frame:
-        """A frame captured after now; 503 at once for a disconnected camera."""
+        """A frame captured after now; 503 naming the camera and its last error when none
+        comes within the snap timeout — at once when its node is not heard from."""
         requested = self.cache.clock()
         view = self.cache.view(cam)
-        if not view.connected:
+        if not view.node_alive:  # a camera its node reports down may be coming up: wait
             raise _not_live(cam, "is disconnected", view.last_error)
-        return self.cache.snap(cam, self.timeout_s, requested_ns=requested)
+        try:
+            return self.cache.snap(cam, self.timeout_s, requested_ns=requested)
+        except FrameTimeout:
+            why = f"delivered no frame within {self.timeout_s:g} s of the request"
+            raise _not_live(cam, why, self.cache.view(cam).last_error) from None
 
 
 class StreamStats:

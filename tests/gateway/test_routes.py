@@ -6,14 +6,17 @@ import json
 import threading
 import time
 
+import falcon.testing
 import numpy as np
 import pytest
+import requests
 
 from camfabric.gateway.app import create_app
 from camfabric.gateway.config import GatewayConfig
 from camfabric.protocol import Scan, Status, World, decode_jpeg, topics
 
-from .support import announce, deliver, jpeg_of, registry, wait_until
+from .support import announce, deliver, jpeg_of, registry, settle, wait_until
+from .test_fabric import SECOND, FakeClock, start_node_process
 
 IMAGE_ROUTES = ["/latest/0", "/snapshot.jpg", "/?action=snapshot", "/?action=snapshot&cam=0"]
 
@@ -412,3 +415,99 @@ def test_json_times_are_float_seconds_never_integers_beyond_2_53(client, node, c
     assert "last_capture_ns" not in health
     for route in ("/status", "/cameras", "/world", "/scan"):
         assert all(abs(n) <= 2**53 for n in _ints(client.simulate_get(route).json)), route
+
+
+# -- a dead camera is never served as live -------------------------------------------------------
+
+SNAPSHOT_ROUTES = ["/snapshot.jpg", "/?action=snapshot", "/snap/0", "/frame/0",
+                   "/stream.mjpg?action=snapshot"]
+
+
+@pytest.fixture
+def clocked(make_cache, node):
+    """A cache on a clock the test moves by hand (no watchdog), and a client of its app."""
+    clock = FakeClock()
+    cache = make_cache(node.endpoint, clock=clock, watchdog=False)
+    return cache, falcon.testing.TestClient(create_app(cache, GatewayConfig(snap_timeout_s=0.3))), clock
+
+
+def assert_not_live(result, cam: int, *words: str) -> dict:
+    body = assert_json_error(result, 503)
+    assert int(result.headers["retry-after"]) >= 1
+    assert_cors(result)
+    assert body["camera"] == cam and f"camera {cam}" in body["description"]
+    for word in words:
+        assert word in body["description"], body
+    return body
+
+
+@pytest.mark.parametrize("path", SNAPSHOT_ROUTES)
+def test_a_frame_older_than_the_bound_is_503_naming_the_last_error(node, clocked, path):
+    cache, client, clock = clocked
+    deliver(node, cache, 0)
+    settle(cache)
+    clock.now += int(4.5 * SECOND)
+    node.meta(0, last_error="read timeout on /dev/video0")  # the node is alive, its camera not
+    wait_until(lambda: cache.view(0).last_error == "read timeout on /dev/video0",
+               what="the heartbeat with the error")
+    if "snap/" not in path and "frame/" not in path:  # 4.5 s: still within the 5 s bound
+        assert client.simulate_get(path).status_code == 200
+    clock.now += 1 * SECOND
+    body = assert_not_live(client.simulate_get(path), 0, "read timeout on /dev/video0")
+    assert body["last_error"] == "read timeout on /dev/video0"
+    assert client.simulate_get("/latest/0").status_code == 200  # connected: the cached frame, aged
+    age = int(client.simulate_get("/latest/0").headers["x-frame-age-ms"])
+    assert age >= 5500
+
+
+def test_a_disconnected_camera_is_503_on_latest_and_snapshots_and_has_fps_0(node, clocked):
+    cache, client, clock = clocked
+    deliver(node, cache, 0)
+    settle(cache)
+    assert client.simulate_get("/status").json["0"]["fps"] == 15.0
+    clock.now += int(3.1 * SECOND)  # no heartbeat for longer than heartbeat_timeout_s
+    for path in ["/latest/0", *SNAPSHOT_ROUTES]:
+        started = time.monotonic()
+        assert_not_live(client.simulate_get(path), 0, "disconnected", "node-a")
+        assert time.monotonic() - started < 0.25  # at once, no waiting on a dead camera
+    status = client.simulate_get("/status").json["0"]
+    assert status["connected"] is False and status["fps"] == 0
+
+
+def test_a_camera_its_node_reports_down_is_not_served(node, clocked):
+    cache, client, clock = clocked
+    deliver(node, cache, 0)
+    node.meta(0, connected=False, last_error="device unplugged")
+    wait_until(lambda: not cache.view(0).connected, what="the node reporting the camera down")
+    assert_not_live(client.simulate_get("/snapshot.jpg"), 0, "device unplugged")
+    assert client.simulate_get("/status").json["0"]["fps"] == 0
+
+
+@pytest.mark.timeout(30)
+def test_a_killed_node_turns_the_snapshot_routes_to_503_within_6_s(tcp_endpoint, make_gateway):
+    gw = make_gateway(tcp_endpoint)
+    process = start_node_process(tcp_endpoint)
+    try:
+        wait_until(lambda: requests.get(gw.url + "snapshot.jpg", timeout=5).status_code == 200,
+                   timeout=10, what="the node serving")
+        process.kill()  # SIGKILL: no goodbye, the heartbeat just stops
+        process.wait(5)
+        killed = time.monotonic()
+
+        def all_503() -> bool:
+            return all(requests.get(gw.url + p.lstrip("/"), timeout=5).status_code == 503
+                       for p in SNAPSHOT_ROUTES)
+
+        wait_until(all_503, timeout=6.0, what="every snapshot route answering 503")
+        assert time.monotonic() - killed <= 6.0
+        for path in ["/latest/0", *SNAPSHOT_ROUTES]:
+            result = requests.get(gw.url + path.lstrip("/"), timeout=5)
+            assert result.status_code == 503 and int(result.headers["Retry-After"]) >= 1
+            body = result.json()
+            assert body["camera"] == 0 and "disconnected" in body["description"]
+            assert body["last_error"]
+        status = requests.get(gw.url + "status", timeout=5).json()["0"]
+        assert status["connected"] is False and status["fps"] == 0
+    finally:
+        process.kill()
+        process.wait(5)
