@@ -165,9 +165,10 @@ class GatewayMetrics:
                 label = str(cam)
                 self.clients.labels(label).set(counts["clients"])
                 for counter, name in ((self.parts, "delivered"), (self.skipped, "skipped")):
+                    child = counter.labels(label)  # shown from the first client on, 0 or not
                     delta = counts[name] - before.get(name, 0)
                     if delta > 0:
-                        counter.labels(label).inc(delta)
+                        child.inc(delta)
                 self._synced[cam] = dict(counts)
 
     def _sync_until(self, stopping: threading.Event) -> None:

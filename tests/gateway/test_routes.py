@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import falcon.testing
 import numpy as np
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from camfabric.gateway.app import create_app
 from camfabric.gateway.config import GatewayConfig
 from camfabric.protocol import Scan, Status, World, decode_jpeg, topics
 
+from ..conftest import unused_tcp_port
 from .support import announce, deliver, jpeg_of, registry, settle, wait_until
 from .test_fabric import SECOND, FakeClock, start_node_process
 
@@ -511,3 +518,166 @@ def test_a_killed_node_turns_the_snapshot_routes_to_503_within_6_s(tcp_endpoint,
     finally:
         process.kill()
         process.wait(5)
+
+
+# -- through a real Waitress server -------------------------------------------------------------
+
+def raw_request(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `request` as it is on a fresh socket; the status, headers and body that come back."""
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /latest/\x00\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"THIS IS NOT HTTP\r\n\r\n",
+    b"GET /cameras HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"GET /cameras HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n",
+])
+def test_the_servers_own_errors_are_json_with_cors(make_gateway, tcp_endpoint, request_bytes):
+    gw = make_gateway(tcp_endpoint)
+    status, headers, body = raw_request(gw.url, request_bytes + b"GET / HTTP/1.1\r\n")
+    assert 400 <= status < 500
+    assert headers["content-type"] == "application/json"
+    assert headers["access-control-allow-origin"] == "*"
+    parsed = json.loads(body)
+    assert set(parsed) == {"title", "description"} and len(body) < 400
+
+
+def test_curl_and_wget_see_head_like_get_on_a_real_server(make_gateway, node, tcp_endpoint):
+    gw = make_gateway(tcp_endpoint)
+    wait_until(lambda: node.meta(0) or node.frame(0) or
+               requests.get(gw.url + "snapshot.jpg", timeout=5).status_code == 200,
+               timeout=10, what="a snapshot")
+    for path in ("snapshot.jpg", "cameras", "metrics", "?action=stream", "cam/0"):
+        head = requests.head(gw.url + path, timeout=5)
+        assert head.status_code == 200, path
+        assert head.content == b"" and head.headers["Access-Control-Allow-Origin"] == "*"
+    assert int(requests.head(gw.url + "snapshot.jpg", timeout=5).headers["Content-Length"]) > 100
+    assert gw.slots.in_use == 0  # HEAD of a stream holds no stream slot
+    huge = "9" * 5000
+    result = requests.get(gw.url + "latest/" + huge, timeout=5)
+    assert result.status_code == 400 and len(result.content) < 300
+    assert result.headers["Access-Control-Allow-Origin"] == "*"
+
+
+# -- /metrics --------------------------------------------------------------------------------
+
+def scrape(get) -> dict[tuple[str, tuple], float]:
+    """Every sample of a /metrics answer, parsed by prometheus-client's own parser."""
+    samples = {}
+    for family in text_string_to_metric_families(get("/metrics")):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def test_metrics_scrape_parses_and_frames_received_rises(client, node, cache, publisher):
+    deliver(node, cache, 0)
+    state = {"cameras": {"0": {"state": "ok", "uploads": 4, "last_error": None}}}
+    publisher.publish(Status(service="prusa_connect", state=state))
+    wait_until(lambda: "prusa_connect" in client.simulate_get("/status").json["0"]["health"])
+
+    def get(path):
+        result = client.simulate_get(path)
+        assert result.status_code == 200
+        assert result.headers["content-type"].startswith("text/plain; version=")
+        return result.text
+
+    cam0 = (("camera", "0"),)
+    first = scrape(get)
+    stop = threading.Event()
+    thread = _publish_while(node, 0, stop)
+    try:
+        wait_until(lambda: scrape(get)[("camfabric_frames_received_total", cam0)]
+                   > first[("camfabric_frames_received_total", cam0)], what="the counter rising")
+    finally:
+        stop.set()
+        thread.join()
+    wait_until(lambda: node.meta(0, errors=2, encodes=40, retries=1) or
+               client.simulate_get("/status").json["0"]["health"].get("encodes") == 40)
+    second = scrape(get)
+    assert second[("camfabric_camera_connected", cam0)] == 1
+    assert second[("camfabric_camera_fps", cam0)] == 15.0
+    assert 0 <= second[("camfabric_frame_age_seconds", cam0)] < 5
+    assert second[("camfabric_node_errors_total", cam0)] == 2
+    assert second[("camfabric_node_encodes_total", cam0)] == 40
+    assert second[("camfabric_node_retries_total", cam0)] == 1
+    assert second[("camfabric_service_state", (("camera", "0"), ("service", "uploader"),
+                                               ("state", "ok")))] == 1
+    assert second[("camfabric_uploader_uploads_total", cam0)] == 4
+    assert second[("camfabric_http_requests_total", (("route", "/status"), ("status", "200")))] >= 1
+    assert all(name.startswith("camfabric_") for name, _ in second if not name.startswith(("python_",
+                                                                                          "process_")))
+
+
+def test_metrics_count_streams_and_errors(make_gateway, node, tcp_endpoint):
+    gw = make_gateway(tcp_endpoint)
+    stop = threading.Event()
+    thread = _publish_while(node, 0, stop, period=0.066)
+    try:
+        wait_until(lambda: requests.get(gw.url + "latest/0", timeout=5).status_code == 200,
+                   timeout=10, what="a frame")
+        assert requests.get(gw.url + "latest/x", timeout=5).status_code == 400
+        with requests.get(gw.url + "cam/0", stream=True, timeout=5) as stream:
+            reader = stream.iter_content(4096)
+            wait_until(lambda: next(reader) is None or scrape(
+                lambda p: requests.get(gw.url + p.lstrip("/"), timeout=5).text).get(
+                ("camfabric_mjpeg_parts_total", (("camera", "0"),)), 0) >= 3, timeout=10,
+                what="three parts counted")
+            samples = scrape(lambda p: requests.get(gw.url + p.lstrip("/"), timeout=5).text)
+            assert samples[("camfabric_mjpeg_clients", (("camera", "0"),))] == 1
+    finally:
+        stop.set()
+        thread.join()
+    assert samples[("camfabric_http_requests_total", (("route", "/latest/{cam_id}"), ("status", "400")))] == 1
+    assert ("camfabric_frames_skipped_total", (("camera", "0"),)) in samples
+    wait_until(lambda: scrape(lambda p: requests.get(gw.url + p.lstrip("/"), timeout=5).text)[
+        ("camfabric_mjpeg_clients", (("camera", "0"),))] == 0, timeout=5, what="the stream closed")
+
+
+@pytest.mark.timeout(60)
+def test_metrics_count_the_requests_of_every_worker(tmp_path, node, tcp_endpoint):
+    port = unused_tcp_port()
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nport = {port}\nsubscribe = ["{tcp_endpoint}"]\nworkers = 2\n')
+    url = f"http://127.0.0.1:{port}/"
+    proc = subprocess.Popen([sys.executable, "-m", "camfabric.cli", "gateway", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def get(path: str) -> str:
+            return requests.get(url + path.lstrip("/"), timeout=5).text
+
+        def both_workers_up() -> bool:
+            try:
+                return scrape(get).get(("camfabric_gateway_workers", ()), 0) == 2
+            except requests.ConnectionError:
+                return False
+
+        wait_until(both_workers_up, timeout=30, what="two workers serving")
+        before = scrape(get).get(("camfabric_http_requests_total", (("route", "/cameras"),
+                                                                    ("status", "200"))), 0)
+        sent = 60
+        with ThreadPoolExecutor(6) as pool:  # new connections, taken by whichever worker is free
+            codes = list(pool.map(lambda _: requests.get(url + "cameras", timeout=5).status_code,
+                                  range(sent)))
+        assert codes == [200] * sent
+        after = scrape(get)
+        counted = after[("camfabric_http_requests_total", (("route", "/cameras"), ("status", "200")))]
+        assert counted - before == sent  # whichever worker answered the scrape, all were counted
+        assert after[("camfabric_gateway_workers", ())] == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
