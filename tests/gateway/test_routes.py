@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -681,3 +682,17 @@ def test_metrics_count_the_requests_of_every_worker(tmp_path, node, tcp_endpoint
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_the_dashboard_needs_nothing_but_the_gateway(client):
+    page = client.simulate_get("/").text
+    script = client.simulate_get("/static/dashboard.js").text
+    for text in (page, script):
+        assert not re.search(r"(src|href)=[\"']?(https?:)?//", text), "an outside resource"
+    for asset in re.findall(r"(?:src|href)=\"(/[^\"]+)\"", page):
+        assert client.simulate_get(asset).status_code == 200, asset
+    icon = client.simulate_get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+    assert 'name="viewport"' in page  # laid out for a phone's width
+    for route in ("/cam/", "/status", "/world", "?action=stream&cam=", "?action=snapshot&cam="):
+        assert route in script, route
