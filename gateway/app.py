@@ -4,7 +4,7 @@ Routes are ARCHITECTURE.md's HTTP table; a trailing slash is accepted on every o
 exceptions become HTTP here, once: `UnknownCamera` → 404, `FrameTimeout` → 503 with
 Retry-After, `ProtocolError` (a JPEG that does not decode) → 502. Every error body is JSON
 `{"title", "description"}` — never HTML, never a traceback (Waitress's own errors are made
-JSON by `errors.JsonErrorChannel`).
+JSON by `channel.GatewayChannel`).
 
 What holds for every answer is done once, by middleware:
 

@@ -50,9 +50,9 @@ from ..runtime import setup_logging, stop_event
 from . import metrics
 from .app import create_app
 from .cache import FrameCache
+from .channel import GatewayChannel
 from .config import GatewayConfig
 from .mjpeg import StreamSlots
-from .server_errors import JsonErrorChannel
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class Gateway:
         except Exception:
             self.cache.close()
             raise
-        self.server.channel_class = JsonErrorChannel  # Waitress's own errors as JSON
+        self.server.channel_class = GatewayChannel  # JSON errors; Expect without a body
         queue_log = logging.getLogger("waitress.queue")
         if QUEUE_LOG_THROTTLE not in queue_log.filters:
             queue_log.addFilter(QUEUE_LOG_THROTTLE)

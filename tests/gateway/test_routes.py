@@ -553,6 +553,15 @@ def test_the_servers_own_errors_are_json_with_cors(make_gateway, tcp_endpoint, r
     assert set(parsed) == {"title", "description"} and len(body) < 400
 
 
+def test_expect_100_continue_without_a_body_is_answered_at_once(make_gateway, tcp_endpoint):
+    gw = make_gateway(tcp_endpoint)
+    started = time.monotonic()
+    status, headers, body = raw_request(gw.url, b"GET /cameras HTTP/1.1\r\nHost: x\r\n"
+                                                b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+    assert status == 200 and json.loads(body) == {}
+    assert time.monotonic() - started < 2.0
+
+
 def test_curl_and_wget_see_head_like_get_on_a_real_server(make_gateway, node, tcp_endpoint):
     gw = make_gateway(tcp_endpoint)
     wait_until(lambda: node.meta(0) or node.frame(0) or
