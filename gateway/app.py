@@ -72,6 +72,8 @@ class QueryRules:
     """A parameter the API reads, given more than once, is ambiguous: 400 naming it."""
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not req.query_string:
+            return
         for name in READ_PARAMS:
             value = req.params.get(name)
             if isinstance(value, list):

@@ -148,6 +148,7 @@ class GatewayMetrics:
         self.workers = Gauge("camfabric_gateway_workers", "gateway processes serving",
                              registry=own, multiprocess_mode="livesum")
         self.workers.set(1)
+        self._request_children: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
         self._synced: dict[int, dict[str, int]] = {}
         if self.multiprocess_dir and stopping is not None:
@@ -155,7 +156,12 @@ class GatewayMetrics:
                              name="camfabric-metrics-sync").start()
 
     def count_request(self, route: str, status: int) -> None:
-        self.requests.labels(route, str(status)).inc()
+        # A dict lookup instead of prometheus-client's labels() on every request: that took
+        # about a tenth of a /latest request.
+        child = self._request_children.get((route, status))
+        if child is None:
+            child = self._request_children[(route, status)] = self.requests.labels(route, str(status))
+        child.inc()
 
     def sync_streams(self) -> None:
         """Bring the stream series up to the StreamStats counts."""
