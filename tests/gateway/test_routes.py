@@ -664,12 +664,12 @@ def test_metrics_count_the_requests_of_every_worker(tmp_path, node, tcp_endpoint
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def get(path: str) -> str:
-            return requests.get(url + path.lstrip("/"), timeout=5).text
+            return requests.get(url + path.lstrip("/"), timeout=10).text
 
         def both_workers_up() -> bool:
             try:
                 return scrape(get).get(("camfabric_gateway_workers", ()), 0) == 2
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or a worker still starting
                 return False
 
         wait_until(both_workers_up, timeout=30, what="two workers serving")
@@ -677,7 +677,7 @@ def test_metrics_count_the_requests_of_every_worker(tmp_path, node, tcp_endpoint
                                                                     ("status", "200"))), 0)
         sent = 60
         with ThreadPoolExecutor(6) as pool:  # new connections, taken by whichever worker is free
-            codes = list(pool.map(lambda _: requests.get(url + "cameras", timeout=5).status_code,
+            codes = list(pool.map(lambda _: requests.get(url + "cameras", timeout=10).status_code,
                                   range(sent)))
         assert codes == [200] * sent
         after = scrape(get)
