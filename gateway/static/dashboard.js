@@ -174,7 +174,7 @@ function lastError(s) {
   const health = s.health || {};
   const gateway = health.gateway || {};
   if (health.last_error) return String(health.last_error);
-  if (gateway.heartbeat_age_s > 2) return `no heartbeat from node ${s.node} for ${gateway.heartbeat_age_s.toFixed(0)} s`;
+  if (!s.connected && gateway.heartbeat_age_s > 2) return `no heartbeat from node ${s.node} for ${gateway.heartbeat_age_s.toFixed(0)} s`;
   return "";
 }
 
