@@ -23,7 +23,7 @@ from camfabric.gateway.config import GatewayConfig
 from camfabric.protocol import Scan, Status, World, decode_jpeg, topics
 
 from ..conftest import unused_tcp_port
-from .support import announce, deliver, jpeg_of, registry, settle, wait_until
+from .support import RawHttp, announce, deliver, jpeg_of, read_part_by_length, registry, settle, wait_until
 from .test_fabric import SECOND, FakeClock, start_node_process
 
 IMAGE_ROUTES = ["/latest/0", "/snapshot.jpg", "/?action=snapshot", "/?action=snapshot&cam=0"]
@@ -551,6 +551,33 @@ def test_the_servers_own_errors_are_json_with_cors(make_gateway, tcp_endpoint, r
     assert headers["access-control-allow-origin"] == "*"
     parsed = json.loads(body)
     assert set(parsed) == {"title", "description"} and len(body) < 400
+
+
+@pytest.mark.parametrize("path", ["/stream.mjpg?cam=2", "/?action=stream&cam=2", "/cam/2"])
+def test_cam_query_picks_the_stream_of_that_camera(make_gateway, node, tcp_endpoint, path):
+    gw = make_gateway(tcp_endpoint)
+    stop = threading.Event()
+
+    def publish() -> None:
+        while not stop.wait(0.05):
+            for cam, value in ((0, 40), (2, 210)):
+                node.meta(cam)
+                node.frame(cam, value)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: requests.get(gw.url + "latest/2", timeout=5).status_code == 200,
+                   timeout=10, what="a frame of camera 2")
+        conn = RawHttp(gw.url, path)
+        try:
+            assert conn.status == 200
+            assert abs(int(decode_jpeg(read_part_by_length(conn).jpeg).mean()) - 210) <= 2
+        finally:
+            conn.close()
+    finally:
+        stop.set()
+        thread.join()
 
 
 def test_expect_100_continue_without_a_body_is_answered_at_once(make_gateway, tcp_endpoint):
