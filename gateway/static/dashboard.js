@@ -63,6 +63,8 @@ function urlsFor(id, entry) {
     copyRow("Stream URL (Mainsail/Fluidd stream_url, OctoPrint Stream URL)", stream),
     copyRow("Snapshot URL (snapshot_url, OctoPrint Snapshot URL)", snapshot),
     copyRow("moonraker.conf", conf, true),
+    el("small", { class: "hint" }, "Mainsail served over HTTPS, remote access, or MainsailOS's " +
+       "/webcamN/ paths want relative URLs: `camfabric moonraker --path-prefix /webcam2/` prints them."),
   );
   details.append(box);
   return details;
