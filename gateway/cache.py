@@ -238,12 +238,17 @@ class FrameCache:
             if not state.connected:
                 error = (f"nothing heard from node {state.owner!r} for more than "
                          f"{self.heartbeat_timeout_ns / 1e9:g} s")
-            # The newest evidence wins: a frame that arrived after the heartbeat saying the
-            # camera is down shows it up again.
+            # The newest evidence wins: a frame the heartbeat did not know of yet (a higher
+            # seq; without one, a later arrival) shows a camera reported down up again.
             frame = state.frame
-            reported_down = health.get("connected", True) is False and (
-                frame is None or state.meta is None or state.meta.t_receive_ns >= frame.t_receive_ns)
-            connected = state.connected and not reported_down
+            seq = health.get("seq")
+            if frame is None or state.meta is None:
+                newer = False
+            elif isinstance(seq, int) and not isinstance(seq, bool):
+                newer = frame.seq > seq
+            else:
+                newer = frame.t_receive_ns > state.meta.t_receive_ns
+            connected = state.connected and not (health.get("connected", True) is False and not newer)
             return CameraView(cam, state.frame, state.connected, connected,
                               str(error) if error else None)
 

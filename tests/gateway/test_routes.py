@@ -491,6 +491,20 @@ def test_a_camera_its_node_reports_down_is_not_served(node, clocked):
     assert client.simulate_get("/status").json["0"]["fps"] == 0
 
 
+def test_a_heartbeat_older_than_the_newest_frame_does_not_call_the_camera_down(node, clocked):
+    # The node builds a heartbeat, captures its first frame, then sends the heartbeat: it says
+    # "not connected" about a camera whose newer frame is already here.
+    cache, client, clock = clocked
+    sent = deliver(node, cache, 0)
+    node.meta(0, connected=False, seq=sent.seq - 1, last_error=None)
+    wait_until(lambda: client.simulate_get("/status").json["0"]["health"].get("seq") == sent.seq - 1,
+               what="the late heartbeat")
+    assert client.simulate_get("/latest/0").status_code == 200
+    node.meta(0, connected=False, seq=sent.seq, last_error="device unplugged")
+    wait_until(lambda: not cache.view(0).connected, what="the heartbeat that knows the frame")
+    assert_not_live(client.simulate_get("/latest/0"), 0, "device unplugged")
+
+
 @pytest.mark.timeout(30)
 def test_a_killed_node_turns_the_snapshot_routes_to_503_within_6_s(tcp_endpoint, make_gateway):
     gw = make_gateway(tcp_endpoint)
@@ -591,14 +605,19 @@ def test_expect_100_continue_without_a_body_is_answered_at_once(make_gateway, tc
 
 def test_curl_and_wget_see_head_like_get_on_a_real_server(make_gateway, node, tcp_endpoint):
     gw = make_gateway(tcp_endpoint)
-    wait_until(lambda: node.meta(0) or node.frame(0) or
-               requests.get(gw.url + "snapshot.jpg", timeout=5).status_code == 200,
-               timeout=10, what="a snapshot")
-    for path in ("snapshot.jpg", "cameras", "metrics", "?action=stream", "cam/0"):
-        head = requests.head(gw.url + path, timeout=5)
-        assert head.status_code == 200, path
-        assert head.content == b"" and head.headers["Access-Control-Allow-Origin"] == "*"
-    assert int(requests.head(gw.url + "snapshot.jpg", timeout=5).headers["Content-Length"]) > 100
+    stop = threading.Event()
+    thread = _publish_while(node, 0, stop, period=0.066)
+    try:
+        wait_until(lambda: requests.get(gw.url + "snapshot.jpg", timeout=5).status_code == 200,
+                   timeout=10, what="a snapshot")
+        for path in ("snapshot.jpg", "cameras", "metrics", "?action=stream", "cam/0"):
+            head = requests.head(gw.url + path, timeout=5)
+            assert head.status_code == 200, path
+            assert head.content == b"" and head.headers["Access-Control-Allow-Origin"] == "*"
+        assert int(requests.head(gw.url + "snapshot.jpg", timeout=5).headers["Content-Length"]) > 100
+    finally:
+        stop.set()
+        thread.join()
     assert gw.slots.in_use == 0  # HEAD of a stream holds no stream slot
     huge = "9" * 5000
     result = requests.get(gw.url + "latest/" + huge, timeout=5)
