@@ -640,7 +640,10 @@ def test_metrics_scrape_parses_and_frames_received_rises(client, node, cache, pu
     deliver(node, cache, 0)
     state = {"cameras": {"0": {"state": "ok", "uploads": 4, "last_error": None}}}
     publisher.publish(Status(service="prusa_connect", state=state))
-    wait_until(lambda: "prusa_connect" in client.simulate_get("/status").json["0"]["health"])
+    publisher.publish(Status(service="tracker", state={"cameras": {"0": {
+        "detections": 5, "last_error": "Gemini answered 429"}}}))
+    wait_until(lambda: {"prusa_connect", "tracker"} <= set(
+        client.simulate_get("/status").json["0"]["health"]), what="both services' states")
 
     def get(path):
         result = client.simulate_get(path)
@@ -670,6 +673,10 @@ def test_metrics_scrape_parses_and_frames_received_rises(client, node, cache, pu
     assert second[("camfabric_service_state", (("camera", "0"), ("service", "uploader"),
                                                ("state", "ok")))] == 1
     assert second[("camfabric_uploader_uploads_total", cam0)] == 4
+    assert second[("camfabric_service_state", (("camera", "0"), ("service", "tracker"),
+                                               ("state", "error")))] == 1
+    assert second[("camfabric_tracker_detections_total", cam0)] == 5
+    assert second[("camfabric_service_reporting", (("service", "tracker"),))] == 1
     assert second[("camfabric_http_requests_total", (("route", "/status"), ("status", "200")))] >= 1
     assert all(name.startswith("camfabric_") for name, _ in second if not name.startswith(("python_",
                                                                                           "process_")))
