@@ -17,7 +17,10 @@ Every name starts with `camfabric_`; a per-camera series carries `camera="N"`.
 With several workers each one counts its own requests and streams: prometheus-client's
 multiprocess mode keeps each worker's values in a file under one directory
 (`PROMETHEUS_MULTIPROC_DIR`, made by `share_between_workers()` before the workers start),
-and the worker that answers a scrape adds every worker's files up.
+and the worker that answers a scrape adds every worker's files up. The fabric's counters,
+which every worker sees alike but counts a little apart, are the largest of the workers'
+values instead, so that a counter never steps back between two scrapes answered by different
+workers.
 """
 
 from __future__ import annotations
@@ -53,11 +56,39 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-class FabricCollector:
-    """The cameras, nodes and services as `/status` shows them, turned into series."""
+def fabric_counters(status: Mapping[str, Any]) -> dict[str, tuple[str, dict[str, float]]]:
+    """The counters in a `/status` answer: series name → (help, {camera: value})."""
+    counters: dict[str, tuple[str, dict[str, float]]] = {
+        "camfabric_frames_received": ("frames of the camera this gateway received", {}),
+        **{f"camfabric_node_{name}": (f"the node's own count of {name.replace('_', ' ')} "
+                                      "(from its heartbeat)", {}) for name in NODE_COUNTERS},
+        "camfabric_uploader_uploads": ("snapshots the uploader delivered", {}),
+        "camfabric_tracker_detections": ("detections the tracker made", {}),
+    }
+    for key, entry in status.items():
+        health = entry.get("health", {})
+        values = {"camfabric_frames_received": health.get("gateway", {}).get("frames_received"),
+                  **{f"camfabric_node_{name}": health.get(name) for name in NODE_COUNTERS}}
+        for service, name, field in (("prusa_connect", "camfabric_uploader_uploads", "uploads"),
+                                     ("tracker", "camfabric_tracker_detections", "detections")):
+            report = health.get(service)
+            if isinstance(report, Mapping):
+                values[name] = report.get(field)
+        for name, value in values.items():
+            if (number := _number(value)) is not None:
+                counters[name][1][key] = number
+    return counters
 
-    def __init__(self, cache: FrameCache) -> None:
+
+class FabricCollector:
+    """The cameras, nodes and services as `/status` shows them, turned into series.
+
+    `counters=False` leaves the counters out: with several workers they come from the shared
+    files instead (see `SharedFabricCounters`)."""
+
+    def __init__(self, cache: FrameCache, counters: bool = True) -> None:
         self.cache = cache
+        self.counters = counters
 
     def collect(self) -> Iterator[Metric]:
         status = self.cache.status()
@@ -69,21 +100,11 @@ class FabricCollector:
                                 "frames per second the camera delivers (0 when disconnected)", labels=cam)
         age = GaugeMetricFamily("camfabric_frame_age_seconds",
                                 "age of the camera's newest cached frame, on the gateway's clock", labels=cam)
-        received = CounterMetricFamily("camfabric_frames_received",
-                                       "frames of the camera this gateway process received", labels=cam)
         info = GaugeMetricFamily("camfabric_camera_info", "the camera's registry entry",
                                  labels=["camera", "name", "role", "node"])
-        node = {name: CounterMetricFamily(f"camfabric_node_{name}",
-                                          f"the node's own count of {name.replace('_', ' ')} "
-                                          "(from its heartbeat)", labels=cam)
-                for name in NODE_COUNTERS}
         state = GaugeMetricFamily("camfabric_service_state",
                                   "1 for the state a service reports for the camera",
                                   labels=["service", "camera", "state"])
-        uploads = CounterMetricFamily("camfabric_uploader_uploads",
-                                      "snapshots the uploader delivered", labels=cam)
-        detections = CounterMetricFamily("camfabric_tracker_detections",
-                                         "detections the tracker made", labels=cam)
         reporting: dict[str, bool] = {}
         for key, entry in status.items():
             labels = [key]
@@ -93,13 +114,9 @@ class FabricCollector:
             fps.add_metric(labels, _number(entry.get("fps")) or 0.0)
             if (age_ms := _number(gateway.get("frame_age_ms"))) is not None:
                 age.add_metric(labels, age_ms / 1000)
-            received.add_metric(labels, _number(gateway.get("frames_received")) or 0.0)
             reg = registry.get(key, {})
             info.add_metric([key, str(reg.get("name", "")), str(reg.get("role", "")),
                              str(entry.get("node", ""))], 1.0)
-            for name, family in node.items():
-                if (value := _number(health.get(name))) is not None:
-                    family.add_metric(labels, value)
             for service, short in SERVICE_NAMES.items():
                 report = health.get(service)
                 if not isinstance(report, Mapping):
@@ -107,16 +124,46 @@ class FabricCollector:
                 reporting[short] = reporting.get(short, False) or bool(report.get("reporting"))
                 reported = report.get("state") or ("error" if report.get("last_error") else "ok")
                 state.add_metric([short, key, str(reported)], 1.0)
-                if short == "uploader" and (n := _number(report.get("uploads"))) is not None:
-                    uploads.add_metric(labels, n)
-                if short == "tracker" and (n := _number(report.get("detections"))) is not None:
-                    detections.add_metric(labels, n)
         alive = GaugeMetricFamily("camfabric_service_reporting",
                                   "1 while the service's status messages keep arriving", labels=["service"])
         for short, ok in sorted(reporting.items()):
             alive.add_metric([short], 1.0 if ok else 0.0)
-        yield from (connected, fps, age, received, info, *node.values(), state, alive, uploads,
-                    detections)
+        yield from (connected, fps, age, info, state, alive)
+        if self.counters:
+            for name, (help_text, values) in fabric_counters(status).items():
+                family = CounterMetricFamily(name, help_text, labels=cam)
+                for key, value in values.items():
+                    family.add_metric([key], value)
+                yield family
+
+
+class SharedFabricCounters:
+    """The fabric's counters with several workers: each worker keeps its own view of them in
+    a shared file (a gauge, `livemax`), and a scrape shows the largest as a counter — so two
+    scrapes answered by different workers never see a counter step back."""
+
+    def __init__(self, cache: FrameCache, path: str) -> None:
+        self.cache = cache
+        self.collector = multiprocess.MultiProcessCollector(None, path=path)
+        self.gauges = {name: Gauge(name, help_text, ["camera"], registry=None,
+                                   multiprocess_mode="livemax")
+                       for name, (help_text, _) in fabric_counters({}).items()}
+
+    def sync(self) -> None:
+        for name, (_, values) in fabric_counters(self.cache.status()).items():
+            for key, value in values.items():
+                self.gauges[name].labels(key).set(value)
+
+    def collect(self) -> Iterator[Metric]:
+        """Every worker's series from the shared files, the fabric counters typed as counters."""
+        for metric in self.collector.collect():
+            if metric.name not in self.gauges:
+                yield metric
+                continue
+            counter = Metric(metric.name, metric.documentation, "counter")
+            for sample in metric.samples:
+                counter.add_sample(metric.name + "_total", sample.labels, sample.value)
+            yield counter
 
 
 class GatewayMetrics:
@@ -124,7 +171,7 @@ class GatewayMetrics:
 
     In multiprocess mode (`PROMETHEUS_MULTIPROC_DIR` set before prometheus-client was
     imported) counters live in the shared files and a scrape merges every worker's; stream
-    counters are copied there once a second by a thread that ends with `stopping`.
+    and fabric counters are copied there once a second by a thread that ends with `stopping`.
     """
 
     def __init__(self, cache: FrameCache, stats: StreamStats, *,
@@ -133,9 +180,11 @@ class GatewayMetrics:
         self.multiprocess_dir = os.environ.get(MULTIPROCESS_ENV)
         self.registry = CollectorRegistry()
         own = None if self.multiprocess_dir else self.registry
+        self.shared: SharedFabricCounters | None = None
         if self.multiprocess_dir:
-            multiprocess.MultiProcessCollector(self.registry, path=self.multiprocess_dir)
-        self.registry.register(FabricCollector(cache))
+            self.shared = SharedFabricCounters(cache, self.multiprocess_dir)
+            self.registry.register(self.shared)
+        self.registry.register(FabricCollector(cache, counters=self.shared is None))
         cam = ["camera"]
         self.requests = Counter("camfabric_http_requests", "HTTP requests answered, by route and status",
                                 ["route", "status"], registry=own)
@@ -177,15 +226,21 @@ class GatewayMetrics:
                         child.inc(delta)
                 self._synced[cam] = dict(counts)
 
+    def sync(self) -> None:
+        """Bring this process's series up to date (in the shared files, with several workers)."""
+        self.sync_streams()
+        if self.shared is not None:
+            self.shared.sync()
+
     def _sync_until(self, stopping: threading.Event) -> None:
         while not stopping.wait(SYNC_INTERVAL_S):
             try:
-                self.sync_streams()
-            except Exception:  # the metrics must never take serving down; counted by the next try
-                log.exception("copying the stream counters for /metrics failed")
+                self.sync()
+            except Exception:  # the metrics must never take serving down; tried again next time
+                log.exception("copying the counters for /metrics failed")
 
     def render(self) -> bytes:
-        self.sync_streams()
+        self.sync()
         return generate_latest(self.registry)
 
 

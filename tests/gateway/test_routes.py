@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import falcon.testing
 import numpy as np
+import psutil
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -737,6 +738,33 @@ def test_metrics_count_the_requests_of_every_worker(tmp_path, node, tcp_endpoint
         counted = after[("camfabric_http_requests_total", (("route", "/cameras"), ("status", "200")))]
         assert counted - before == sent  # whichever worker answered the scrape, all were counted
         assert after[("camfabric_gateway_workers", ())] == 2
+
+        # The fabric's counters never step back from one scrape to the next, whichever worker
+        # answers each — also after a worker died and its replacement started counting at 0.
+        stop = threading.Event()
+        thread = _publish_while(node, 0, stop, period=0.05)
+        try:
+            received = ("camfabric_frames_received_total", (("camera", "0"),))
+            wait_until(lambda: scrape(get).get(received, 0) > 20, timeout=15, what="frames counted")
+            workers = [child for child in psutil.Process(proc.pid).children()
+                       if "spawn_main" in " ".join(child.cmdline())]
+            workers[0].kill()
+            wait_until(lambda: both_workers_up() and scrape(get).get(received, 0) > 0, timeout=30,
+                       what="the worker replaced")
+
+            def timed_scrape(_) -> tuple[float, float, float]:
+                started = time.monotonic()
+                value = scrape(get)[received]
+                return started, time.monotonic(), value
+
+            with ThreadPoolExecutor(4) as pool:  # scrapes side by side: both workers answer some
+                scrapes = list(pool.map(timed_scrape, range(60)))
+        finally:
+            stop.set()
+            thread.join()
+        back = [(a[2], b[2]) for a in scrapes for b in scrapes if a[1] < b[0] and b[2] < a[2]]
+        assert not back, f"a later scrape saw fewer frames than an earlier one: {back[:5]}"
+        assert max(s[2] for s in scrapes) > min(s[2] for s in scrapes)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
