@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import falcon.testing
 import numpy as np
@@ -136,6 +138,18 @@ def _publish_while(node, cam, stop: threading.Event, period: float = 0.02) -> th
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+@contextmanager
+def publishing(node, cam: int = 0, period: float = 0.066) -> Iterator[None]:
+    """Camera `cam` publishing a frame and a heartbeat every `period` s while the block runs."""
+    stop = threading.Event()
+    thread = _publish_while(node, cam, stop, period)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @pytest.mark.parametrize("path", ["/snap/0", "/frame/0", "/frame/0?format=jpeg"])
@@ -298,11 +312,8 @@ def assert_cors(result) -> None:
 def live(node, cache):
     """Camera 0 with a frame, kept publishing (15 frames a second) for the test's length."""
     deliver(node, cache, 0)
-    stop = threading.Event()
-    thread = _publish_while(node, 0, stop, period=0.066)
-    yield
-    stop.set()
-    thread.join()
+    with publishing(node):
+        yield
 
 
 @pytest.mark.parametrize("path", GET_ROUTES)
@@ -606,9 +617,7 @@ def test_expect_100_continue_without_a_body_is_answered_at_once(make_gateway, tc
 
 def test_curl_and_wget_see_head_like_get_on_a_real_server(make_gateway, node, tcp_endpoint):
     gw = make_gateway(tcp_endpoint)
-    stop = threading.Event()
-    thread = _publish_while(node, 0, stop, period=0.066)
-    try:
+    with publishing(node, 0):
         wait_until(lambda: requests.get(gw.url + "snapshot.jpg", timeout=5).status_code == 200,
                    timeout=10, what="a snapshot")
         for path in ("snapshot.jpg", "cameras", "metrics", "?action=stream", "cam/0"):
@@ -616,9 +625,6 @@ def test_curl_and_wget_see_head_like_get_on_a_real_server(make_gateway, node, tc
             assert head.status_code == 200, path
             assert head.content == b"" and head.headers["Access-Control-Allow-Origin"] == "*"
         assert int(requests.head(gw.url + "snapshot.jpg", timeout=5).headers["Content-Length"]) > 100
-    finally:
-        stop.set()
-        thread.join()
     assert gw.slots.in_use == 0  # HEAD of a stream holds no stream slot
     huge = "9" * 5000
     result = requests.get(gw.url + "latest/" + huge, timeout=5)
@@ -654,14 +660,9 @@ def test_metrics_scrape_parses_and_frames_received_rises(client, node, cache, pu
 
     cam0 = (("camera", "0"),)
     first = scrape(get)
-    stop = threading.Event()
-    thread = _publish_while(node, 0, stop)
-    try:
+    with publishing(node, 0, period=0.02):
         wait_until(lambda: scrape(get)[("camfabric_frames_received_total", cam0)]
                    > first[("camfabric_frames_received_total", cam0)], what="the counter rising")
-    finally:
-        stop.set()
-        thread.join()
     wait_until(lambda: node.meta(0, errors=2, encodes=40, retries=1) or
                client.simulate_get("/status").json["0"]["health"].get("encodes") == 40)
     second = scrape(get)
@@ -685,9 +686,7 @@ def test_metrics_scrape_parses_and_frames_received_rises(client, node, cache, pu
 
 def test_metrics_count_streams_and_errors(make_gateway, node, tcp_endpoint):
     gw = make_gateway(tcp_endpoint)
-    stop = threading.Event()
-    thread = _publish_while(node, 0, stop, period=0.066)
-    try:
+    with publishing(node, 0):
         wait_until(lambda: requests.get(gw.url + "latest/0", timeout=5).status_code == 200,
                    timeout=10, what="a frame")
         assert requests.get(gw.url + "latest/x", timeout=5).status_code == 400
@@ -699,9 +698,6 @@ def test_metrics_count_streams_and_errors(make_gateway, node, tcp_endpoint):
                 what="three parts counted")
             samples = scrape(lambda p: requests.get(gw.url + p.lstrip("/"), timeout=5).text)
             assert samples[("camfabric_mjpeg_clients", (("camera", "0"),))] == 1
-    finally:
-        stop.set()
-        thread.join()
     assert samples[("camfabric_http_requests_total", (("route", "/latest/{cam_id}"), ("status", "400")))] == 1
     assert ("camfabric_frames_skipped_total", (("camera", "0"),)) in samples
     wait_until(lambda: scrape(lambda p: requests.get(gw.url + p.lstrip("/"), timeout=5).text)[
@@ -741,9 +737,7 @@ def test_metrics_count_the_requests_of_every_worker(tmp_path, node, tcp_endpoint
 
         # The fabric's counters never step back from one scrape to the next, whichever worker
         # answers each — also after a worker died and its replacement started counting at 0.
-        stop = threading.Event()
-        thread = _publish_while(node, 0, stop, period=0.05)
-        try:
+        with publishing(node, 0, period=0.05):
             received = ("camfabric_frames_received_total", (("camera", "0"),))
             wait_until(lambda: scrape(get).get(received, 0) > 20, timeout=15, what="frames counted")
             workers = [child for child in psutil.Process(proc.pid).children()
@@ -757,11 +751,8 @@ def test_metrics_count_the_requests_of_every_worker(tmp_path, node, tcp_endpoint
                 value = scrape(get)[received]
                 return started, time.monotonic(), value
 
-            with ThreadPoolExecutor(4) as pool:  # scrapes side by side: both workers answer some
+            with ThreadPoolExecutor(4) as pool:  # scrapes side by side: either worker may answer
                 scrapes = list(pool.map(timed_scrape, range(60)))
-        finally:
-            stop.set()
-            thread.join()
         back = [(a[2], b[2]) for a in scrapes for b in scrapes if a[1] < b[0] and b[2] < a[2]]
         assert not back, f"a later scrape saw fewer frames than an earlier one: {back[:5]}"
         assert max(s[2] for s in scrapes) > min(s[2] for s in scrapes)
