@@ -15,7 +15,8 @@ HELP = "serve every camera on the fabric over HTTP (JPEG, MJPEG, JSON, dashboard
 DESCRIPTION = """\
 Subscribe to the fabric and serve the camera HTTP API: /cameras, /snap/{id}, /latest/{id},
 /cam/{id} (MJPEG), /status, /frame/{id}?format=jpeg|raw, /world, /scan, /snapshot.jpg,
-/stream.mjpg, /?action=snapshot|stream[&cam=N] and a live dashboard at /.
+/stream.mjpg, /?action=snapshot|stream[&cam=N], Prometheus metrics at /metrics and a live
+dashboard at /.
 
 Every key is optional; the defaults are shown:
 
