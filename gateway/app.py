@@ -1,10 +1,24 @@
 """create_app: the gateway's Falcon application over a FrameCache.
 
-Routes are ARCHITECTURE.md's HTTP table. Our exceptions become HTTP here, once:
-`UnknownCamera` → 404, `FrameTimeout` → 503 with Retry-After, `ProtocolError` (a JPEG that
-does not decode) → 502. Every error body is Falcon's JSON `{"title", "description"}` — never
-HTML, never a traceback. On a non-loopback listening address only `allow_from` networks get an
-answer; the rest get 403.
+Routes are ARCHITECTURE.md's HTTP table; a trailing slash is accepted on every one. Our
+exceptions become HTTP here, once: `UnknownCamera` → 404, `FrameTimeout` → 503 with
+Retry-After, `ProtocolError` (a JPEG that does not decode) → 502. Every error body is JSON
+`{"title", "description"}` — never HTML, never a traceback (Waitress's own errors are made
+JSON by `channel.GatewayChannel`).
+
+What holds for every answer is done once, by middleware:
+
+- `Cors`: `Access-Control-Allow-Origin: *` and `Access-Control-Expose-Headers` naming every
+  `X-*` header the API sends, on images, JSON and errors alike; a preflight `OPTIONS` gets
+  the methods and the headers it asked for.
+- `QueryRules`: a query parameter the API reads (`action`, `cam`, `format`) given twice is a
+  400, never a silent pick. Other parameters (`cacheBust`, `timestamp`, …) are ignored.
+- `AllowFrom`: on a non-loopback listening address only `allow_from` networks get an answer;
+  the rest get 403.
+- `metrics.RequestCounter`: every answer counted by route and status for `/metrics`.
+
+JSON carries times as float seconds: a `*_ns` integer becomes `*_s`, and no integer above
+2^53 (which JavaScript rounds) leaves the gateway.
 """
 
 from __future__ import annotations
@@ -17,14 +31,55 @@ import threading
 from typing import Any
 
 import falcon
+import falcon.media
 
 from ..protocol.errors import FrameTimeout, ProtocolError, UnknownCamera
 from . import resources as r
 from .cache import FrameCache
 from .config import GatewayConfig, Network
+from .metrics import GatewayMetrics, MetricsResource, RequestCounter
 from .mjpeg import StreamSlots
 
 log = logging.getLogger(__name__)
+
+# Every X-* header an answer may carry, plus Retry-After: what a page on another origin reads.
+EXPOSED_HEADERS = ("X-Frame-Age-Ms", "X-Timestamp", "X-Frame-Width", "X-Frame-Height",
+                   "X-Frame-Channels", "X-Frame-Dtype", "Retry-After")
+ALLOWED_METHODS = "GET, HEAD, OPTIONS"
+PREFLIGHT_MAX_AGE_S = 600
+READ_PARAMS = ("action", "cam", "format")
+JS_SAFE_INT = 2**53
+
+
+class Cors:
+    """CORS for every answer, errors included, and the preflight answer."""
+
+    expose = ", ".join(EXPOSED_HEADERS)
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         req_succeeded: bool) -> None:
+        resp.set_header("Access-Control-Allow-Origin", "*")
+        resp.set_header("Access-Control-Expose-Headers", self.expose)
+        if req.method == "OPTIONS" and req.get_header("Access-Control-Request-Method"):
+            resp.set_header("Access-Control-Allow-Methods", ALLOWED_METHODS)
+            asked = req.get_header("Access-Control-Request-Headers")
+            if asked:
+                resp.set_header("Access-Control-Allow-Headers", asked[:1000])
+            resp.set_header("Access-Control-Max-Age", str(PREFLIGHT_MAX_AGE_S))
+
+
+class QueryRules:
+    """A parameter the API reads, given more than once, is ambiguous: 400 naming it."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not req.query_string:
+            return
+        for name in READ_PARAMS:
+            value = req.params.get(name)
+            if isinstance(value, list):
+                raise falcon.HTTPBadRequest(
+                    title="Repeated query parameter",
+                    description=f"{name!r} is given {len(value)} times; give it once")
 
 
 class AllowFrom:
@@ -59,10 +114,33 @@ class AllowFrom:
                                    description="this address is not in the gateway's allow_from")
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every `*_ns` integer turned into `*_s` float seconds and every other
+    integer beyond 2^53 into a float, so JavaScript reads what was meant."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if (isinstance(key, str) and key.endswith("_ns") and isinstance(item, int)
+                    and not isinstance(item, bool)):
+                out[key[:-3] + "_s"] = item / 1e9
+            else:
+                out[key] = json_safe(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > JS_SAFE_INT:
+        return float(value)
+    return value
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(json_safe(value), ensure_ascii=False)
+
+
 def _json_errors(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
     body = exc.to_dict()
     if not body.get("description"):
-        body["description"] = f"{req.method} {req.path}: {exc.status}"
+        body["description"] = f"{req.method} {req.path[:64]}: {exc.status}"
     resp.data = json.dumps(body).encode()
     resp.content_type = falcon.MEDIA_JSON
     resp.append_header("Vary", "Accept")
@@ -83,7 +161,7 @@ def _frame_timeout(req: falcon.Request, resp: falcon.Response, exc: FrameTimeout
 
 def _bad_frame(req: falcon.Request, resp: falcon.Response, exc: ProtocolError,
                params: dict[str, Any]) -> None:
-    log.warning("cannot serve %s: %s", req.path, exc)
+    log.warning("cannot serve %s: %s", req.path[:64], exc)
     raise falcon.HTTPBadGateway(title="Bad frame", description=str(exc))
 
 
@@ -93,31 +171,44 @@ def create_app(
     *,
     slots: StreamSlots | None = None,
     stopping: threading.Event | None = None,
+    stats: r.StreamStats | None = None,
 ) -> falcon.App:
-    """The WSGI app serving `cache`; `slots` caps MJPEG streams, `stopping` ends them."""
+    """The WSGI app serving `cache`; `slots` caps MJPEG streams, `stopping` ends them,
+    `stats` counts their clients and frames (one per app when not given)."""
     config = config or GatewayConfig()
-    middleware = [] if config.loopback_only else [AllowFrom(config.networks)]
+    stopping = stopping or threading.Event()
+    stats = stats or r.StreamStats()
+    metrics = GatewayMetrics(cache, stats, stopping=stopping)
+    middleware: list[Any] = [Cors(), RequestCounter(metrics)]
+    if not config.loopback_only:
+        middleware.append(AllowFrom(config.networks))
+    middleware.append(QueryRules())
     app = falcon.App(middleware=middleware, cors_enable=False)
     app.req_options.keep_blank_qs_values = False
+    app.req_options.strip_url_path_trailing_slash = True
+    json_handler = falcon.media.JSONHandler(dumps=_dumps)
+    app.resp_options.media_handlers.update({falcon.MEDIA_JSON: json_handler})
     app.set_error_serializer(_json_errors)
     app.add_error_handler(UnknownCamera,
                           lambda req, resp, exc, params: _unknown_camera(req, resp, exc, params, cache))
     app.add_error_handler(FrameTimeout, _frame_timeout)
     app.add_error_handler(ProtocolError, _bad_frame)
 
-    streams = r.Streams(cache, slots or StreamSlots(config.max_streams), stopping or threading.Event())
-    timeout = config.snap_timeout_s
+    streams = r.Streams(cache, slots or StreamSlots(config.max_streams), stopping, stats)
+    frames = r.Frames(cache, config.snap_timeout_s, config.stale_after_s)
     default = config.default_camera
-    app.add_route("/", r.RootResource(cache, streams, default))
+    app.add_route("/", r.RootResource(frames, streams, default))
     app.add_route("/cameras", r.CamerasResource(cache))
-    app.add_route("/snap/{cam_id}", r.SnapResource(cache, timeout))
-    app.add_route("/latest/{cam_id}", r.LatestResource(cache))
-    app.add_route("/cam/{cam_id}", r.CamStreamResource(streams))
-    app.add_route("/status", r.StatusResource(cache))
-    app.add_route("/frame/{cam_id}", r.FrameResource(cache, timeout))
+    app.add_route("/snap/{cam_id}", r.SnapResource(frames))
+    app.add_route("/latest/{cam_id}", r.LatestResource(frames))
+    app.add_route("/cam/{cam_id}", r.CamStreamResource(frames, streams))
+    app.add_route("/status", r.StatusResource(cache, stats))
+    app.add_route("/frame/{cam_id}", r.FrameResource(frames))
     app.add_route("/world", r.WorldResource(cache))
     app.add_route("/scan", r.ScanResource(cache))
-    app.add_route("/snapshot.jpg", r.DefaultSnapshotResource(cache, default))
-    app.add_route("/stream.mjpg", r.DefaultStreamResource(streams, default))
+    app.add_route("/snapshot.jpg", r.DefaultSnapshotResource(frames, default))
+    app.add_route("/stream.mjpg", r.DefaultStreamResource(frames, streams, default))
+    app.add_route("/metrics", MetricsResource(metrics))
     app.add_route("/static/{name}", r.StaticResource())
+    app.add_route("/favicon.ico", r.StaticResource("favicon.svg"))
     return app

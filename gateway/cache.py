@@ -74,6 +74,18 @@ class CameraState:
         return self.claims.get(self.owner)
 
 
+@dataclass(frozen=True, slots=True)
+class CameraView:
+    """One camera as a request sees it now: its newest frame, whether its node is heard from,
+    whether it is connected (node heard from and its camera up), and its last error."""
+
+    cam: int
+    frame: wire.Frame | None
+    node_alive: bool
+    connected: bool
+    last_error: str | None
+
+
 class FrameCache:
     """Newest frame, heartbeat and owner of every camera on the fabric, plus world/scan/status."""
 
@@ -277,6 +289,32 @@ class FrameCache:
             meta = state.meta
             return state.connected and (meta is None or meta.health.get("connected") is not False)
 
+    def view(self, cam: int) -> CameraView:
+        """`cam`'s newest frame, connection and last error, evaluated now; UnknownCamera if
+        unannounced. A node that went silent is named as the error."""
+        self.require(cam)
+        with self._changed:
+            state = self._cameras[cam]
+            self._update(state, self.clock())
+            health = state.meta.health if state.meta else {}
+            error = health.get("last_error")
+            if not state.connected:
+                error = (f"nothing heard from node {state.owner!r} for more than "
+                         f"{self.heartbeat_timeout_ns / 1e9:g} s")
+            # The newest evidence wins: a frame the heartbeat did not know of yet (a higher
+            # seq; without one, a later arrival) shows a camera reported down up again.
+            frame = state.frame
+            seq = health.get("seq")
+            if frame is None or state.meta is None:
+                newer = False
+            elif isinstance(seq, int) and not isinstance(seq, bool):
+                newer = frame.seq > seq
+            else:
+                newer = frame.t_receive_ns > state.meta.t_receive_ns
+            connected = state.connected and not (health.get("connected", True) is False and not newer)
+            return CameraView(cam, state.frame, state.connected, connected,
+                              str(error) if error else None)
+
     def wait_newer(self, cam: int, after: wire.Frame | None, timeout: float) -> wire.Frame | None:
         """The newest frame of `cam` other than `after`, waiting up to `timeout` s; None if none
         came (or the cache closed). Frames in between are skipped: never a backlog. Counts as
@@ -350,7 +388,9 @@ class FrameCache:
         frame = state.frame
         width, height = (frame.w, frame.h) if frame else (resolution[0], resolution[1])
         node_health = dict(meta.health) if meta else {}
-        fps = node_health.get("fps", round(state.fps, 2))
+        connected = state.connected and node_health.get("connected", True) is not False
+        # A disconnected camera delivers nothing: its last measured rate is history, not fps.
+        fps = node_health.get("fps", round(state.fps, 2)) if connected else 0.0
         health: dict[str, Any] = {
             **node_health,
             "gateway": {
@@ -365,7 +405,7 @@ class FrameCache:
                 health[service] = {**cameras[str(state.cam)], "status_age_s": round(age_s, 1),
                                    "reporting": age_s < SERVICE_SILENT_S}
         entry: dict[str, Any] = {
-            "connected": state.connected and node_health.get("connected", True) is not False,
+            "connected": connected,
             "device_id": state.cam, "width": width, "height": height, "fps": fps,
             "node": state.owner, "health": health,
         }

@@ -10,6 +10,7 @@
     workers = 1
     default_camera = 0
     heartbeat_timeout_s = 3.0
+    stale_after_s = 5.0         # a newest frame older than this is never served as live
 
     [gateway.curve."tcp://10.0.0.5:5550"]     # CURVE keys for an endpoint off loopback
     secret_key_file = "/etc/camfabric/gateway.key_secret"
@@ -60,6 +61,7 @@ class GatewayConfig:
     allow_from: tuple[str, ...] = DEFAULT_ALLOW_FROM
     default_camera: int = bounded(0, 0, 1_000_000)
     heartbeat_timeout_s: float = bounded(3.0, 0.2, 600.0)
+    stale_after_s: float = bounded(5.0, 0.1, 3600.0)
     curve: dict[str, CurveKeys] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

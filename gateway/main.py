@@ -15,7 +15,8 @@ HELP = "serve every camera on the fabric over HTTP (JPEG, MJPEG, JSON, dashboard
 DESCRIPTION = """\
 Subscribe to the fabric and serve the camera HTTP API: /cameras, /snap/{id}, /latest/{id},
 /cam/{id} (MJPEG), /status, /frame/{id}?format=jpeg|raw, /world, /scan, /snapshot.jpg,
-/stream.mjpg, /?action=snapshot|stream[&cam=N] and a live dashboard at /.
+/stream.mjpg, /?action=snapshot|stream[&cam=N], Prometheus metrics at /metrics and a live
+dashboard at /.
 
 Every key is optional; the defaults are shown:
 
@@ -31,6 +32,7 @@ Every key is optional; the defaults are shown:
                 "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10"]
   default_camera = 0         # /snapshot.jpg, /stream.mjpg and /?action=… without cam=
   heartbeat_timeout_s = 3.0  # a camera without heartbeat this long is disconnected
+  stale_after_s = 5.0        # snapshot routes answer 503 when the newest frame is older
 
   # CURVE keys for an endpoint off loopback (one table per endpoint):
   # [gateway.curve."tcp://10.0.0.5:5550"]

@@ -1,66 +1,236 @@
 """Falcon resources of the gateway's HTTP API (ARCHITECTURE.md, "HTTP API").
 
-Each resource is a small class with `on_get`. Domain errors (`UnknownCamera`, `FrameTimeout`,
-`ProtocolError`) are raised as they are and mapped to HTTP once, in `app.py`.
+Each resource is a small class with `on_get`; `on_head` answers the same headers without a
+body (Falcon drops the body of a HEAD answer and keeps its Content-Length). Domain errors
+(`UnknownCamera`, `FrameTimeout`, `ProtocolError`) are raised as they are and mapped to HTTP
+once, in `app.py`; what only HTTP knows (a bad id, a dead camera) is raised here as Falcon's.
+
+Which frame each image route serves:
+
+- `/latest/{id}`: the cached newest frame at once, with its true age in `X-Frame-Age-Ms` —
+  until the camera is disconnected (503 then).
+- the snapshot routes (`/snapshot.jpg`, `/?action=snapshot`, `action=snapshot` on a stream
+  route): a *live* frame — the cached one while it is younger than `stale_after_s`, else a new
+  one waited for (up to the snap timeout); 503 naming the camera and its last error otherwise.
+- `/snap/{id}`, `/frame/{id}`: a frame captured after the request arrived; 503 at once for a
+  disconnected camera.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from importlib import resources as package_files
+from typing import Any
 
 import falcon
 
 from ..protocol import wire
+from ..protocol.errors import FrameTimeout
 from .cache import FrameCache
 from .mjpeg import CONTENT_TYPE as MJPEG_CONTENT_TYPE
 from .mjpeg import MjpegStream, StreamSlots
 
-IMAGE_HEADERS = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-cache"}
+IMAGE_HEADERS = {"Cache-Control": "no-cache"}
 RETRY_AFTER_S = 1
+# A dead camera rarely comes back within a second; a client polling it waits a little longer.
+DOWN_RETRY_AFTER_S = 2
 FORMATS = ("jpeg", "raw")
+ACTIONS = ("snapshot", "stream")
+# Camera ids are small integers (the config bounds them to 1 000 000): more digits than this
+# is refused before any conversion, and never echoed back in full.
+MAX_ID_DIGITS = 9
+ECHO_CHARS = 24
 STATIC_TYPES = {".html": falcon.MEDIA_HTML, ".js": falcon.MEDIA_JS, ".css": "text/css",
                 ".svg": "image/svg+xml"}
 
 
+def _echo(value: str) -> str:
+    return repr(value if len(value) <= ECHO_CHARS else value[:ECHO_CHARS] + "…")
+
+
 def camera_id(value: str | None, what: str = "camera id") -> int:
-    """The integer camera id in `value`, or 400 naming what was wrong."""
+    """The integer camera id in `value`, or 400 naming what was wrong (the value cut short)."""
     if value is None or not (value.isascii() and value.isdigit()):
+        shown = _echo(value) if value is not None else "nothing"
         raise falcon.HTTPBadRequest(title="Bad camera id",
-                                    description=f"{what} must be a non-negative integer, got {value!r}")
+                                    description=f"{what} must be a non-negative integer, got {shown}")
+    if len(value) > MAX_ID_DIGITS:
+        raise falcon.HTTPBadRequest(title="Bad camera id",
+                                    description=f"{what} has {len(value)} digits; camera ids have "
+                                                f"at most {MAX_ID_DIGITS}")
     return int(value)
+
+
+def camera_param(req: falcon.Request, default: int) -> int:
+    """The `cam` query parameter, or `default` when the query has none."""
+    raw = req.get_param("cam")
+    return default if raw is None else camera_id(raw, "cam")
+
+
+class CameraNotLive(falcon.HTTPServiceUnavailable):
+    """503 for a camera that is disconnected or whose newest frame is too old; the body names
+    the camera and its last error besides Falcon's title and description."""
+
+    def __init__(self, cam: int, description: str, last_error: str | None) -> None:
+        super().__init__(title="Camera not live", description=description,
+                         retry_after=DOWN_RETRY_AFTER_S)
+        self.cam = cam
+        self.last_error = last_error
+
+    def to_dict(self, obj_type: type = dict) -> Any:
+        body = super().to_dict(obj_type)
+        body["camera"] = self.cam
+        body["last_error"] = self.last_error
+        return body
+
+
+def _not_live(cam: int, why: str, last_error: str | None) -> CameraNotLive:
+    reason = f": {last_error}" if last_error else ""
+    return CameraNotLive(cam, f"camera {cam} {why}{reason}", last_error)
 
 
 def send_jpeg(resp: falcon.Response, frame: wire.Frame) -> None:
     resp.content_type = "image/jpeg"
-    resp.data = bytes(frame.data)
+    resp.data = frame.data if isinstance(frame.data, bytes) else bytes(frame.data)
     resp.set_headers(IMAGE_HEADERS)
     resp.set_header("X-Timestamp", f"{frame.t_capture_ns / 1e9:.6f}")
 
 
-def send_latest(resp: falcon.Response, cache: FrameCache, cam: int) -> None:
-    """The cached newest JPEG with X-Frame-Age-Ms, or 503 + Retry-After before the first frame."""
-    frame = cache.latest(cam)
-    if frame is None:
-        raise falcon.HTTPServiceUnavailable(
-            title="No frame yet",
-            description=f"camera {cam} has not delivered a frame yet; retry shortly",
-            retry_after=RETRY_AFTER_S,
-        )
+def send_aged(resp: falcon.Response, cache: FrameCache, frame: wire.Frame) -> None:
     send_jpeg(resp, frame)
     resp.set_header("X-Frame-Age-Ms", str(round(frame.age_ns(cache.clock()) / 1e6)))
+
+
+@dataclass(frozen=True, slots=True)
+class Frames:
+    """How the image routes pick a frame: the cache, the snap timeout, the staleness bound."""
+
+    cache: FrameCache
+    timeout_s: float
+    stale_after_s: float
+
+    def latest(self, resp: falcon.Response, cam: int) -> None:
+        """The cached newest JPEG with X-Frame-Age-Ms; 503 + Retry-After before the first
+        frame and once the camera is disconnected."""
+        view = self.cache.view(cam)
+        if not view.connected:
+            raise _not_live(cam, "is disconnected", view.last_error)
+        if view.frame is None:
+            raise falcon.HTTPServiceUnavailable(
+                title="No frame yet",
+                description=f"camera {cam} has not delivered a frame yet; retry shortly",
+                retry_after=RETRY_AFTER_S,
+            )
+        send_aged(resp, self.cache, view.frame)
+
+    def live(self, resp: falcon.Response, cam: int) -> None:
+        """A frame no older than `stale_after_s`: the cached one, else one waited for; 503
+        naming the camera and its last error when neither is to be had."""
+        view = self.cache.view(cam)
+        if not view.connected:
+            raise _not_live(cam, "is disconnected", view.last_error)
+        frame = view.frame
+        limit_ns = self.stale_after_s * 1e9
+        if frame is None or frame.age_ns(self.cache.clock()) > limit_ns:
+            try:
+                frame = self.cache.snap(cam, self.timeout_s)
+            except FrameTimeout:
+                if view.frame is None:
+                    why = f"has delivered no frame (waited {self.timeout_s:g} s)"
+                else:
+                    age = view.frame.age_ns(self.cache.clock()) / 1e9
+                    why = (f"delivers no live frame: its newest is {age:.1f} s old "
+                           f"(the bound is {self.stale_after_s:g} s)")
+                raise _not_live(cam, why, self.cache.view(cam).last_error) from None
+        send_aged(resp, self.cache, frame)
+
+    def fresh(self, cam: int) -> wire.Frame:
+        """A frame captured after now; 503 naming the camera and its last error when none
+        comes within the snap timeout — at once when its node is not heard from."""
+        requested = self.cache.clock()
+        view = self.cache.view(cam)
+        if not view.node_alive:  # a camera its node reports down may be coming up: wait
+            raise _not_live(cam, "is disconnected", view.last_error)
+        try:
+            return self.cache.snap(cam, self.timeout_s, requested_ns=requested)
+        except FrameTimeout:
+            why = f"delivered no frame within {self.timeout_s:g} s of the request"
+            raise _not_live(cam, why, self.cache.view(cam).last_error) from None
+
+
+class StreamStats:
+    """Per camera: MJPEG clients open now, parts delivered, frames skipped for slow clients.
+
+    `snapshot() -> {cam: {"clients", "delivered", "skipped"}}`. A minimal stand-in, counted
+    around `MjpegStream` by `CountedStream`, for the stream's own counters.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cams: dict[int, dict[str, int]] = {}
+
+    def add(self, cam: int, **counts: int) -> None:
+        with self._lock:
+            entry = self._cams.setdefault(cam, {"clients": 0, "delivered": 0, "skipped": 0})
+            for name, n in counts.items():
+                entry[name] += n
+
+    def snapshot(self) -> dict[int, dict[str, int]]:
+        with self._lock:
+            return {cam: dict(entry) for cam, entry in self._cams.items()}
+
+
+class CountedStream:
+    """An `MjpegStream` whose clients, parts and skipped frames are counted in `StreamStats`."""
+
+    def __init__(self, stream: MjpegStream, stats: StreamStats) -> None:
+        self.stream = stream
+        self.stats = stats
+        self._seq: int | None = None
+        self._open = True
+        stats.add(stream.cam, clients=1)
+
+    def __iter__(self) -> CountedStream:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            data = next(self.stream)
+        except StopIteration:
+            self.close()
+            raise
+        frame = self.stream._last
+        if frame is not None and frame.seq != self._seq:
+            skipped = frame.seq - self._seq - 1 if self._seq is not None else 0
+            self._seq = frame.seq
+            self.stats.add(self.stream.cam, delivered=1, skipped=max(0, skipped))
+        return data
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self.stats.add(self.stream.cam, clients=-1)
+        self.stream.close()
 
 
 class Streams:
     """Starts MJPEG responses: the stream cap, the shutdown event, the client-gone probe."""
 
-    def __init__(self, cache: FrameCache, slots: StreamSlots, stopping: threading.Event) -> None:
+    def __init__(self, cache: FrameCache, slots: StreamSlots, stopping: threading.Event,
+                 stats: StreamStats) -> None:
         self.cache = cache
         self.slots = slots
         self.stopping = stopping
+        self.stats = stats
 
     def respond(self, req: falcon.Request, resp: falcon.Response, cam: int) -> None:
         self.cache.require(cam)
+        resp.content_type = MJPEG_CONTENT_TYPE
+        resp.set_headers(IMAGE_HEADERS)
+        resp.set_header("Pragma", "no-cache")
+        if req.method == "HEAD":  # the headers a stream would start with, and no stream slot
+            return
         if not self.slots.acquire():
             raise falcon.HTTPServiceUnavailable(
                 title="Too many streams",
@@ -68,14 +238,19 @@ class Streams:
                             "for single frames or raise gateway.max_streams",
                 retry_after=5,
             )
-        resp.content_type = MJPEG_CONTENT_TYPE
-        resp.set_headers(IMAGE_HEADERS)
-        resp.set_header("Pragma", "no-cache")
-        resp.stream = MjpegStream(self.cache, cam, self.slots, self.stopping,
-                                  client_gone=req.env.get("waitress.client_disconnected"))
+        stream = MjpegStream(self.cache, cam, self.slots, self.stopping,
+                             client_gone=req.env.get("waitress.client_disconnected"))
+        resp.stream = CountedStream(stream, self.stats)
 
 
-class CamerasResource:
+class Resource:
+    """Every GET route answers HEAD with the same status and headers, without the body."""
+
+    def on_head(self, req: falcon.Request, resp: falcon.Response, **params: str) -> None:
+        self.on_get(req, resp, **params)  # type: ignore[attr-defined]
+
+
+class CamerasResource(Resource):
     def __init__(self, cache: FrameCache) -> None:
         self.cache = cache
 
@@ -83,58 +258,74 @@ class CamerasResource:
         resp.media = self.cache.registry()
 
 
-class SnapResource:
+class SnapResource(Resource):
     """A JPEG captured after the request arrived."""
 
-    def __init__(self, cache: FrameCache, timeout_s: float) -> None:
-        self.cache = cache
-        self.timeout_s = timeout_s
+    def __init__(self, frames: Frames) -> None:
+        self.frames = frames
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, cam_id: str) -> None:
-        requested = self.cache.clock()
-        cam = camera_id(cam_id)
-        send_jpeg(resp, self.cache.snap(cam, self.timeout_s, requested_ns=requested))
+        send_jpeg(resp, self.frames.fresh(camera_id(cam_id)))
 
 
-class LatestResource:
-    def __init__(self, cache: FrameCache) -> None:
-        self.cache = cache
+class LatestResource(Resource):
+    def __init__(self, frames: Frames) -> None:
+        self.frames = frames
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, cam_id: str) -> None:
-        send_latest(resp, self.cache, camera_id(cam_id))
+        self.frames.latest(resp, camera_id(cam_id))
 
 
-class CamStreamResource:
-    def __init__(self, streams: Streams) -> None:
+def stream_or_snapshot(req: falcon.Request, resp: falcon.Response, frames: Frames,
+                       streams: Streams, cam: int) -> None:
+    """A stream route: MJPEG, or a live snapshot for `action=snapshot` (clients that turn a
+    stream URL into a snapshot URL by rewriting its query, as MobileRaker does)."""
+    action = req.get_param("action")
+    if action is not None and action not in ACTIONS:
+        raise falcon.HTTPBadRequest(title="Bad action",
+                                    description=f"action must be snapshot or stream, got {_echo(action)}")
+    if action == "snapshot":
+        frames.live(resp, cam)
+    else:
+        streams.respond(req, resp, cam)
+
+
+class CamStreamResource(Resource):
+    def __init__(self, frames: Frames, streams: Streams) -> None:
+        self.frames = frames
         self.streams = streams
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, cam_id: str) -> None:
-        self.streams.respond(req, resp, camera_id(cam_id))
+        stream_or_snapshot(req, resp, self.frames, self.streams, camera_id(cam_id))
 
 
-class StatusResource:
-    def __init__(self, cache: FrameCache) -> None:
+class StatusResource(Resource):
+    def __init__(self, cache: FrameCache, stats: StreamStats) -> None:
         self.cache = cache
+        self.stats = stats
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self.cache.status()
+        status = self.cache.status()
+        streams = self.stats.snapshot()
+        for cam, entry in status.items():
+            counts = streams.get(int(cam), {"clients": 0, "delivered": 0, "skipped": 0})
+            entry["health"].setdefault("gateway", {})["mjpeg"] = dict(counts)
+        resp.media = status
 
 
-class FrameResource:
+class FrameResource(Resource):
     """A fresh frame as JPEG, or as raw BGR uint8 bytes decoded from it."""
 
-    def __init__(self, cache: FrameCache, timeout_s: float) -> None:
-        self.cache = cache
-        self.timeout_s = timeout_s
+    def __init__(self, frames: Frames) -> None:
+        self.frames = frames
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, cam_id: str) -> None:
-        requested = self.cache.clock()
         cam = camera_id(cam_id)
         fmt = req.get_param("format") or "jpeg"
         if fmt not in FORMATS:
             raise falcon.HTTPBadRequest(title="Bad format",
-                                        description=f"format must be jpeg or raw, got {fmt!r}")
-        frame = self.cache.snap(cam, self.timeout_s, requested_ns=requested)
+                                        description=f"format must be jpeg or raw, got {_echo(fmt)}")
+        frame = self.frames.fresh(cam)
         if fmt == "jpeg":
             send_jpeg(resp, frame)
             return
@@ -149,7 +340,7 @@ class FrameResource:
         })
 
 
-class WorldResource:
+class WorldResource(Resource):
     def __init__(self, cache: FrameCache) -> None:
         self.cache = cache
 
@@ -157,7 +348,7 @@ class WorldResource:
         resp.media = self.cache.world()
 
 
-class ScanResource:
+class ScanResource(Resource):
     def __init__(self, cache: FrameCache) -> None:
         self.cache = cache
 
@@ -165,66 +356,63 @@ class ScanResource:
         resp.media = self.cache.scans()
 
 
-class DefaultSnapshotResource:
-    """`/snapshot.jpg`: the default camera's cached frame (503 until the first one)."""
+class DefaultSnapshotResource(Resource):
+    """`/snapshot.jpg[?cam=N]`: a live frame of the default (or the named) camera."""
 
-    def __init__(self, cache: FrameCache, default_camera: int) -> None:
-        self.cache = cache
+    def __init__(self, frames: Frames, default_camera: int) -> None:
+        self.frames = frames
         self.default_camera = default_camera
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        send_latest(resp, self.cache, self.default_camera)
+        self.frames.live(resp, camera_param(req, self.default_camera))
 
 
-class DefaultStreamResource:
-    """`/stream.mjpg`: the default camera's MJPEG stream."""
+class DefaultStreamResource(Resource):
+    """`/stream.mjpg[?cam=N]`: the default (or the named) camera's MJPEG stream."""
 
-    def __init__(self, streams: Streams, default_camera: int) -> None:
+    def __init__(self, frames: Frames, streams: Streams, default_camera: int) -> None:
+        self.frames = frames
         self.streams = streams
         self.default_camera = default_camera
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self.streams.respond(req, resp, self.default_camera)
+        cam = camera_param(req, self.default_camera)
+        stream_or_snapshot(req, resp, self.frames, self.streams, cam)
 
 
-class RootResource:
+class RootResource(Resource):
     """`/`: mjpg-streamer's `?action=snapshot|stream[&cam=N]`, else the dashboard."""
 
-    def __init__(self, cache: FrameCache, streams: Streams, default_camera: int) -> None:
-        self.cache = cache
+    def __init__(self, frames: Frames, streams: Streams, default_camera: int) -> None:
+        self.frames = frames
         self.streams = streams
         self.default_camera = default_camera
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        action = req.get_param("action")
-        if action is None:
+        if req.get_param("action") is None:
             serve_static(resp, "index.html")
             return
-        raw_cam = req.get_param("cam")
-        cam = self.default_camera if raw_cam is None else camera_id(raw_cam, "cam")
-        if action == "snapshot":
-            send_latest(resp, self.cache, cam)
-        elif action == "stream":
-            self.streams.respond(req, resp, cam)
-        else:
-            raise falcon.HTTPBadRequest(title="Bad action",
-                                        description=f"action must be snapshot or stream, got {action!r}")
+        cam = camera_param(req, self.default_camera)
+        stream_or_snapshot(req, resp, self.frames, self.streams, cam)
 
 
-class StaticResource:
-    """The dashboard's files under /static/."""
+class StaticResource(Resource):
+    """The dashboard's files under /static/ (and its icon at /favicon.ico)."""
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        serve_static(resp, name)
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str | None = None) -> None:
+        serve_static(resp, self.name or name or "")
 
 
 def serve_static(resp: falcon.Response, name: str) -> None:
     suffix = name[name.rfind("."):] if "." in name else ""
     if "/" in name or name.startswith(".") or suffix not in STATIC_TYPES:
-        raise falcon.HTTPNotFound(title="Not found", description=f"no dashboard file {name!r}")
+        raise falcon.HTTPNotFound(title="Not found", description=f"no dashboard file {_echo(name)}")
     file = package_files.files(__package__).joinpath("static", name)
     if not file.is_file():
-        raise falcon.HTTPNotFound(title="Not found", description=f"no dashboard file {name!r}")
+        raise falcon.HTTPNotFound(title="Not found", description=f"no dashboard file {_echo(name)}")
     resp.content_type = STATIC_TYPES[suffix]
     resp.data = file.read_bytes()
     resp.set_header("Cache-Control", "no-cache")

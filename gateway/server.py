@@ -47,8 +47,10 @@ import zmq
 
 from ..protocol.errors import CamfabricError
 from ..runtime import setup_logging, stop_event
+from . import metrics
 from .app import create_app
 from .cache import FrameCache
+from .channel import GatewayChannel
 from .config import GatewayConfig
 from .mjpeg import StreamSlots
 
@@ -193,6 +195,7 @@ class Gateway:
         except Exception:
             self.cache.close()
             raise
+        self.server.channel_class = GatewayChannel  # JSON errors; Expect without a body
         queue_log = logging.getLogger("waitress.queue")
         if QUEUE_LOG_THROTTLE not in queue_log.filters:
             queue_log.addFilter(QUEUE_LOG_THROTTLE)
@@ -283,6 +286,7 @@ class WorkerPool:
         self.processes: list[Any] = [None] * config.workers
         self._last_spawn = [0.0] * config.workers
         self._quick_exits = [0] * config.workers
+        self.metrics_dir: str | None = None
 
     def _spawn(self, index: int) -> None:
         process = self.mp.Process(
@@ -293,6 +297,7 @@ class WorkerPool:
         self._last_spawn[index] = time.monotonic()
 
     def start(self) -> WorkerPool:
+        self.metrics_dir = metrics.share_between_workers()  # /metrics counts every worker
         for index in range(self.config.workers):
             self._spawn(index)
         return self
@@ -313,6 +318,8 @@ class WorkerPool:
                                      f"row right after starting (status {process.exitcode}); "
                                      "see its log above")
             log.error("gateway worker %d exited with status %s; restarting it", index, process.exitcode)
+            if self.metrics_dir is not None:
+                metrics.worker_exited(self.metrics_dir, process.pid)
             self._spawn(index)
 
     def stop(self, timeout: float = 1.5) -> None:
@@ -327,6 +334,9 @@ class WorkerPool:
                     log.warning("gateway worker pid %d did not stop in time; killing it", process.pid)
                     process.kill()
                     process.join(0.2)
+        if self.metrics_dir is not None:
+            metrics.stop_sharing(self.metrics_dir)
+            self.metrics_dir = None
 
 
 def serve(config: GatewayConfig, stop: threading.Event, log_level: str = "INFO",

@@ -185,7 +185,7 @@ def test_a_killed_node_is_reported_and_served_again_after_restart(tcp_endpoint, 
         killed = time.monotonic()
         wait_until(lambda: not connected(gw), timeout=4.0, what="camera 0 reported disconnected")
         assert time.monotonic() - killed <= 3.5
-        assert requests.get(gw.url + "latest/0", timeout=5).status_code == 200  # the last frame stays
+        assert requests.get(gw.url + "latest/0", timeout=5).status_code == 503  # never shown as live
 
         restarted = time.time()
         node = start_node_process(tcp_endpoint)
