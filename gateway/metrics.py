@@ -99,7 +99,12 @@ class FabricCollector:
         fps = GaugeMetricFamily("camfabric_camera_fps",
                                 "frames per second the camera delivers (0 when disconnected)", labels=cam)
         age = GaugeMetricFamily("camfabric_frame_age_seconds",
-                                "age of the camera's newest cached frame, on the gateway's clock", labels=cam)
+                                "age of the camera's newest cached frame, on the gateway's clock; only "
+                                "while a client watches it (frames are subscribed on demand)", labels=cam)
+        watched = GaugeMetricFamily("camfabric_camera_watched",
+                                    "1 while HTTP clients want the camera and its frames are subscribed",
+                                    labels=cam)
+        wanted = set(self.cache.wanted())
         info = GaugeMetricFamily("camfabric_camera_info", "the camera's registry entry",
                                  labels=["camera", "name", "role", "node"])
         state = GaugeMetricFamily("camfabric_service_state",
@@ -112,7 +117,9 @@ class FabricCollector:
             gateway = health.get("gateway", {})
             connected.add_metric(labels, 1.0 if entry.get("connected") else 0.0)
             fps.add_metric(labels, _number(entry.get("fps")) or 0.0)
-            if (age_ms := _number(gateway.get("frame_age_ms"))) is not None:
+            is_watched = key.isdigit() and int(key) in wanted
+            watched.add_metric(labels, 1.0 if is_watched else 0.0)
+            if is_watched and (age_ms := _number(gateway.get("frame_age_ms"))) is not None:
                 age.add_metric(labels, age_ms / 1000)
             reg = registry.get(key, {})
             info.add_metric([key, str(reg.get("name", "")), str(reg.get("role", "")),
@@ -128,7 +135,7 @@ class FabricCollector:
                                   "1 while the service's status messages keep arriving", labels=["service"])
         for short, ok in sorted(reporting.items()):
             alive.add_metric([short], 1.0 if ok else 0.0)
-        yield from (connected, fps, age, info, state, alive)
+        yield from (connected, fps, age, watched, info, state, alive)
         if self.counters:
             for name, (help_text, values) in fabric_counters(status).items():
                 family = CounterMetricFamily(name, help_text, labels=cam)

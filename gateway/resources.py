@@ -113,6 +113,7 @@ class Frames:
     def latest(self, resp: falcon.Response, cam: int) -> None:
         """The cached newest JPEG with X-Frame-Age-Ms; 503 + Retry-After before the first
         frame and once the camera is disconnected."""
+        self.cache.latest(cam)  # wants the camera; after an idle time, waits for a fresh frame
         view = self.cache.view(cam)
         if not view.connected:
             raise _not_live(cam, "is disconnected", view.last_error)
@@ -127,6 +128,7 @@ class Frames:
     def live(self, resp: falcon.Response, cam: int) -> None:
         """A frame no older than `stale_after_s`: the cached one, else one waited for; 503
         naming the camera and its last error when neither is to be had."""
+        self.cache.latest(cam)  # wants the camera; after an idle time, waits for a fresh frame
         view = self.cache.view(cam)
         if not view.connected:
             raise _not_live(cam, "is disconnected", view.last_error)

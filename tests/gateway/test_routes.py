@@ -739,7 +739,9 @@ def test_metrics_count_the_requests_of_every_worker(tmp_path, node, tcp_endpoint
         # answers each — also after a worker died and its replacement started counting at 0.
         with publishing(node, 0, period=0.05):
             received = ("camfabric_frames_received_total", (("camera", "0"),))
-            wait_until(lambda: scrape(get).get(received, 0) > 20, timeout=15, what="frames counted")
+            # Frames flow only while a client wants the camera (subscriptions on demand).
+            wait_until(lambda: get("/latest/0") is not None and scrape(get).get(received, 0) > 20,
+                       timeout=15, what="frames counted")
             workers = [child for child in psutil.Process(proc.pid).children()
                        if "spawn_main" in " ".join(child.cmdline())]
             workers[0].kill()
@@ -747,6 +749,7 @@ def test_metrics_count_the_requests_of_every_worker(tmp_path, node, tcp_endpoint
                        what="the worker replaced")
 
             def timed_scrape(_) -> tuple[float, float, float]:
+                get("/latest/0")  # keeps camera 0 wanted by whichever worker answers
                 started = time.monotonic()
                 value = scrape(get)[received]
                 return started, time.monotonic(), value
