@@ -1,0 +1,281 @@
+"""The tracker's promises as the Gemini service sees them: real frames over ZeroMQ, real
+trackers (in this process and as a `camfabric tracker` process), the strict fake Gemini on
+loopback keeping its own clock and its own per-project limits. Every gap below is measured at
+the fake, when the request arrived."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import subprocess
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+from camfabric.protocol import Frame, Meta, Publisher, Subscriber, encode_jpeg, topics
+from camfabric.subscribers.tracker.config import CameraTracking, GeminiConfig, TrackerConfig
+from camfabric.subscribers.tracker.service import Tracker
+from tests.conftest import PYTHON, REPO, unused_tcp_port
+from tests.fakes.gemini import FakeGemini
+
+KEY = "AIzaSyD-pacing-test-key-0123456789abcde"
+# Each camera's frames differ, so the fake's records tell which camera a request was for.
+JPEGS = {cam: encode_jpeg(np.full((360, 640, 3), 40 + 50 * cam, np.uint8)) for cam in range(3)}
+
+
+@contextmanager
+def frames(endpoint: str, cams: list[int], context, fps: float = 10.0) -> Iterator[Publisher]:
+    """A node stand-in: JPEG frames of `cams` at `fps`, with heartbeats, until the block ends."""
+    stop = threading.Event()
+    with Publisher(endpoint, context=context) as pub:
+        def run() -> None:
+            seq = 0
+            while not stop.wait(1 / fps):
+                for cam in cams:
+                    pub.publish(Frame(cam=cam, seq=seq, t_capture_ns=time.time_ns(), w=640, h=360,
+                                      encoding="jpeg", data=JPEGS[cam], node="n"))
+                    if seq % 10 == 0:
+                        pub.publish(Meta(cam=cam, node="n", registry={"id": cam, "role": "end_effector"},
+                                         health={}))
+                seq += 1
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            yield pub
+        finally:
+            stop.set()
+            thread.join(2)
+
+
+def _config(node: str, fake: FakeGemini, cams: list[int], state_dir, **gemini) -> TrackerConfig:
+    cameras = tuple(CameraTracking(id=c, role="end_effector", detector="gemini", interval_s=2.0)
+                    for c in cams)
+    return TrackerConfig(nodes=[node], publish=f"tcp://127.0.0.1:{unused_tcp_port()}", cameras=cameras,
+                         gemini=GeminiConfig(base_url=fake.url, state_dir=state_dir, **gemini))
+
+
+def _gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+def _per_camera(fake: FakeGemini) -> dict[int, list[float]]:
+    """Arrival times at the fake of each camera's requests, told apart by their image."""
+    by_image = {base64.b64encode(jpeg).decode(): cam for cam, jpeg in JPEGS.items()}
+    out: dict[int, list[float]] = {}
+    for r in fake.requests:
+        data = r.body["contents"][0]["parts"][0]["inline_data"]["data"]
+        out.setdefault(by_image[data], []).append(r.at)
+    return out
+
+
+def test_three_gemini_cameras_for_60_s_at_the_fake(tmp_path, zmq_context, tcp_endpoint, caplog):
+    """60 s, three cameras wanting a frame every 2 s against 30 requests a minute: the calls
+    leave evenly spaced, a 429's retryDelay silences every camera, the fake's own per-minute
+    limit is never hit, and no camera's requests are ever closer than 2 s."""
+    with FakeGemini(api_key=KEY, objects=[{"label": "cup", "box_2d": [400, 400, 600, 600]}],
+                    retry_delay="5s", per_minute=30) as fake, frames(tcp_endpoint, [0, 1, 2], zmq_context):
+        fake.script = ["ok"] * 9 + ["429"]
+        config = _config(tcp_endpoint, fake, [0, 1, 2], tmp_path, requests_per_minute=30,
+                         requests_per_day=100_000)
+        with caplog.at_level(logging.WARNING), \
+                Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as tracker:
+            time.sleep(60)
+            status = tracker.status()
+    assert "interval_s >= 6" in caplog.text  # the demand (90/min) was said not to fit 30/min
+    arrivals = [r.at for r in fake.requests]
+    assert all(r.problems == [] for r in fake.requests)
+    rate_limited = [r.at for r in fake.requests if r.status == 429]
+    assert len(rate_limited) == 1 and fake.requests[9].status == 429  # only the scripted one
+    (limited,) = rate_limited
+    after = [t for t in arrivals if t > limited]
+    assert after and after[0] - limited >= 5.0  # every camera silent for the retryDelay
+    per_cam = _per_camera(fake)
+    for cam, times in per_cam.items():  # the seed's rule, at the API
+        assert min(_gaps(times)) >= 2.0, (cam, times)
+    # the budget's calls are evenly spaced: one every 60/30 s (+ 50 ms), never a burst
+    gaps = _gaps([t for t in arrivals if not limited <= t <= limited + 5.0 + 2.5])
+    even = [g for g in gaps if g < 4.5]  # leave out the one gap that spans the pause
+    assert len(even) >= len(gaps) - 1
+    assert min(gaps) >= 2.05 - 0.1 and max(even) <= 2.05 + 1.0  # arrival jitter under load
+    assert 20 <= len(arrivals) <= 30
+    # the cameras take turns: the token goes to the camera that waited longest
+    counts = sorted(len(t) for t in per_cam.values())
+    assert len(counts) == 3 and counts[-1] - counts[0] <= 1
+    assert [status["cameras"][c]["calls"] for c in ("0", "1", "2")] == [len(per_cam[c]) for c in (0, 1, 2)]
+    assert status["gemini"]["rate_limited"] == 1
+
+
+def test_one_camera_at_the_fake_never_closer_than_2_s_and_never_two_in_flight(tmp_path, zmq_context,
+                                                                              tcp_endpoint):
+    with FakeGemini(api_key=KEY, objects=[], slow_s=2.6) as fake, \
+            frames(tcp_endpoint, [1], zmq_context, fps=50):
+        fake.script = ["ok", "slow", "ok", "ok", "ok"]
+        config = _config(tcp_endpoint, fake, [1], tmp_path, requests_per_minute=1000,
+                         requests_per_day=100_000)
+        with Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}):
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and fake.calls < 5:
+                time.sleep(0.1)
+    arrivals = [r.at for r in fake.requests]
+    assert len(arrivals) >= 5 and fake.max_in_flight == 1
+    gaps = _gaps(arrivals)
+    assert min(gaps) >= 2.0
+    assert gaps[1] >= 2.6  # the slow answer held the next request back until it came
+
+
+class SteppedClock:
+    """This host's real monotonic clock, and a wall clock NTP can step."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time() + self.offset
+
+    def wall_ns(self) -> int:
+        return int(self.wall() * 1e9)
+
+
+def test_wall_clock_stepped_an_hour_either_way_neither_bursts_nor_stalls(tmp_path, zmq_context, tcp_endpoint):
+    clock = SteppedClock()
+    with FakeGemini(api_key=KEY, objects=[], retry_delay="3s") as fake, \
+            frames(tcp_endpoint, [1], zmq_context):
+        fake.script = ["ok", "ok", "429"]
+        config = _config(tcp_endpoint, fake, [1], tmp_path, requests_per_minute=1000,
+                         requests_per_day=100_000)
+        with Tracker(config, context=zmq_context, clock=clock, environ={"GEMINI_API_KEY": KEY}):
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and fake.calls < 3:
+                time.sleep(0.05)
+            clock.offset -= 3600  # right after the 429: back an hour
+            time.sleep(4.5)
+            clock.offset += 7200  # then forward an hour
+            time.sleep(4.5)
+    arrivals = [r.at for r in fake.requests]
+    gaps = _gaps(arrivals)
+    assert fake.requests[2].status == 429 and len(arrivals) >= 5
+    assert min(gaps) >= 2.0  # no burst
+    assert 3.0 <= gaps[2] <= 3.0 + 1.5  # the 3 s pause lasted 3 s, not an hour
+    assert max(gaps) <= 4.5  # no stall: every later request 2 s after the one before
+
+
+def test_two_trackers_on_one_host_share_one_camera_s_2_s(tmp_path, zmq_context, tcp_endpoint):
+    """A `camfabric tracker` process and a tracker in this process, same key, same camera:
+    together they never send that camera's frames closer than 2 s apart."""
+    world = f"tcp://127.0.0.1:{unused_tcp_port()}"
+    with FakeGemini(api_key=KEY, objects=[]) as fake, frames(tcp_endpoint, [1], zmq_context):
+        config_file = tmp_path / "tracker.toml"
+        config_file.write_text(textwrap.dedent(f"""
+            [tracker]
+            nodes = ["{tcp_endpoint}"]
+            publish = "{world}"
+            [[tracker.cameras]]
+            id = 1
+            role = "end_effector"
+            detector = "gemini"
+            interval_s = 2.0
+            [tracker.gemini]
+            base_url = "{fake.url}"
+            requests_per_minute = 1000
+            requests_per_day = 100000
+            state_dir = "{tmp_path}"
+        """))
+        env = {"GEMINI_API_KEY": KEY, "PATH": "/usr/bin:/bin"}
+        proc = subprocess.Popen([PYTHON, "-m", "camfabric.cli", "tracker", "--config", str(config_file)],
+                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            config = _config(tcp_endpoint, fake, [1], tmp_path, requests_per_minute=1000,
+                             requests_per_day=100_000)
+            with Subscriber(world, cameras=[], topics_extra=[topics.status("tracker")],
+                            context=zmq_context) as sub:
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline and sub.message(topics.status("tracker")) is None:
+                    time.sleep(0.1)  # the other process is up
+                with Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as tracker:
+                    time.sleep(10)
+                    ours = tracker.status()["cameras"]["1"]["calls"]
+                theirs = sub.message(topics.status("tracker")).state["cameras"]["1"]["calls"]
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=10)
+    arrivals = [r.at for r in fake.requests]
+    assert min(_gaps(arrivals)) >= 2.0, err
+    assert ours >= 1 and theirs >= 1  # both sent, sharing the camera's turns
+    assert KEY not in err
+
+
+def test_a_restart_keeps_a_per_day_pause(tmp_path, zmq_context, tcp_endpoint):
+    with FakeGemini(api_key=KEY, objects=[]) as fake, frames(tcp_endpoint, [1], zmq_context):
+        fake.script = ["daily"]
+        config = _config(tcp_endpoint, fake, [1], tmp_path)
+        with Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as tracker:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not fake.calls:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            assert tracker.status()["gemini"]["pause_reason"] == "daily quota exhausted"
+        restarted = dataclasses.replace(config, publish=f"tcp://127.0.0.1:{unused_tcp_port()}")
+        with Tracker(restarted, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as again:
+            time.sleep(5)  # frames keep coming: a forgetful tracker would call within 2 s
+            status = again.status()
+    assert fake.calls == 1
+    assert status["gemini"]["pause_reason"] == "daily quota exhausted"
+    assert status["gemini"]["paused_until"] > time.time() + 60
+    assert status["gemini"]["used_today"] == config.gemini.requests_per_day  # the day is spent
+
+
+def test_a_gemini_interval_under_2_s_is_a_config_error_naming_the_key():
+    from camfabric.protocol.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        TrackerConfig(cameras=(CameraTracking(id=1, role="end_effector", detector="gemini",
+                                              interval_s=0.05),))
+    assert err.value.path == "cameras[0].interval_s" and "2 s" in str(err.value)
+
+
+def test_gemini_s_last_error_reaches_status_scrubbed_and_a_retired_model_stops_calling(
+        tmp_path, zmq_context, tcp_endpoint, caplog):
+    with FakeGemini(api_key=KEY, objects=[]) as fake, frames(tcp_endpoint, [1], zmq_context):
+        fake.script = ["echo"]  # a 500 whose message quotes the key
+        config = _config(tcp_endpoint, fake, [1], tmp_path, requests_per_minute=1000,
+                         requests_per_day=100_000, backoff_s=0.5, max_backoff_s=1.0)
+        with caplog.at_level(logging.DEBUG), \
+                Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as tracker, \
+                Subscriber(tracker.endpoint, cameras=[], topics_extra=[topics.status("tracker")],
+                           context=zmq_context) as sub:
+            deadline = time.monotonic() + 10
+            echoed = None
+            while time.monotonic() < deadline and echoed is None:
+                msg = sub.message(topics.status("tracker"))
+                if msg and "HTTP 500" in msg.state["gemini"]["last_error"]:
+                    echoed = msg.state
+                time.sleep(0.05)
+        old_model = dataclasses.replace(config.gemini, model="gemini-2.5-flash")
+        retired = dataclasses.replace(config, gemini=old_model, publish=f"tcp://127.0.0.1:{unused_tcp_port()}")
+        with Tracker(retired, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as tracker, \
+                Subscriber(tracker.endpoint, cameras=[], topics_extra=[topics.status("tracker")],
+                           context=zmq_context) as sub:
+            deadline = time.monotonic() + 10
+            stopped = None
+            while time.monotonic() < deadline and stopped is None:
+                msg = sub.message(topics.status("tracker"))
+                if msg and msg.state["cameras"]["1"]["stopped"]:
+                    stopped = msg.state
+                time.sleep(0.05)
+            calls = fake.calls
+            time.sleep(2.5)  # past its interval: a stopped camera does not call again
+            assert fake.calls == calls
+    assert echoed is not None and "[key]" in echoed["gemini"]["last_error"]
+    assert stopped is not None and "tracker.gemini.model" in stopped["gemini"]["last_error"]
+    assert "tracker.gemini.model" in stopped["cameras"]["1"]["last_error"]
+    assert KEY not in str(echoed) and KEY not in str(stopped) and KEY not in caplog.text
