@@ -179,16 +179,9 @@ def test_two_trackers_on_one_host_share_one_camera_s_2_s(tmp_path, zmq_context, 
             [tracker]
             nodes = ["{tcp_endpoint}"]
             publish = "{world}"
-            [[tracker.cameras]]
-            id = 1
-            role = "end_effector"
-            detector = "gemini"
-            interval_s = 2.0
-            [tracker.gemini]
-            base_url = "{fake.url}"
-            requests_per_minute = 1000
-            requests_per_day = 100000
-            state_dir = "{tmp_path}"
+            cameras = [{{ id = 1, role = "end_effector", detector = "gemini", interval_s = 2.0 }}]
+            gemini = {{ base_url = "{fake.url}", requests_per_minute = 1000, requests_per_day = 100000, \
+state_dir = "{tmp_path}" }}
         """))
         env = {"GEMINI_API_KEY": KEY, "PATH": "/usr/bin:/bin"}
         proc = subprocess.Popen([PYTHON, "-m", "camfabric.cli", "tracker", "--config", str(config_file)],
@@ -243,6 +236,17 @@ def test_a_gemini_interval_under_2_s_is_a_config_error_naming_the_key():
     assert err.value.path == "cameras[0].interval_s" and "2 s" in str(err.value)
 
 
+def _wait_status(sub: Subscriber, predicate, timeout: float = 10.0):
+    """The first tracker status on `sub` that satisfies `predicate`, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = sub.message(topics.status("tracker"))
+        if msg is not None and predicate(msg.state):
+            return msg.state
+        time.sleep(0.05)
+    return None
+
+
 def test_gemini_s_last_error_reaches_status_scrubbed_and_a_retired_model_stops_calling(
         tmp_path, zmq_context, tcp_endpoint, caplog):
     with FakeGemini(api_key=KEY, objects=[]) as fake, frames(tcp_endpoint, [1], zmq_context):
@@ -253,25 +257,13 @@ def test_gemini_s_last_error_reaches_status_scrubbed_and_a_retired_model_stops_c
                 Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as tracker, \
                 Subscriber(tracker.endpoint, cameras=[], topics_extra=[topics.status("tracker")],
                            context=zmq_context) as sub:
-            deadline = time.monotonic() + 10
-            echoed = None
-            while time.monotonic() < deadline and echoed is None:
-                msg = sub.message(topics.status("tracker"))
-                if msg and "HTTP 500" in msg.state["gemini"]["last_error"]:
-                    echoed = msg.state
-                time.sleep(0.05)
+            echoed = _wait_status(sub, lambda state: "HTTP 500" in state["gemini"]["last_error"])
         old_model = dataclasses.replace(config.gemini, model="gemini-2.5-flash")
         retired = dataclasses.replace(config, gemini=old_model, publish=f"tcp://127.0.0.1:{unused_tcp_port()}")
         with Tracker(retired, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as tracker, \
                 Subscriber(tracker.endpoint, cameras=[], topics_extra=[topics.status("tracker")],
                            context=zmq_context) as sub:
-            deadline = time.monotonic() + 10
-            stopped = None
-            while time.monotonic() < deadline and stopped is None:
-                msg = sub.message(topics.status("tracker"))
-                if msg and msg.state["cameras"]["1"]["stopped"]:
-                    stopped = msg.state
-                time.sleep(0.05)
+            stopped = _wait_status(sub, lambda state: state["cameras"]["1"]["stopped"])
             calls = fake.calls
             time.sleep(2.5)  # past its interval: a stopped camera does not call again
             assert fake.calls == calls
