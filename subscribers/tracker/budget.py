@@ -260,7 +260,7 @@ class RequestBudget:
 
     def state(self) -> dict[str, Any]:
         """What /status shows of the budget (times as wall-clock epoch seconds)."""
-        with self._state(write=False) as state:
+        with self._state() as state:
             now, wall = self.clock.monotonic(), self.clock.wall()
             paused = state["paused_until"] > now
             return {
@@ -287,21 +287,24 @@ class RequestBudget:
 
     # -- the state, in memory or in the shared file ----------------------------------------------
     @contextlib.contextmanager
-    def _state(self, write: bool = True) -> Iterator[dict[str, Any]]:
+    def _state(self) -> Iterator[dict[str, Any]]:
+        """The state, exclusively: in memory, or read from the shared file under its lock and
+        written back (atomically) when the caller changed it."""
         with self._lock:
             if self._lock_fd is None:
                 yield self._memory
                 return
             self._flock()
             try:
-                state = self._read()
+                state, before = self._read()
                 yield state
-                if write:
+                if json.dumps(state) != before:
                     self._write(state)
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _flock(self) -> None:
+        # Real time, not the injected clock: this waits on another process, not on the budget.
         deadline = time.monotonic() + LOCK_TIMEOUT_S
         while True:
             try:
@@ -313,18 +316,20 @@ class RequestBudget:
                                       f"been held for over {LOCK_TIMEOUT_S:g} s by another process") from None
                 time.sleep(0.005)
 
-    def _read(self) -> dict[str, Any]:
+    def _read(self) -> tuple[dict[str, Any], str]:
+        """The shared state, and the file's content as read ('' when it had none usable)."""
         try:
-            state = json.loads(self.path.read_text())
+            text = self.path.read_text()
+            state = json.loads(text)
         except FileNotFoundError:
-            return _fresh_state(self._boot)
+            return _fresh_state(self._boot), ""
         except (OSError, ValueError) as exc:
             self.log.warning("tracker state %s unreadable (%s); starting it afresh", self.path,
                              type(exc).__name__)
-            return _fresh_state(self._boot)
+            return _fresh_state(self._boot), ""
         fresh = _fresh_state(self._boot)
         if not isinstance(state, dict) or set(state) != set(fresh):
-            return fresh
+            return fresh, ""
         if state["boot"] != self._boot:  # a reboot: monotonic times of the old boot mean nothing
             wall, now = self.clock.wall(), self.clock.monotonic()
             left = state["paused_until_wall"] - wall
@@ -333,8 +338,8 @@ class RequestBudget:
                 fresh["paused_until_wall"] = state["paused_until_wall"]
                 fresh["pause_reason"] = state["pause_reason"]
             fresh["day"], fresh["today"] = state["day"], state["today"]
-            return fresh
-        return state
+            return fresh, ""
+        return state, json.dumps(state)
 
     def _write(self, state: dict[str, Any]) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
