@@ -7,7 +7,8 @@
 Parts: `intake` (when a camera's frame is taken, and from where), `budget` (the gate at send
 time and the Gemini budget, shared by the host's trackers through a state file), `detectors`
 (aruco, gemini), `geometry` (pixels to mm), `pipeline` (one camera's frame to the world),
-`world` (the tracked objects), `service` (the process).
+`statefile` (state shared by the processes of a host), `world` (the tracked objects),
+`service` (the process).
 See docs/tracker.md.
 """
 

@@ -30,21 +30,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
-import json
 import logging
 import math
 import os
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ...backoff import Backoff
 from ...clock import SYSTEM_CLOCK, Clock
-from ...protocol.errors import CamfabricError
+from .statefile import StateFile, StateFileError, pid_alive
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
 # What the send itself may take after the gate said yes (building nothing: the request is
@@ -52,11 +47,7 @@ PACIFIC = ZoneInfo("America/Los_Angeles")
 # server sees is never under `interval_s`.
 SEND_SLACK_S = 0.05
 WAITING_FRESH_S = 1.0  # a camera that asked within this long still counts as waiting
-LOCK_TIMEOUT_S = 5.0
-
-
-class BudgetError(CamfabricError):
-    """The shared budget state cannot be used (unwritable, locked too long, conflicting)."""
+BudgetError = StateFileError  # the shared budget cannot be used: unwritable, locked, conflicting
 
 
 def next_pacific_midnight(wall: float) -> float:
@@ -68,14 +59,6 @@ def next_pacific_midnight(wall: float) -> float:
 
 def pacific_day(wall: float) -> str:
     return dt.datetime.fromtimestamp(wall, PACIFIC).date().isoformat()
-
-
-def boot_id() -> str:
-    """This boot of the host (the monotonic clock's epoch); '' where the kernel does not say."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
 
 
 def _fresh_state(boot: str) -> dict[str, Any]:
@@ -96,10 +79,8 @@ class RequestBudget:
         self.clock = clock
         self.backoff = backoff or Backoff(base_s=5.0, cap_s=300.0)
         self.log = log or logging.getLogger(__name__)
-        self._lock = threading.Lock()
-        self._boot = boot_id()
-        self._memory = _fresh_state(self._boot)
-        self._lock_fd: int | None = None
+        self._store = StateFile(path, fresh=_fresh_state, after_reboot=self._after_reboot,
+                                what="tracker.gemini.state_dir", log=self.log)
         self.calls = 0
         self.rate_limited = 0
         self.failures = 0
@@ -115,17 +96,11 @@ class RequestBudget:
         with a different budget."""
         if self.path is None:
             return self
-        lock_path = self.path.with_suffix(".lock")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise BudgetError(f"cannot use the tracker's state directory {self.path.parent} "
-                              f"(tracker.gemini.state_dir): {exc.strerror}") from exc
+        self._store.open()
         with self._state() as state:
             mine = {"per_minute": self.per_minute, "per_day": self.per_day}
             for pid, theirs in list(state["owners"].items()):
-                if not _alive(int(pid)):
+                if not pid_alive(int(pid)):
                     del state["owners"][pid]
                     continue
                 if int(pid) != os.getpid() and {k: theirs.get(k) for k in mine} != mine:
@@ -140,12 +115,11 @@ class RequestBudget:
         return self
 
     def close(self) -> None:
-        if self._lock_fd is None:
+        if self.path is None:
             return
         with contextlib.suppress(BudgetError), self._state() as state:
             state["owners"].pop(str(os.getpid()), None)
-        os.close(self._lock_fd)
-        self._lock_fd = None
+        self._store.close()
 
     # -- the gate --------------------------------------------------------------------------------
     def wait_s(self, cam: str, interval_s: float) -> float:
@@ -286,78 +260,19 @@ class RequestBudget:
             state["today"] = 0
 
     # -- the state, in memory or in the shared file ----------------------------------------------
-    @contextlib.contextmanager
-    def _state(self) -> Iterator[dict[str, Any]]:
-        """The state, exclusively: in memory, or read from the shared file under its lock and
-        written back (atomically) when the caller changed it."""
-        with self._lock:
-            if self._lock_fd is None:
-                yield self._memory
-                return
-            self._flock()
-            try:
-                state, before = self._read()
-                yield state
-                if json.dumps(state) != before:
-                    self._write(state)
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+    def _state(self) -> contextlib.AbstractContextManager[dict[str, Any]]:
+        return self._store.transaction()
 
-    def _flock(self) -> None:
-        # Real time, not the injected clock: this waits on another process, not on the budget.
-        deadline = time.monotonic() + LOCK_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise BudgetError(f"the tracker state lock {self.path.with_suffix('.lock')} has "
-                                      f"been held for over {LOCK_TIMEOUT_S:g} s by another process") from None
-                time.sleep(0.005)
-
-    def _read(self) -> tuple[dict[str, Any], str]:
-        """The shared state, and the file's content as read ('' when it had none usable)."""
-        try:
-            text = self.path.read_text()
-            state = json.loads(text)
-        except FileNotFoundError:
-            return _fresh_state(self._boot), ""
-        except (OSError, ValueError) as exc:
-            self.log.warning("tracker state %s unreadable (%s); starting it afresh", self.path,
-                             type(exc).__name__)
-            return _fresh_state(self._boot), ""
-        fresh = _fresh_state(self._boot)
-        if not isinstance(state, dict) or set(state) != set(fresh):
-            return fresh, ""
-        if state["boot"] != self._boot:  # a reboot: monotonic times of the old boot mean nothing
-            wall, now = self.clock.wall(), self.clock.monotonic()
-            left = state["paused_until_wall"] - wall
-            if left > 0:
-                fresh["paused_until"] = now + left
-                fresh["paused_until_wall"] = state["paused_until_wall"]
-                fresh["pause_reason"] = state["pause_reason"]
-            fresh["day"], fresh["today"] = state["day"], state["today"]
-            return fresh, ""
-        return state, json.dumps(state)
-
-    def _write(self, state: dict[str, Any]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(state))
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            raise BudgetError(f"cannot write the tracker state {self.path}: {exc.strerror}") from exc
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    def _after_reboot(self, old: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+        """The state a previous boot left: its monotonic times mean nothing now, so a pause is
+        carried over by its wall-clock end; the day's count is kept."""
+        left = old["paused_until_wall"] - self.clock.wall()
+        if left > 0:
+            fresh["paused_until"] = self.clock.monotonic() + left
+            fresh["paused_until_wall"] = old["paused_until_wall"]
+            fresh["pause_reason"] = old["pause_reason"]
+        fresh["day"], fresh["today"] = old["day"], old["today"]
+        return fresh
 
 
 def demand_warnings(intervals: list[float], per_minute: int, per_day: int) -> list[str]:

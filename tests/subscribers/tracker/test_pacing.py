@@ -165,8 +165,11 @@ def test_wall_clock_stepped_an_hour_either_way_neither_bursts_nor_stalls(tmp_pat
     gaps = _gaps(arrivals)
     assert fake.requests[2].status == 429 and len(arrivals) >= 5
     assert min(gaps) >= 2.0  # no burst
-    assert 3.0 <= gaps[2] <= 3.0 + 1.5  # the 3 s pause lasted 3 s, not an hour
-    assert max(gaps) <= 4.5  # no stall: every later request 2 s after the one before
+    # The pause lasted its 3 s, not an hour; every other request came about 2 s after the one
+    # before, not an hour later (the margins are for a loaded machine; the exact spacing is
+    # checked on a manual clock in test_budget.py).
+    assert 3.0 <= gaps[2] <= 3.0 + 5.0
+    assert max(gaps) <= 2.05 + 5.0
 
 
 def test_two_trackers_on_one_host_share_one_camera_s_2_s(tmp_path, zmq_context, tcp_endpoint):
