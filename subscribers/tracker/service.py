@@ -75,7 +75,11 @@ class Tracker:
                 detector: ArucoDetector | GeminiDetector = GeminiDetector(
                     g, api_key, self.budget, labels=cam.labels or sorted(set(labels.values())),
                     session=session, clock=clock, log=self.log)
-                self.gates[cam.id] = CameraGate(self.budget, cam.key, cam.interval_s, g.timeout_s + 5.0)
+                # Keyed by where the camera comes from too: trackers of one host that watch the
+                # same camera share its turns, those of another cell's camera 0 do not.
+                source = "|".join(sorted(config.nodes))
+                self.gates[cam.id] = CameraGate(self.budget, f"{cam.key}@{source}", cam.interval_s,
+                                                g.timeout_s + 5.0)
             else:
                 detector = ArucoDetector(labels)
                 self.gates[cam.id] = CameraGate(self.local_budget, cam.key, cam.interval_s, 60.0)

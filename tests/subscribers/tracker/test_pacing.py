@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import logging
+import os
 import subprocess
 import textwrap
 import threading
@@ -100,10 +102,11 @@ def test_three_gemini_cameras_for_60_s_at_the_fake(tmp_path, zmq_context, tcp_en
     for cam, times in per_cam.items():  # the seed's rule, at the API
         assert min(_gaps(times)) >= 2.0, (cam, times)
     # the budget's calls are evenly spaced: one every 60/30 s (+ 50 ms), never a burst
-    gaps = _gaps([t for t in arrivals if not limited <= t <= limited + 5.0 + 2.5])
-    even = [g for g in gaps if g < 4.5]  # leave out the one gap that spans the pause
-    assert len(even) >= len(gaps) - 1
-    assert min(gaps) >= 2.05 - 0.1 and max(even) <= 2.05 + 1.0  # arrival jitter under load
+    paused = arrivals.index(limited)
+    gaps = [g for i, g in enumerate(_gaps(arrivals)) if i != paused]  # all but the pause's gap
+    assert min(gaps) >= 2.05 - 0.1  # never closer than the spacing (less arrival jitter)
+    assert max(gaps) <= 2.05 + 2.0  # and never a silence then a burst (margin: a loaded machine)
+    assert sum(gaps) / len(gaps) <= 2.05 + 0.5
     assert 20 <= len(arrivals) <= 30
     # the cameras take turns: the token goes to the camera that waited longest
     counts = sorted(len(t) for t in per_cam.values())
@@ -199,14 +202,17 @@ state_dir = "{tmp_path}" }}
                     time.sleep(0.1)  # the other process is up
                 with Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as tracker:
                     time.sleep(10)
-                    ours = tracker.status()["cameras"]["1"]["calls"]
-                theirs = sub.message(topics.status("tracker")).state["cameras"]["1"]["calls"]
+                    ours = tracker.status()["cameras"]["1"]
+                    (state_file,) = tmp_path.glob("gemini-*.json")
+                    owners = json.loads(state_file.read_text())["owners"]
+                theirs = sub.message(topics.status("tracker")).state["cameras"]["1"]
         finally:
             proc.terminate()
             _, err = proc.communicate(timeout=10)
     arrivals = [r.at for r in fake.requests]
     assert min(_gaps(arrivals)) >= 2.0, err
-    assert ours >= 1 and theirs >= 1  # both sent, sharing the camera's turns
+    assert sorted(owners) == sorted([str(os.getpid()), str(proc.pid)])  # one state, two trackers
+    assert ours["calls"] + theirs["calls"] >= 3 and len(arrivals) >= 3
     assert KEY not in err
 
 
