@@ -175,23 +175,47 @@ def test_wall_clock_stepped_an_hour_either_way_neither_bursts_nor_stalls(tmp_pat
     assert max(gaps) <= 2.05 + 5.0
 
 
+def _tracker_process(tmp_path, node: str, world: str, url: str, per_minute: int) -> subprocess.Popen:
+    """`camfabric tracker` watching camera 1 with Gemini, its state in `tmp_path`."""
+    config_file = tmp_path / f"tracker-{per_minute}.toml"
+    config_file.write_text(textwrap.dedent(f"""
+        [tracker]
+        nodes = ["{node}"]
+        publish = "{world}"
+        cameras = [{{ id = 1, role = "end_effector", detector = "gemini", interval_s = 2.0 }}]
+        gemini = {{ base_url = "{url}", requests_per_minute = {per_minute}, requests_per_day = 100000, \
+state_dir = "{tmp_path}" }}
+    """))
+    env = {"GEMINI_API_KEY": KEY, "PATH": "/usr/bin:/bin"}
+    return subprocess.Popen([PYTHON, "-m", "camfabric.cli", "tracker", "--config", str(config_file)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_tracker_with_another_budget_for_the_key_refuses_to_start(tmp_path, zmq_context,
+                                                                            tcp_endpoint):
+    world = f"tcp://127.0.0.1:{unused_tcp_port()}"
+    with FakeGemini(api_key=KEY, objects=[]) as fake, frames(tcp_endpoint, [1], zmq_context):
+        config = _config(tcp_endpoint, fake, [1], tmp_path, requests_per_minute=1000,
+                         requests_per_day=100_000)
+        with Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}):
+            proc = _tracker_process(tmp_path, tcp_endpoint, world, fake.url, per_minute=10)
+            try:
+                _, err = proc.communicate(timeout=20)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+    assert proc.returncode == 1, err
+    assert f"another tracker (pid {os.getpid()})" in err and "requests_per_minute=1000" in err
+    assert KEY not in err
+
+
 def test_two_trackers_on_one_host_share_one_camera_s_2_s(tmp_path, zmq_context, tcp_endpoint):
     """A `camfabric tracker` process and a tracker in this process, same key, same camera:
     together they never send that camera's frames closer than 2 s apart."""
     world = f"tcp://127.0.0.1:{unused_tcp_port()}"
     with FakeGemini(api_key=KEY, objects=[]) as fake, frames(tcp_endpoint, [1], zmq_context):
-        config_file = tmp_path / "tracker.toml"
-        config_file.write_text(textwrap.dedent(f"""
-            [tracker]
-            nodes = ["{tcp_endpoint}"]
-            publish = "{world}"
-            cameras = [{{ id = 1, role = "end_effector", detector = "gemini", interval_s = 2.0 }}]
-            gemini = {{ base_url = "{fake.url}", requests_per_minute = 1000, requests_per_day = 100000, \
-state_dir = "{tmp_path}" }}
-        """))
-        env = {"GEMINI_API_KEY": KEY, "PATH": "/usr/bin:/bin"}
-        proc = subprocess.Popen([PYTHON, "-m", "camfabric.cli", "tracker", "--config", str(config_file)],
-                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = _tracker_process(tmp_path, tcp_endpoint, world, fake.url, per_minute=1000)
         try:
             config = _config(tcp_endpoint, fake, [1], tmp_path, requests_per_minute=1000,
                              requests_per_day=100_000)
