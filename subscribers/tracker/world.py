@@ -6,7 +6,9 @@ seconds after the object's previous one moves it by `1 - exp(-dt / smoothing_s)`
 (of the point where the marker's ray meets the table; the position is that point corrected for
 the object's height), so the lag behind a moving box is the same at any detection rate. A side
 detection sets only the height (z) and the side camera's own fields of the object of its label
-whose (x, y) best explains the pixel: it never refreshes the (x, y)'s time. Objects whose (x, y)
+whose (x, y) best explains the pixel — the (x, y) where the object was when the side frame was
+captured, interpolated between its overhead sightings, so a moving box's height is measured
+against frames taken together — and never refreshes the (x, y)'s time. Objects whose (x, y)
 was not seen for `stale_s` are marked stale, and after `remove_s` removed. Detections of the
 arm-mounted camera stay in that camera's frame: they are listed under `camera_frames`, never
 mixed into workspace millimetres.
@@ -19,6 +21,7 @@ changes nothing), and `stamp`, the frame's capture time on the wall clock (what 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import threading
@@ -28,6 +31,7 @@ from typing import Any
 
 from .config import WorldConfig
 
+TRACK_LEN = 8
 Correction = Callable[[tuple[float, float], float], tuple[float, float]]
 
 
@@ -56,10 +60,20 @@ class TrackedObject:
     z_seen: float = 0.0  # the same moment on the monotonic clock
     correct: Correction | None = None
     pixel: dict[str, list[float]] = field(default_factory=dict)
+    # The last overhead sightings as seen (monotonic time, table point), unsmoothed: where the
+    # object was when a side camera's frame was captured.
+    track: collections.deque[tuple[float, float, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=TRACK_LEN))
 
     @property
     def xy(self) -> tuple[float, float]:
         plane = (self.plane_x, self.plane_y)
+        return self.correct(plane, self.z) if self.correct else plane
+
+    def xy_at(self, seen: float) -> tuple[float, float]:
+        """Where the object was at `seen` (monotonic): its overhead sightings interpolated,
+        carried on along the last two for at most the gap between them, else the nearest."""
+        plane = _interpolate(self.track, seen) or (self.plane_x, self.plane_y)
         return self.correct(plane, self.z) if self.correct else plane
 
     def as_dict(self, stale: bool) -> dict[str, Any]:
@@ -72,6 +86,22 @@ class TrackedObject:
             "observations": self.observations, "stale": stale, "height_seen": self.height_seen,
             "pixel": {cam: [round(p[0], 1), round(p[1], 1)] for cam, p in self.pixel.items()},
         }
+
+
+def _interpolate(track: Sequence[tuple[float, float, float]], t: float) -> tuple[float, float] | None:
+    if not track:
+        return None
+    if len(track) == 1 or t <= track[0][0]:
+        return track[0][1], track[0][2]
+    for (t0, x0, y0), (t1, x1, y1) in zip(track, list(track)[1:], strict=False):
+        if t0 <= t <= t1 and t1 > t0:
+            f = (t - t0) / (t1 - t0)
+            return x0 + f * (x1 - x0), y0 + f * (y1 - y0)
+    (t0, x0, y0), (t1, x1, y1) = track[-2], track[-1]
+    if t1 <= t0:
+        return x1, y1
+    f = min(t - t1, t1 - t0) / (t1 - t0)  # carried on for at most one gap
+    return x1 + f * (x1 - x0), y1 + f * (y1 - y0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +172,8 @@ class WorldModel:
                     best.last_seen, best.seen = stamp, seen
                     best.camera = camera
                 best.pixel[camera] = [float(s.pixel[0]), float(s.pixel[1])]
+                if not best.track or seen > best.track[-1][0]:
+                    best.track.append((seen, s.table_xy[0], s.table_xy[1]))
                 claimed.add(best.id)
             self.version += 1
 
@@ -156,7 +188,7 @@ class WorldModel:
                 for obj in self._objects.values():
                     if obj.label != s.label or obj.id in claimed:
                         continue
-                    z, residual = s.height_at(*obj.xy)
+                    z, residual = s.height_at(*obj.xy_at(seen))  # where it was at the capture
                     if residual <= best_r:
                         best, best_r, best_z = obj, residual, z
                 if best is None:

@@ -111,6 +111,25 @@ def test_heights_from_the_side_go_to_the_object_that_explains_the_pixel():
     assert obj["height_seen"] == T0 + 2
 
 
+def test_a_height_is_measured_where_the_box_was_when_the_side_frame_was_captured():
+    """A box moving 10 mm/s along x, seen from above at t = 0 and t = 2 s; the side frame was
+    captured at t = 1 s, when the box was at x = 10: its height is taken there, not at x = 20
+    where the box was last seen, nor at x = 0."""
+    world = _world(match_distance_mm=500.0)
+    world.observe_plane("0", [_seen("cup", 0.0, 50.0)], *_at(0))
+    world.observe_plane("0", [_seen("cup", 20.0, 50.0)], *_at(2))
+
+    def height_at(x, y):  # a side camera whose pixel lines up with x = 10 and height 40
+        return 40.0 + (x - 10.0), abs(x - 10.0)
+
+    world.observe_heights("2", [HeightSighting("cup", (1.0, 2.0), height_at)], *_at(1))
+    world.observe_heights("2", [HeightSighting("cup", (1.0, 2.0), lambda x, y: (40.0 + (x - 30.0),
+                                                                             abs(x - 30.0)))], *_at(3))
+    (obj,) = world.snapshot(*_at(3))["objects"]
+    assert obj["position_mm"]["z"] == 40.0  # at t = 3 it was (carried on) at x = 30
+    assert world.unmatched_heights == 0
+
+
 def test_a_side_detection_without_an_overhead_fix_is_counted_not_invented():
     world = _world()
     world.observe_heights("2", [HeightSighting("cup", (1.0, 2.0), lambda x, y: (10.0, 0.0))], *_at(0))
