@@ -304,3 +304,20 @@ def test_gemini_s_last_error_reaches_status_scrubbed_and_a_retired_model_stops_c
     assert stopped is not None and "tracker.gemini.model" in stopped["gemini"]["last_error"]
     assert "tracker.gemini.model" in stopped["cameras"]["1"]["last_error"]
     assert KEY not in str(echoed) and KEY not in str(stopped) and KEY not in caplog.text
+
+
+def test_stale_s_is_derived_from_the_rate_the_budget_allows_and_the_latency_unless_set():
+    gemini = tuple(CameraTracking(id=c, role="end_effector" if c else "overhead", detector="gemini",
+                                  references={"0": [0, 0], "1": [1, 0], "2": [1, 1], "3": [0, 1]} if not c
+                                  else {}) for c in range(3))
+    config = TrackerConfig(cameras=gemini, gemini=GeminiConfig(requests_per_minute=10))
+    tracker = Tracker(config, environ={"GEMINI_API_KEY": KEY})
+    # 3 cameras sharing one request per 6.05 s: the overhead camera is seen every 18.15 s, and
+    # an answer is assumed to take 10 s until measured
+    assert tracker.world.stale_s == pytest.approx(2 * 3 * 6.05 + 10.0)
+    assert tracker.world.remove_s == pytest.approx(3 * tracker.world.stale_s)
+    aruco = TrackerConfig(markers={"20": "cup"}, cameras=(CameraTracking(
+        id=0, references={"0": [0, 0], "1": [1, 0], "2": [1, 1], "3": [0, 1]}),))
+    assert Tracker(aruco).world.stale_s == pytest.approx(2 * 2.0 + 0.5)
+    fixed = dataclasses.replace(aruco, world=dataclasses.replace(aruco.world, stale_s=7.0))
+    assert (Tracker(fixed).world.stale_s, Tracker(fixed).world.remove_s) == (7.0, 30.0)
