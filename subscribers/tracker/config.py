@@ -19,9 +19,10 @@ each camera is calibrated.
     references = { "4" = [70, 320, 50], ... }                   # >= 6, not all in one plane
 
     [tracker.gemini]
-    model = "gemini-2.5-flash"
+    model = "gemini-3.5-flash-lite"           # the default; see docs/tracker.md
     api_key_env = "GEMINI_API_KEY"
     requests_per_minute = 10
+    requests_per_day = 20                     # the free tier's; raise it on a paid tier
 
 A camera's `role` says what its pixels mean (the camera id alone never does): `overhead`
 pixels map to table millimetres, `side_profile` pixels give heights, `end_effector` pixels
@@ -30,12 +31,14 @@ stay in that camera's own frame.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import cv2
 
@@ -46,28 +49,49 @@ from ...protocol.publisher import DEFAULT_ENDPOINT
 DEFAULT_PUBLISH = "tcp://127.0.0.1:5560"
 Role = Literal["overhead", "side_profile", "end_effector"]
 DetectorKind = Literal["aruco", "gemini"]
+PAID_DETECTORS = frozenset({"gemini"})
+MIN_PAID_INTERVAL_S = 2.0  # the seed's rule: at most one frame per camera per 2 s to a paid API
+# The replacement Google names for gemini-2.5-flash, which is retired
+# (https://ai.google.dev/gemini-api/docs/deprecations).
+DEFAULT_MODEL = "gemini-3.5-flash-lite"
+
+
+def default_state_dir() -> Path:
+    """Where trackers keep the budget state they share: $XDG_STATE_HOME/camfabric."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "camfabric"
 
 
 @dataclass(frozen=True, slots=True)
 class GeminiConfig:
     """The Gemini detector's endpoint, key and the project's request budget."""
 
-    model: str = "gemini-2.5-flash"
+    model: str = DEFAULT_MODEL
     base_url: str = "https://generativelanguage.googleapis.com"
     api_key: str = field(default="", repr=False)  # prefer api_key_env: keys in files leak
     api_key_env: str = "GEMINI_API_KEY"
     requests_per_minute: int = bounded(10, 1, 100_000)
-    requests_per_day: int = bounded(250, 1, 100_000_000)
-    timeout_s: float = bounded(20.0, 0.1, 600.0)
+    # The free tier's daily limit; raise it to your project's on a paid tier.
+    requests_per_day: int = bounded(20, 1, 100_000_000)
+    timeout_s: float = bounded(30.0, 0.1, 600.0)
     backoff_s: float = bounded(5.0, 0.01, 3600.0)  # first wait after a 5xx or a timeout
     max_backoff_s: float = bounded(300.0, 0.01, 86400.0)
     prompt: str = ""  # extra instructions appended to the built-in prompt
+    # Where trackers of this host keep the budget state they share (default: default_state_dir()).
+    state_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError("base_url", f"must start with http:// or https://, got {self.base_url!r}")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("base_url", "must be an https:// URL such as "
+                              "https://generativelanguage.googleapis.com")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            raise ConfigError("base_url", "must be https:// (the API key would travel in clear); "
+                              "plain http:// is allowed only to a loopback address")
+        if self.max_backoff_s < self.backoff_s:
+            raise ConfigError("max_backoff_s", f"must be >= backoff_s ({self.backoff_s})")
         if not self.model or "/" in self.model:
-            raise ConfigError("model", f"must be a model name such as 'gemini-2.5-flash', got {self.model!r}")
+            raise ConfigError("model", f"must be a model name such as {DEFAULT_MODEL!r}, got {self.model!r}")
 
     def resolve_key(self, environ: Mapping[str, str] | None = None) -> str:
         """The API key from the config, else from the environment variable; '' if neither."""
@@ -135,13 +159,17 @@ class WorldConfig:
     """How detections become tracked objects."""
 
     match_distance_mm: float = bounded(60.0, 0.1, 10_000.0)  # same label closer than this: one object
-    smoothing: float = bounded(0.6, 0.01, 1.0)  # weight of a new observation (1: no smoothing)
-    stale_s: float = bounded(6.0, 0.1, 86400.0)
-    remove_s: float = bounded(30.0, 0.1, 86400.0)
+    # Smoothing as a time constant: a sighting dt seconds after the last one weighs
+    # 1 - exp(-dt / smoothing_s); 0 turns smoothing off. Short enough that a box moving 10 mm/s
+    # is followed within a fraction of a millimetre at the default 2 s interval.
+    smoothing_s: float = bounded(0.25, 0.0, 3600.0)
+    # Unset: derived from the cameras' effective intervals and the detectors' measured latency.
+    stale_s: float | None = bounded(None, 0.1, 86400.0)
+    remove_s: float | None = bounded(None, 0.1, 86400.0)
     side_match_px: float = bounded(40.0, 1.0, 10_000.0)  # side detection to object, in pixels
 
     def __post_init__(self) -> None:
-        if self.remove_s < self.stale_s:
+        if self.remove_s is not None and self.stale_s is not None and self.remove_s < self.stale_s:
             raise ConfigError("remove_s", f"must be >= stale_s ({self.stale_s}), got {self.remove_s}")
 
 
@@ -171,6 +199,10 @@ class TrackerConfig:
                 raise ConfigError(f"markers.{key}", "marker keys are ArUco marker ids (integers)")
         check_unique([camera.id for camera in self.cameras], "cameras|id", "tracker")
         for i, camera in enumerate(self.cameras):
+            if camera.detector in PAID_DETECTORS and camera.interval_s < MIN_PAID_INTERVAL_S:
+                raise ConfigError(f"cameras[{i}].interval_s",
+                                  f"a {camera.detector} camera may send at most one frame per "
+                                  f"{MIN_PAID_INTERVAL_S:g} s; got {camera.interval_s:g}")
             if camera.role != "end_effector" and not camera.references:
                 raise ConfigError(f"cameras[{i}].references",
                                   f"a {camera.role} camera needs reference markers to calibrate")
@@ -193,6 +225,15 @@ class TrackerConfig:
                               f"tracker.gemini.api_key or the environment variable "
                               f"{self.gemini.api_key_env} (tracker.gemini.api_key_env)")
         return key
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_tracker_config(path: str | Path | None) -> TrackerConfig:

@@ -1,90 +1,127 @@
-"""Frame intake: which frames go to detection, and when.
+"""Frame intake: when a camera's frame is taken for detection, and from where.
 
-A camera's frame is handed to detection at most once per that camera's interval (default
-2 s), however many frames arrive and whatever detector runs; and never while the previous
-frame of that camera is still being detected (one call in flight per camera). Everything else
-is dropped on arrival: the subscriber keeps only the newest frame, so nothing queues.
+Each camera has one worker thread and one gate. The gate is checked at *send time*: a
+detection (for Gemini: the HTTP request) starts only when `CameraGate.reserve()` says so —
+`interval_s` after the camera's previous request left, never while it is in flight, within the
+shared budget (see `budget`). Frame arrival decides nothing: the worker waits until its camera
+is due, takes the newest frame captured after that moment (so nothing stale is detected as
+fresh), and hands it to the pipeline.
 
-Time is passed in as `now` (epoch seconds), so a test drives a minute of 30 fps frames in
-a loop without sleeping.
+The worker subscribes to its camera's frames only around its turn — from `LEAD_S` before it is
+due until it has its frame — so a node encodes about one frame per camera per interval for the
+tracker, not its full frame rate.
+
+    wait_s > LEAD_S ── unsubscribed, sleep ──┐
+    wait_s <= LEAD_S ── subscribed ──────────┤
+    due ── newest fresh frame ── pipeline.process(frame, gate) ── gate.reserve() … done()
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from ...clock import SYSTEM_CLOCK, Clock
+from ...logonce import LogOnce
+from ...protocol import topics, wire
+from ...protocol.errors import CamfabricError
+from ...protocol.subscriber import FrameTimeout, Subscriber
+from .budget import RequestBudget
 
-class RateLimiter:
-    """At most one acquisition per key per interval."""
-
-    def __init__(self, intervals: Mapping[int, float]) -> None:
-        self.intervals = dict(intervals)
-        self._next: dict[int, float] = {}
-        self._last: dict[int, float] = {}
-        self._lock = threading.Lock()
-
-    def try_acquire(self, key: int, now: float) -> bool:
-        """True (and the interval starts now) when `key` may go at `now`."""
-        with self._lock:
-            last = self._last.get(key)
-            # A clock that stepped backwards must not block a camera until it catches up.
-            if last is None or now < last or now >= self._next[key]:
-                self._last[key] = now
-                self._next[key] = now + self.intervals[key]
-                return True
-            return False
-
-    def next_allowed(self, key: int) -> float | None:
-        """When `key` may go next (epoch s); None before its first acquisition."""
-        return self._next.get(key)
+LEAD_S = 1.0  # subscribe this long before the camera is due
+FRESH_S = 1.0  # a frame captured longer ago than this before the camera was due is not taken
+POLL_S = 0.25  # longest sleep between two looks at the gate (another process may change it)
 
 
-@dataclass
-class IntakeCounts:
-    """Frames of one camera: seen, handed to detection, and why the rest were not."""
+@dataclass(frozen=True, slots=True)
+class CameraGate:
+    """One camera's handle on the budget: its interval and how long a request may be in flight."""
 
-    offered: int = 0
-    accepted: int = 0
-    too_soon: int = 0
-    busy: int = 0
+    budget: RequestBudget
+    cam: str
+    interval_s: float
+    in_flight_s: float
+
+    def wait_s(self) -> float:
+        return self.budget.wait_s(self.cam, self.interval_s)
+
+    def reserve(self) -> float:
+        """0.0: go now (and call `done()` when finished); else seconds to wait."""
+        return self.budget.reserve(self.cam, self.interval_s, self.in_flight_s)
+
+    def done(self) -> None:
+        self.budget.done(self.cam)
 
 
-class FrameIntake:
-    """Decides, frame by frame, which ones a camera's detector gets."""
+class CameraWorker:
+    """A camera's detection thread: wait for the gate, take a fresh frame, detect."""
 
-    def __init__(self, intervals: Mapping[int, float]) -> None:
-        self.limiter = RateLimiter(intervals)
-        self.counts = {cam: IntakeCounts() for cam in intervals}
-        self._busy: set[int] = set()
-        self._lock = threading.Lock()
+    def __init__(self, cam: int, gate: CameraGate, subscriber: Subscriber,
+                 process: Callable[[wire.Frame], object], *, clock: Clock = SYSTEM_CLOCK,
+                 log: logging.Logger | None = None) -> None:
+        self.cam = cam
+        self.gate = gate
+        self.subscriber = subscriber
+        self.process = process
+        self.clock = clock
+        self.log = log or logging.getLogger(__name__)
+        self.subscribed = True  # the Subscriber starts with every camera's frames subscribed
+        self.frames = 0
+        self.last_wait_s = 0.0
+        self._stop = threading.Event()
+        self._failures = LogOnce(self.log)
+        self._last: wire.Frame | None = None
+        self._thread = threading.Thread(target=self._run, name=f"tracker-cam{cam}", daemon=True)
 
-    def offer(self, cam: int, now: float) -> bool:
-        """True when camera `cam`'s frame arriving at `now` should be detected; the caller
-        then owes a `done(cam)` when detection ends."""
-        counts = self.counts.get(cam)
-        if counts is None:
-            return False
-        with self._lock:
-            counts.offered += 1
-            if cam in self._busy:
-                counts.busy += 1
-                return False
-            if not self.limiter.try_acquire(cam, now):
-                counts.too_soon += 1
-                return False
-            self._busy.add(cam)
-            counts.accepted += 1
-            return True
+    def start(self) -> None:
+        self._thread.start()
 
-    def done(self, cam: int) -> None:
-        """Detection of `cam`'s frame finished; its next frame may be taken when due."""
-        with self._lock:
-            self._busy.discard(cam)
+    def request_stop(self) -> None:
+        """Ask the thread to end (a detection in progress finishes first)."""
+        self._stop.set()
 
-    def busy(self, cam: int) -> bool:
-        return cam in self._busy
+    def join(self, timeout: float) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
-    def next_allowed(self, cam: int) -> float | None:
-        return self.limiter.next_allowed(cam)
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception as exc:  # a bad frame or a broken state file must not end tracking
+                self._failures.error(type(exc).__name__, "camera %d: detection step failed: %s "
+                                     "(further ones of this kind are not logged)", self.cam, exc,
+                                     exc_info=not isinstance(exc, CamfabricError))
+                self._stop.wait(1.0)
+
+    def _step(self) -> None:
+        wait = self.gate.wait_s()
+        self.last_wait_s = wait
+        self._follow(wait <= LEAD_S)
+        if wait > 0:
+            self._stop.wait(min(wait - LEAD_S if wait > LEAD_S else wait, POLL_S))
+            return
+        due_ns = int(self.clock.monotonic() * 1e9)
+        try:
+            frame = self.subscriber.latest(self.cam, timeout=POLL_S, newer_than=self._last,
+                                           captured_after_ns=due_ns - int(FRESH_S * 1e9))
+        except FrameTimeout:
+            return  # the camera delivers nothing fresh: nothing is sent
+        self._last = frame
+        self.frames += 1
+        self.process(frame)
+        if self._failures.recovered():
+            self.log.info("camera %d: detection works again", self.cam)
+
+    def _follow(self, want: bool) -> None:
+        """Subscribe to the camera's frames only around its turn."""
+        if want == self.subscribed:
+            return
+        topic = topics.frame(self.cam, "jpeg")
+        if want:
+            self.subscriber.subscribe(topic)
+        else:
+            self.subscriber.unsubscribe(topic)
+        self.subscribed = want

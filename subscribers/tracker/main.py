@@ -12,10 +12,12 @@ from .service import Tracker
 
 HELP = "track objects on the workspace (ArUco or Gemini) and publish the world model"
 DESCRIPTION = """\
-Subscribes to the configured cameras, hands each camera's newest frame to its detector at most
-once per interval (default 2 s), turns detections into workspace millimetres (overhead:
-table homography; side_profile: heights; end_effector: kept in its own frame) and publishes
-the world model on tcp://127.0.0.1:5560 (topic `world`, plus `status/tracker/`).
+Subscribes to the configured cameras, detects each camera's newest frame at most once per
+interval (default 2 s; at least 2 s for Gemini), with the gate taken when the request leaves,
+within a Gemini budget shared by the host's trackers (requests spread evenly over the minute,
+the day's count, pauses that survive a restart); turns detections into workspace millimetres
+(overhead: table homography; side_profile: heights; end_effector: kept in its own frame) and
+publishes the world model on tcp://127.0.0.1:5560 (topic `world`, plus `status/tracker/`).
 
 Example:
 
@@ -32,7 +34,7 @@ Example:
     id = 1
     role = "end_effector"
     detector = "gemini"             # key from GEMINI_API_KEY (tracker.gemini.api_key_env)
-    interval_s = 5.0
+    interval_s = 6.0                # the default budget: 10 requests a minute, 20 a day
 
 See docs/tracker.md for calibration, the Gemini budget and every key.
 """

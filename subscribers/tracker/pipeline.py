@@ -6,8 +6,12 @@
         side_profile:  pixels → heights over known (x, y)       ─► WorldModel.observe_heights
         end_effector:  pixels, kept in the camera's own frame   ─► WorldModel.observe_camera_frame
 
-`CameraPipeline.process(image, jpeg, now)` is synchronous: the tracker runs one per camera on
-that camera's worker thread, and tests call it directly with rendered images.
+`CameraPipeline.process(image, jpeg, seen, stamp, gate)` is synchronous: the tracker runs one
+per camera on that camera's worker thread, and tests call it directly with rendered images.
+`seen` is the frame's capture time on this host's monotonic clock, `stamp` on the wall clock:
+positions carry the capture time, never the time they were computed. The camera's gate is taken
+at send time: by the pipeline before a local (ArUco) detection, by the Gemini detector just
+before its request leaves.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from ...logonce import LogOnce
 from ...protocol.jpeg import encode_jpeg
 from .config import CameraTracking
 from .detectors import Detection, DetectionSkipped
 from .detectors.aruco import ArucoDetector, MarkerFinder
-from .detectors.gemini import GeminiDetector, GeminiError
+from .detectors.gemini import GeminiDetector, GeminiError, GeminiRefused
 from .geometry import SideProjection, TablePlane, Undistorter, marker_centre
 from .world import HeightSighting, PlaneSighting, WorldModel
 
@@ -48,32 +53,52 @@ class CameraPipeline:
         self.detections = 0
         self.last_detection: float | None = None
         self.skipped = 0
-        self.retry_at = 0.0
+        self.retry_at = 0.0  # monotonic
         self.last_error = ""
-        self._logged: set[str] = set()
+        self._notes = LogOnce(self.log)
 
     @property
     def calibrated(self) -> bool:
         return self.model is None or self.model.calibrated
 
-    def process(self, image: np.ndarray, jpeg: bytes | None, now: float) -> list[Detection]:
-        """Detect in one frame captured at `now` and update the world; returns the detections."""
+    def process(self, image: np.ndarray, jpeg: bytes | None, seen: float, stamp: float,
+                gate: Any) -> list[Detection]:
+        """Detect in one frame captured at `seen` (monotonic) / `stamp` (wall) once `gate`
+        allows, and update the world; returns the detections ([] when the gate said no)."""
+        local = not isinstance(self.detector, GeminiDetector)
+        if local:
+            wait = gate.reserve()
+            if wait:
+                self.skipped += 1
+                return []
+        try:
+            return self._process(image, jpeg, seen, stamp, gate)
+        finally:
+            if local:
+                gate.done()
+
+    def _process(self, image: np.ndarray, jpeg: bytes | None, seen: float, stamp: float,
+                 gate: Any) -> list[Detection]:
         self.frames += 1
         h, w = image.shape[:2]
         markers = self.finder.find(image)
         if self.model is not None:
-            seen = {i: _centre(c) for i, c in markers.items() if i in self.model.references}
-            self.model.fit(seen)
+            refs = {i: _centre(c) for i, c in markers.items() if i in self.model.references}
+            self.model.fit(refs)
         try:
             if isinstance(self.detector, GeminiDetector):
                 if jpeg is None:
                     jpeg = encode_jpeg(image, 90)
-                detections = self.detector.detect(jpeg, w, h)
+                detections = self.detector.detect(jpeg, w, h, gate)
             else:
                 detections = self.detector.detect(markers)
         except DetectionSkipped as exc:
             self.skipped += 1
             self.retry_at = exc.retry_at
+            self.last_error = getattr(self.detector, "last_error", "") or self.last_error
+            return []
+        except GeminiRefused as exc:
+            self.last_error = str(exc)
             return []
         except GeminiError as exc:
             self.last_error = str(exc)
@@ -83,17 +108,17 @@ class CameraPipeline:
             detections = [d for d in detections if d.marker_id not in refs]
         if detections:
             self.detections += len(detections)
-            self.last_detection = now
-        self._to_world(detections, now)
+            self.last_detection = stamp
+        self._to_world(detections, seen, stamp)
         return detections
 
-    def _to_world(self, detections: list[Detection], now: float) -> None:
+    def _to_world(self, detections: list[Detection], seen: float, stamp: float) -> None:
         role = self.config.role
         if role == "end_effector":
             items = [{"label": d.label, "pixel": [round(d.pixel[0], 1), round(d.pixel[1], 1)],
                       "confidence": d.confidence, "frame": "end_effector",
                       **({"box": [round(v, 1) for v in d.box]} if d.box else {})} for d in detections]
-            self.world.observe_camera_frame(self.cam, "end_effector", items, now)
+            self.world.observe_camera_frame(self.cam, "end_effector", items, seen, stamp)
             return
         if not self.calibrated:
             self._note("uncalibrated", f"camera {self.cam} ({role}) not calibrated yet: its reference "
@@ -107,7 +132,7 @@ class CameraPipeline:
             sightings = [PlaneSighting(d.label, (float(t[0]), float(t[1])), d.pixel, d.confidence,
                                        plane.correct_parallax)
                          for d, t in zip(detections, table, strict=True)]
-            self.world.observe_plane(self.cam, sightings, now)
+            self.world.observe_plane(self.cam, sightings, seen, stamp)
         else:
             side: SideProjection = self.model  # type: ignore[assignment]
             offset = self.config.marker_top_offset_mm
@@ -122,23 +147,22 @@ class CameraPipeline:
                     return z + extra, residual
 
                 sightings.append(HeightSighting(d.label, d.pixel, height_at, d.confidence))
-            self.world.observe_heights(self.cam, sightings, now)
+            self.world.observe_heights(self.cam, sightings, seen, stamp)
 
     def _note(self, kind: str, message: str) -> None:
         self.last_error = message
-        if kind not in self._logged:
-            self._logged.add(kind)
-            self.log.warning("%s", message)
+        self._notes.warning(kind, "%s", message)
 
     def status(self, next_allowed: float | None) -> dict[str, Any]:
-        """This camera's entry in the tracker's Status message."""
+        """This camera's entry in the tracker's Status message; `next_allowed` (wall clock)."""
         calls = self.detector.calls
+        refused = getattr(self.detector, "refused", "")
         state: dict[str, Any] = {
             "role": self.config.role, "detector": self.detector.kind, "frames": self.frames,
             "detections": self.detections, "last_detection": self.last_detection, "calls": calls,
-            "skipped": self.skipped, "calibrated": self.calibrated,
-            "next_allowed": max(next_allowed or 0.0, self.retry_at) or None,
-            "interval_s": self.config.interval_s, "last_error": self.last_error,
+            "skipped": self.skipped, "calibrated": self.calibrated, "next_allowed": next_allowed,
+            "interval_s": self.config.interval_s, "last_error": refused or self.last_error,
+            "stopped": bool(refused),
         }
         if isinstance(self.model, TablePlane) and self.model.calibrated:
             state["calibration_error_mm"] = round(self.model.error_mm, 3)

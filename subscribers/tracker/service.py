@@ -1,107 +1,59 @@
-"""The tracker process: subscribe to the cameras, detect at a bounded rate, publish the world.
+"""The tracker process: subscribe to the cameras, detect within the budget, publish the world.
 
-    Subscriber (jpeg, newest frame per camera)
-        │ poll
-        ▼
-    FrameIntake.offer(cam, now) ── no: dropped (too soon, or that camera still detecting)
-        │ yes
+    Subscriber (jpeg; a camera's frames subscribed only around its turn)
+        │ newest fresh frame, taken when the camera is due
         ▼
     CameraWorker[cam] (one thread per camera: one detection in flight per camera)
-        │ CameraPipeline.process
+        │ CameraPipeline.process ── CameraGate.reserve() at send time (RequestBudget)
         ▼
     WorldModel ──► Publisher: World on `world` whenever it changes and at least every second,
                               Status on `status/tracker/` every `status_interval_s`
 
-The Gemini key and every other configuration problem is found in the constructor, before
-any socket opens.
+Gemini cameras share one `RequestBudget` whose state lives in a file under
+`tracker.gemini.state_dir`, keyed by the API key's hash, so trackers of one host sharing a key
+share its budget and a restart keeps it; ArUco cameras have an in-memory gate of their own.
+The Gemini key and every other configuration problem is found in the constructor, before any
+socket opens; the cameras' demand is checked against the budget there too (a warning saying
+which intervals fit).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
-import time
-import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import requests
 import zmq
 
+from ...backoff import Backoff
+from ...clock import SYSTEM_CLOCK, Clock
+from ...logonce import LogOnce
 from ...protocol import wire
 from ...protocol.errors import CamfabricError
 from ...protocol.publisher import Publisher
-from ...protocol.subscriber import Subscriber
-from .budget import RequestBudget
-from .config import TrackerConfig
+from ...protocol.subscriber import Subscriber, captured_locally_ns
+from .budget import RequestBudget, demand_warnings
+from .config import PAID_DETECTORS, TrackerConfig, default_state_dir
 from .detectors.aruco import ArucoDetector, MarkerFinder
 from .detectors.gemini import GeminiDetector
-from .intake import FrameIntake
+from .intake import CameraGate, CameraWorker
 from .pipeline import CameraPipeline
 from .world import WorldModel
 
 SERVICE = "tracker"
 WORLD_EVERY_S = 1.0
-
-
-class CameraWorker:
-    """A camera's detection thread with a one-frame mailbox (never a queue)."""
-
-    def __init__(self, pipeline: CameraPipeline, intake: FrameIntake, clock: Callable[[], float],
-                 log: logging.Logger) -> None:
-        self.pipeline = pipeline
-        self.intake = intake
-        self.clock = clock
-        self.log = log
-        self._frame: wire.Frame | None = None
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"tracker-cam{pipeline.cam}", daemon=True)
-        self._failures: set[str] = set()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def hand(self, frame: wire.Frame) -> None:
-        with self._cond:
-            self._frame = frame
-            self._cond.notify()
-
-    def request_stop(self) -> None:
-        """Ask the thread to end after the frame it is on (a Gemini call may still be running)."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-
-    def join(self, timeout: float) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        cam = int(self.pipeline.cam)
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._frame is not None or self._stopping)
-                if self._stopping:
-                    return
-                frame, self._frame = self._frame, None
-            try:
-                self.pipeline.process(frame.image, bytes(frame.data), self.clock())
-            except Exception as exc:  # a bad frame must not end the camera's tracking
-                kind = type(exc).__name__
-                self.pipeline.last_error = f"{kind}: {exc}"
-                if kind not in self._failures:
-                    self._failures.add(kind)
-                    self.log.exception("camera %d: detection failed (further %s are counted)", cam, kind)
-            finally:
-                self.intake.done(cam)
+LOCAL_LATENCY_S = 0.5  # an ArUco detection, generously
 
 
 class Tracker:
     """The tracker service; `start()`, `stop()`, or use it as a context manager."""
 
     def __init__(self, config: TrackerConfig, *, context: zmq.Context | None = None,
-                 session: requests.Session | None = None, clock: Callable[[], float] = time.time,
+                 session: requests.Session | None = None, clock: Clock = SYSTEM_CLOCK,
                  environ: Mapping[str, str] | None = None, log: logging.Logger | None = None) -> None:
         self.config = config
         self.context = context
@@ -110,30 +62,47 @@ class Tracker:
         api_key = config.gemini_key(environ)  # ConfigError naming the key path when missing
         labels = {int(k): v for k, v in config.markers.items()}
         g = config.gemini
-        self.budget = RequestBudget(g.requests_per_minute, g.requests_per_day, backoff_s=g.backoff_s,
-                                    max_backoff_s=g.max_backoff_s, log=self.log)
+        self.budget = RequestBudget(
+            per_minute=g.requests_per_minute, per_day=g.requests_per_day,
+            path=self._state_path(api_key) if api_key else None, clock=clock,
+            backoff=Backoff(base_s=g.backoff_s, cap_s=g.max_backoff_s), log=self.log)
+        self.local_budget = RequestBudget(clock=clock, log=self.log)
         self.world = WorldModel(config.world)
-        self.intake = FrameIntake({c.id: c.interval_s for c in config.cameras})
         self.pipelines: dict[int, CameraPipeline] = {}
+        self.gates: dict[int, CameraGate] = {}
         for cam in config.cameras:
             if cam.detector == "gemini":
                 detector: ArucoDetector | GeminiDetector = GeminiDetector(
                     g, api_key, self.budget, labels=cam.labels or sorted(set(labels.values())),
-                    session=session, clock=clock)
+                    session=session, clock=clock, log=self.log)
+                # Keyed by where the camera comes from too: trackers of one host that watch the
+                # same camera share its turns, those of another cell's camera 0 do not.
+                source = "|".join(sorted(config.nodes))
+                self.gates[cam.id] = CameraGate(self.budget, f"{cam.key}@{source}", cam.interval_s,
+                                                g.timeout_s + 5.0)
             else:
                 detector = ArucoDetector(labels)
+                self.gates[cam.id] = CameraGate(self.local_budget, cam.key, cam.interval_s, 60.0)
             # One finder per camera: each camera detects on its own thread.
             finder = MarkerFinder(config.aruco_dictionary)
             self.pipelines[cam.id] = CameraPipeline(cam, self.world, finder, detector, log=self.log)
-        self.workers = {cam: CameraWorker(p, self.intake, clock, self.log)
-                        for cam, p in self.pipelines.items()}
+        paid = [c.interval_s for c in config.cameras if c.detector in PAID_DETECTORS]
+        for warning in demand_warnings(paid, g.requests_per_minute, g.requests_per_day):
+            self.log.warning("%s", warning)
+        self._derive_world_times()
+        self.workers: dict[int, CameraWorker] = {}
         self.publisher: Publisher | None = None
         self.subscriber: Subscriber | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._roles_checked: set[int] = set()
-        self._last_world = self._last_status = 0.0
+        self._last_world = self._last_status = -float("inf")
         self._published_version = -1
+
+    def _state_path(self, api_key: str) -> Path:
+        # The key's hash, never the key: the file name shows in logs and /status.
+        digest = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+        return (self.config.gemini.state_dir or default_state_dir()) / f"gemini-{digest}.json"
 
     @property
     def endpoint(self) -> str:
@@ -141,22 +110,31 @@ class Tracker:
         return self.publisher.endpoint if self.publisher else self.config.publish
 
     def start(self) -> Tracker:
-        """Bind the world endpoint, subscribe to the cameras, start the threads (once)."""
+        """Join the shared budget, bind the world endpoint, subscribe, start the threads (once)."""
         if self._thread is not None:
             return self
+        self.budget.open()  # BudgetError when another tracker of this key disagrees
         try:
             self.publisher = Publisher(self.config.publish, context=self.context, log=self.log).start()
         except zmq.ZMQError as exc:
+            self.budget.close()
             raise CamfabricError(f"cannot publish the world model on {self.config.publish}: {exc}") from exc
         try:
-            self.subscriber = Subscriber(self.config.nodes, cameras=[c.id for c in self.config.cameras],
-                                         encoding="jpeg", context=self.context, log=self.log).start()
+            self.subscriber = Subscriber(
+                self.config.nodes, cameras=[c.id for c in self.config.cameras], encoding="jpeg",
+                context=self.context, log=self.log,
+                clock=lambda: int(self.clock.monotonic() * 1e9)).start()
         except (CamfabricError, zmq.ZMQError) as exc:
             self.publisher.stop()
+            self.budget.close()
             if isinstance(exc, CamfabricError):
                 raise
             raise CamfabricError(f"cannot subscribe to {', '.join(self.config.nodes)}: {exc}") from exc
-        for worker in self.workers.values():
+        for cam, pipeline in self.pipelines.items():
+            worker = CameraWorker(cam, self.gates[cam], self.subscriber,
+                                  lambda frame, p=pipeline, g=self.gates[cam]: self._detect(p, g, frame),
+                                  clock=self.clock, log=self.log)
+            self.workers[cam] = worker
             worker.start()
         self._thread = threading.Thread(target=self._run, name="tracker", daemon=True)
         self._thread.start()
@@ -173,13 +151,14 @@ class Tracker:
         if self._thread is not None:
             self._thread.join(1.0)
         # A worker inside a slow Gemini call is a daemon thread: it is not waited for beyond this.
-        deadline = time.monotonic() + 0.5
+        deadline = self.clock.monotonic() + 0.5
         for worker in self.workers.values():
-            worker.join(max(0.0, deadline - time.monotonic()))
+            worker.join(max(0.0, deadline - self.clock.monotonic()))
         if self.subscriber is not None:
             self.subscriber.close()
         if self.publisher is not None:
             self.publisher.stop()
+        self.budget.close()
 
     def __enter__(self) -> Tracker:
         return self.start()
@@ -189,55 +168,85 @@ class Tracker:
 
     def status(self) -> dict[str, Any]:
         """The state published on `status/tracker/` (the gateway shows it in /status)."""
-        now = self.clock()
-        cameras = {p.cam: p.status(self.intake.next_allowed(cam)) for cam, p in self.pipelines.items()}
-        for cam, entry in cameras.items():
-            counts = self.intake.counts[int(cam)]
-            entry["frames_dropped"] = counts.too_soon + counts.busy
-        state: dict[str, Any] = {"cameras": cameras, "objects": len(self.world), "updated": now}
-        if any(c.detector == "gemini" for c in self.config.cameras):
-            state["gemini"] = {"model": self.config.gemini.model, **self.budget.state(now)}
+        now, wall = self.clock.monotonic(), self.clock.wall()
+        cameras = {}
+        for cam, p in self.pipelines.items():
+            worker = self.workers.get(cam)
+            wait = worker.last_wait_s if worker else 0.0
+            cameras[p.cam] = p.status(wall + max(wait, p.retry_at - now, 0.0))
+            cameras[p.cam]["frames_taken"] = worker.frames if worker else 0
+            cameras[p.cam]["subscribed"] = worker.subscribed if worker else False
+        state: dict[str, Any] = {"cameras": cameras, "objects": len(self.world), "updated": wall,
+                                 "stale_s": round(self.world.stale_s, 3)}
+        gemini = [p.detector for p in self.pipelines.values() if isinstance(p.detector, GeminiDetector)]
+        if gemini:
+            errors = [d.refused or d.last_error for d in gemini if d.refused or d.last_error]
+            state["gemini"] = {"model": self.config.gemini.model, **self.budget.state(),
+                               "latency_s": round(max(d.latency_s for d in gemini), 3),
+                               "last_error": errors[0] if errors else ""}
         return state
 
     # -- the loop ----------------------------------------------------------------------------
+    def _detect(self, pipeline: CameraPipeline, gate: CameraGate, frame: wire.Frame) -> None:
+        seen = captured_locally_ns(frame) / 1e9
+        pipeline.process(frame.image, bytes(frame.data), seen, frame.t_capture_ns / 1e9, gate)
+
+    def _derive_world_times(self) -> None:
+        """`stale_s` (unless set): an object is stale once it missed two detections of the
+        slowest workspace camera, counted at the rate the budget really allows, plus the
+        detector's measured latency; `remove_s` (unless set) three times that, at least 30 s."""
+        w = self.config.world
+        n_paid = sum(1 for c in self.config.cameras if c.detector in PAID_DETECTORS)
+        shared = n_paid * self.budget.spacing_s
+        slowest = 0.0
+        for p in self.pipelines.values():
+            if p.config.role == "end_effector":
+                continue
+            interval = p.config.interval_s
+            latency = LOCAL_LATENCY_S
+            if isinstance(p.detector, GeminiDetector):
+                interval = max(interval, shared)
+                latency = p.detector.latency_s
+            slowest = max(slowest, 2 * interval + latency)
+        stale = w.stale_s if w.stale_s is not None else max(slowest, 3.0)
+        self.world.stale_s = stale
+        self.world.remove_s = w.remove_s if w.remove_s is not None else max(30.0, 3 * stale)
+
     def _run(self) -> None:
-        failures: set[str] = set()
+        failures = LogOnce(self.log)
         while not self._stopping.is_set():
             try:
                 self._step()
-            except Exception:  # the loop must outlive one bad step; each kind is logged once
-                kind = traceback.format_exc().strip().splitlines()[-1]
-                if kind not in failures:
-                    failures.add(kind)
-                    self.log.exception("tracker loop step failed (further ones of this kind are not logged)")
-                self._stopping.wait(0.1)
+            except Exception as exc:  # the loop must outlive one bad step; each kind is logged once
+                failures.error(type(exc).__name__, "tracker loop step failed: %s (further ones of "
+                               "this kind are not logged)", exc, exc_info=True)
+            self._stopping.wait(0.1)
 
     def _step(self) -> None:
-        frame = self.subscriber.poll(timeout=0.1)
-        now = self.clock()
-        if frame is not None:
-            self._check_role(frame.cam)
-            if self.intake.offer(frame.cam, now):
-                self.workers[frame.cam].hand(frame)
+        now, wall = self.clock.monotonic(), self.clock.wall()
+        self._check_roles()
+        self._derive_world_times()  # the measured latency moves stale_s
         self.world.expire(now)  # an object turning stale or removed changes the version
         if self.world.version != self._published_version or now - self._last_world >= WORLD_EVERY_S:
             self._published_version = self.world.version
             self._last_world = now
-            self.publisher.publish(wire.World(model=self.world.snapshot(now), source=SERVICE))
+            self.publisher.publish(wire.World(model=self.world.snapshot(now, wall), source=SERVICE))
         if now - self._last_status >= self.config.status_interval_s:
             self._last_status = now
             self.publisher.publish(wire.Status(service=SERVICE, state=self.status()))
 
-    def _check_role(self, cam: int) -> None:
-        """Warn once when the node's registry gives a camera another role than our config."""
-        if cam in self._roles_checked:
-            return
-        meta = self.subscriber.meta(cam)
-        if meta is None:
-            return
-        self._roles_checked.add(cam)
-        role = str(meta.registry.get("role", ""))
-        expected = self.pipelines[cam].config.role
-        if role and role != expected:
-            self.log.warning("camera %d is %r in its node's registry but tracked as %r: check "
-                             "tracker.cameras (positions from it may be meaningless)", cam, role, expected)
+    def _check_roles(self) -> None:
+        """Warn once when a node's registry gives a camera another role than our config."""
+        for cam, pipeline in self.pipelines.items():
+            if cam in self._roles_checked:
+                continue
+            meta = self.subscriber.meta(cam)
+            if meta is None:
+                continue
+            self._roles_checked.add(cam)
+            role = str(meta.registry.get("role", ""))
+            expected = pipeline.config.role
+            if role and role != expected:
+                self.log.warning("camera %d is %r in its node's registry but tracked as %r: check "
+                                 "tracker.cameras (positions from it may be meaningless)", cam, role,
+                                 expected)

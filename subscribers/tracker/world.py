@@ -1,18 +1,27 @@
 """The world model: tracked objects in workspace millimetres, built from detections.
 
 An overhead detection of a label within `match_distance_mm` of a known object of that label
-updates it (exponential smoothing, weight `smoothing` for the new observation, of the point
-where the marker's ray meets the table; the position is that point corrected for the object's
-height); otherwise it starts a new object. A side detection sets the height (z) of the object
-of its label whose (x, y) best explains the pixel. Objects not seen for `stale_s` are marked stale, and after
-`remove_s` removed. Detections of the arm-mounted camera stay in that camera's frame: they are
-listed under `camera_frames`, never mixed into workspace millimetres.
+updates it; otherwise it starts a new object. Smoothing is a time constant: a sighting `dt`
+seconds after the object's previous one moves it by `1 - exp(-dt / smoothing_s)` of the way
+(of the point where the marker's ray meets the table; the position is that point corrected for
+the object's height), so the lag behind a moving box is the same at any detection rate. A side
+detection sets only the height (z) and the side camera's own fields of the object of its label
+whose (x, y) best explains the pixel — the (x, y) where the object was when the side frame was
+captured, interpolated between its overhead sightings, so a moving box's height is measured
+against frames taken together — and never refreshes the (x, y)'s time. Objects whose (x, y)
+was not seen for `stale_s` are marked stale, and after `remove_s` removed. Detections of the
+arm-mounted camera stay in that camera's frame: they are listed under `camera_frames`, never
+mixed into workspace millimetres.
 
-Times are passed in (`now`, epoch seconds); the model keeps no clock of its own.
+Each sighting carries two times, both passed in: `seen`, when its frame was captured on this
+host's monotonic clock (ages, smoothing, staleness and expiry use it, so a stepped wall clock
+changes nothing), and `stamp`, the frame's capture time on the wall clock (what is published as
+`last_seen`). The model keeps no clock of its own.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import threading
@@ -22,6 +31,7 @@ from typing import Any
 
 from .config import WorldConfig
 
+TRACK_LEN = 8
 Correction = Callable[[tuple[float, float], float], tuple[float, float]]
 
 
@@ -42,15 +52,28 @@ class TrackedObject:
     confidence: float
     camera: str
     first_seen: float
-    last_seen: float
+    last_seen: float  # wall-clock capture time of the frame the (x, y) came from
+    seen: float  # the same moment on the monotonic clock
     observations: int = 1
     height_known: bool = False
+    height_seen: float | None = None  # wall-clock capture time of the last height
+    z_seen: float = 0.0  # the same moment on the monotonic clock
     correct: Correction | None = None
     pixel: dict[str, list[float]] = field(default_factory=dict)
+    # The last overhead sightings as seen (monotonic time, table point), unsmoothed: where the
+    # object was when a side camera's frame was captured.
+    track: collections.deque[tuple[float, float, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=TRACK_LEN))
 
     @property
     def xy(self) -> tuple[float, float]:
         plane = (self.plane_x, self.plane_y)
+        return self.correct(plane, self.z) if self.correct else plane
+
+    def xy_at(self, seen: float) -> tuple[float, float]:
+        """Where the object was at `seen` (monotonic): its overhead sightings interpolated,
+        carried on along the last two for at most the gap between them, else the nearest."""
+        plane = _interpolate(self.track, seen) or (self.plane_x, self.plane_y)
         return self.correct(plane, self.z) if self.correct else plane
 
     def as_dict(self, stale: bool) -> dict[str, Any]:
@@ -60,9 +83,25 @@ class TrackedObject:
             "position_mm": {"x": round(x, 2), "y": round(y, 2), "z": round(self.z, 2)},
             "confidence": round(self.confidence, 3), "camera": self.camera,
             "first_seen": self.first_seen, "last_seen": self.last_seen,
-            "observations": self.observations, "stale": stale,
+            "observations": self.observations, "stale": stale, "height_seen": self.height_seen,
             "pixel": {cam: [round(p[0], 1), round(p[1], 1)] for cam, p in self.pixel.items()},
         }
+
+
+def _interpolate(track: Sequence[tuple[float, float, float]], t: float) -> tuple[float, float] | None:
+    if not track:
+        return None
+    if len(track) == 1 or t <= track[0][0]:
+        return track[0][1], track[0][2]
+    for (t0, x0, y0), (t1, x1, y1) in zip(track, list(track)[1:], strict=False):
+        if t0 <= t <= t1 and t1 > t0:
+            f = (t - t0) / (t1 - t0)
+            return x0 + f * (x1 - x0), y0 + f * (y1 - y0)
+    (t0, x0, y0), (t1, x1, y1) = track[-2], track[-1]
+    if t1 <= t0:
+        return x1, y1
+    f = min(t - t1, t1 - t0) / (t1 - t0)  # carried on for at most one gap
+    return x1 + f * (x1 - x0), y1 + f * (y1 - y0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +131,10 @@ class WorldModel:
 
     def __init__(self, config: WorldConfig | None = None) -> None:
         self.config = config or WorldConfig()
+        # Set by the tracker when the config leaves them unset (derived from the intervals).
+        self.stale_s = self.config.stale_s if self.config.stale_s is not None else 6.0
+        self.remove_s = (self.config.remove_s if self.config.remove_s is not None
+                         else max(30.0, 3 * self.stale_s))
         self._objects: dict[str, TrackedObject] = {}
         self._camera_frames: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
@@ -100,8 +143,9 @@ class WorldModel:
         self.version = 0
         self.unmatched_heights = 0
 
-    def observe_plane(self, camera: str, sightings: Sequence[PlaneSighting], now: float) -> None:
-        """Overhead detections of one frame taken at `now`."""
+    def observe_plane(self, camera: str, sightings: Sequence[PlaneSighting], seen: float,
+                      stamp: float) -> None:
+        """Overhead detections of one frame captured at `seen` (monotonic) / `stamp` (wall)."""
         with self._lock:
             claimed: set[str] = set()
             for s in sightings:
@@ -115,23 +159,26 @@ class WorldModel:
                 if best is None:
                     best = TrackedObject(id=f"{s.label}-{next(self._ids)}", label=s.label,
                                          plane_x=s.table_xy[0], plane_y=s.table_xy[1], z=0.0,
-                                         confidence=s.confidence, camera=camera, first_seen=now,
-                                         last_seen=now, correct=s.correct)
+                                         confidence=s.confidence, camera=camera, first_seen=stamp,
+                                         last_seen=stamp, seen=seen, correct=s.correct)
                     self._objects[best.id] = best
-                else:
-                    a = self.config.smoothing
+                elif seen >= best.seen:  # an older frame finishing late never moves an object back
+                    a = self._weight(seen - best.seen)
                     best.plane_x += a * (s.table_xy[0] - best.plane_x)
                     best.plane_y += a * (s.table_xy[1] - best.plane_y)
                     best.correct = s.correct
                     best.confidence += a * (s.confidence - best.confidence)
                     best.observations += 1
-                    best.last_seen = max(best.last_seen, now)
+                    best.last_seen, best.seen = stamp, seen
                     best.camera = camera
                 best.pixel[camera] = [float(s.pixel[0]), float(s.pixel[1])]
+                if not best.track or seen > best.track[-1][0]:
+                    best.track.append((seen, s.table_xy[0], s.table_xy[1]))
                 claimed.add(best.id)
             self.version += 1
 
-    def observe_heights(self, camera: str, sightings: Sequence[HeightSighting], now: float) -> None:
+    def observe_heights(self, camera: str, sightings: Sequence[HeightSighting], seen: float,
+                        stamp: float) -> None:
         """Side detections of one frame: each sets the height of the object of its label whose
         (x, y) puts it closest to the detection's pixel (within `side_match_px`)."""
         with self._lock:
@@ -141,37 +188,41 @@ class WorldModel:
                 for obj in self._objects.values():
                     if obj.label != s.label or obj.id in claimed:
                         continue
-                    z, residual = s.height_at(*obj.xy)
+                    z, residual = s.height_at(*obj.xy_at(seen))  # where it was at the capture
                     if residual <= best_r:
                         best, best_r, best_z = obj, residual, z
                 if best is None:
                     self.unmatched_heights += 1
                     continue
-                a = 1.0 if not best.height_known else self.config.smoothing
+                a = 1.0 if not best.height_known else self._weight(seen - best.z_seen)
                 best.z += a * (best_z - best.z)
                 best.height_known = True
-                best.observations += 1
-                best.last_seen = max(best.last_seen, now)
+                best.height_seen, best.z_seen = stamp, seen
                 best.pixel[camera] = [float(s.pixel[0]), float(s.pixel[1])]
                 claimed.add(best.id)
             self.version += 1
 
     def observe_camera_frame(self, camera: str, frame: str, detections: Sequence[dict[str, Any]],
-                             now: float) -> None:
+                             seen: float, stamp: float) -> None:
         """Detections that stay in a camera's own frame (the arm-mounted camera)."""
         with self._lock:
-            self._camera_frames[camera] = {"frame": frame, "time": now, "detections": list(detections)}
+            self._camera_frames[camera] = {"frame": frame, "time": stamp, "seen": seen,
+                                           "detections": list(detections)}
             self.version += 1
 
+    def _weight(self, dt: float) -> float:
+        tau = self.config.smoothing_s
+        return 1.0 if tau <= 0 else 1.0 - math.exp(-max(0.0, dt) / tau)
+
     def expire(self, now: float) -> bool:
-        """Drop objects unseen for `remove_s`; True when the model changed (including an object
-        turning stale)."""
+        """Drop objects unseen for `remove_s` at `now` (monotonic); True when the model changed
+        (including an object turning stale)."""
         with self._lock:
-            gone = [k for k, o in self._objects.items() if now - o.last_seen > self.config.remove_s]
+            gone = [k for k, o in self._objects.items() if now - o.seen > self.remove_s]
             for key in gone:
                 del self._objects[key]
-            stale_now = {k for k, o in self._objects.items() if now - o.last_seen > self.config.stale_s}
-            old_frames = [c for c, f in self._camera_frames.items() if now - f["time"] > self.config.remove_s]
+            stale_now = {k for k, o in self._objects.items() if now - o.seen > self.stale_s}
+            old_frames = [c for c, f in self._camera_frames.items() if now - f["seen"] > self.remove_s]
             for cam in old_frames:
                 del self._camera_frames[cam]
             changed = bool(gone) or bool(old_frames) or stale_now != self._stale
@@ -180,15 +231,16 @@ class WorldModel:
                 self.version += 1
             return changed
 
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """The model as published on the `world` topic."""
+    def snapshot(self, now: float, wall: float) -> dict[str, Any]:
+        """The model as published on the `world` topic, at `now` (monotonic) = `wall`."""
         with self._lock:
-            objects = [o.as_dict(stale=now - o.last_seen > self.config.stale_s)
+            objects = [o.as_dict(stale=now - o.seen > self.stale_s)
                        for o in sorted(self._objects.values(), key=lambda o: o.id)]
-            frames = {cam: {**f, "detections": list(f["detections"]),
-                            "stale": now - f["time"] > self.config.stale_s}
+            frames = {cam: {"frame": f["frame"], "time": f["time"], "detections": list(f["detections"]),
+                            "stale": now - f["seen"] > self.stale_s}
                       for cam, f in self._camera_frames.items()}
-        return {"objects": objects, "updated": now, "frame": "workspace", "camera_frames": frames}
+        return {"objects": objects, "updated": wall, "frame": "workspace", "camera_frames": frames,
+                "stale_s": round(self.stale_s, 3)}
 
     def __len__(self) -> int:
         return len(self._objects)

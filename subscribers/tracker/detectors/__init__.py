@@ -4,8 +4,9 @@
     gemini   a Gemini model asked for labelled boxes, within the shared request budget
 
 A detector returns `Detection`s in the frame's own pixels; geometry turns them into mm.
-A detector that may not run now (the budget is spent, the service is backing off) raises
-`DetectionSkipped`, which the tracker counts and shows in its status; it is not an error.
+A detector that may not run now (the camera's gate is shut: too soon, the budget is spent, the
+service is backing off) raises `DetectionSkipped`, which the tracker counts and shows in its
+status; it is not an error.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Detection:
 
 
 class DetectionSkipped(CamfabricError):
-    """A detector that may not run now; `retry_at` (epoch s) says when it may again."""
+    """A detector that may not run now; `retry_at` (monotonic s) says when it may again."""
 
     def __init__(self, reason: str, retry_at: float) -> None:
         super().__init__(reason)

@@ -16,7 +16,7 @@ from camfabric.protocol import Subscriber, topics
 from tests.conftest import PYTHON, REPO, unused_tcp_port
 from tests.fakes.gemini import FakeGemini
 
-SECRET = "AIzaSy-subprocess-secret-42"
+SECRET = "AIzaSyF-subprocess-secret-0123456789abcd"
 
 
 def test_tracker_runs_publishes_the_world_and_stops_on_sigterm(tmp_path, zmq_context):
@@ -38,7 +38,7 @@ def test_tracker_runs_publishes_the_world_and_stops_on_sigterm(tmp_path, zmq_con
             id = 1
             role = "end_effector"
             detector = "gemini"
-            interval_s = 0.5
+            interval_s = 2.0
             [tracker.gemini]
             base_url = "{fake.url}"
             api_key_env = "TEST_TRACKER_KEY"
@@ -46,7 +46,7 @@ def test_tracker_runs_publishes_the_world_and_stops_on_sigterm(tmp_path, zmq_con
         cameras = (CameraConfig(id=0, role="overhead", fps=10, source={"kind": "tabletop", "speed": 0.0}),
                    CameraConfig(id=1, role="end_effector", fps=10,
                                 source={"kind": "tabletop", "view": "end_effector", "speed": 0.0}))
-        env = {"TEST_TRACKER_KEY": SECRET, "PATH": "/usr/bin:/bin"}
+        env = {"TEST_TRACKER_KEY": SECRET, "PATH": "/usr/bin:/bin", "XDG_STATE_HOME": str(tmp_path)}
         with CaptureNode(NodeConfig(name="cell", publish=node, cameras=cameras), context=zmq_context):
             proc = subprocess.Popen([PYTHON, "-m", "camfabric.cli", "tracker", "--config", str(config),
                                      "--log-level", "DEBUG"], cwd=REPO, env=env,

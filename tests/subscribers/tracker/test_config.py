@@ -10,6 +10,7 @@ import pytest
 from camfabric.protocol.errors import ConfigError
 from camfabric.sim.tracker import tabletop_tracker_config
 from camfabric.subscribers.tracker.config import (
+    DEFAULT_MODEL,
     CameraTracking,
     GeminiConfig,
     TrackerConfig,
@@ -39,6 +40,43 @@ def test_defaults(tmp_path):
     assert (cam.role, cam.detector, cam.interval_s) == ("overhead", "aruco", 2.0)
     assert config.gemini.base_url == "https://generativelanguage.googleapis.com"
     assert config.gemini.api_key_env == "GEMINI_API_KEY"
+    # today's service: a current model, the free tier's daily limit, world times derived
+    assert config.gemini.model == DEFAULT_MODEL == "gemini-3.5-flash-lite"
+    assert config.gemini.requests_per_day == 20
+    assert config.world.stale_s is None and config.world.smoothing_s == 0.25
+
+
+@pytest.mark.parametrize(("url", "ok"), [
+    ("https://generativelanguage.googleapis.com", True),
+    ("http://127.0.0.1:8080", True),
+    ("http://[::1]:8080", True),
+    ("http://localhost:8080", True),
+    ("http://generativelanguage.googleapis.com", False),
+    ("http://10.0.0.5", False),
+    ("ftp://example.com", False),
+    ("https://", False),
+])
+def test_base_url_must_be_https_unless_loopback(tmp_path, url, ok):
+    text = MINIMAL + f'[tracker.gemini]\nbase_url = "{url}"\n'
+    if ok:
+        assert _load(tmp_path, text).gemini.base_url == url
+        return
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, text)
+    assert err.value.path == "tracker.gemini.base_url"
+
+
+def test_a_gemini_camera_faster_than_2_s_is_refused_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, MINIMAL + '    detector = "gemini"\n    interval_s = 1.5\n')
+    assert err.value.path == "tracker.cameras[0].interval_s" and "2 s" in str(err.value)
+    assert _load(tmp_path, MINIMAL + "    interval_s = 0.05\n").cameras[0].interval_s == 0.05  # aruco
+
+
+def test_the_old_per_update_smoothing_key_is_refused(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, MINIMAL + "[tracker.world]\nsmoothing = 0.6\n")
+    assert err.value.path == "tracker.world.smoothing" and "smoothing_s" in str(err.value)
 
 
 @pytest.mark.parametrize(("extra", "path"), [

@@ -19,7 +19,6 @@ from camfabric.sim.tracker import tabletop_tracker_config
 from camfabric.subscribers.tracker.config import CameraTracking, TrackerConfig
 from camfabric.subscribers.tracker.service import Tracker
 from tests.conftest import unused_tcp_port
-from tests.fakes.gemini import FakeGemini
 
 VIEWS = {0: "overhead", 1: "end_effector", 2: "side_profile"}
 
@@ -113,42 +112,6 @@ def test_gateway_serves_the_tracker_world(zmq_context):
             time.sleep(0.2)
         assert {o["label"] for o in body["objects"]} == {b.label for b in tabletop.BOXES}
         assert body["frame"] == "workspace" and "age_s" in body
-
-
-def test_one_gemini_call_in_flight_per_camera_however_fast_frames_come(zmq_context, tcp_endpoint):
-    world_endpoint = f"tcp://127.0.0.1:{unused_tcp_port()}"
-    with FakeGemini(api_key="k-123", objects=[{"label": "cup", "box_2d": [400, 400, 600, 600]}],
-                    slow_s=0.4) as fake, Publisher(tcp_endpoint, context=zmq_context) as pub:
-        fake.script = ["slow"] * 100
-        config = TrackerConfig(
-            nodes=[tcp_endpoint], publish=world_endpoint, markers={},
-            cameras=(CameraTracking(id=1, role="end_effector", detector="gemini", interval_s=0.05),),
-        )
-        config = _with_gemini(config, fake.url, per_minute=1000)
-        jpeg = encode_jpeg(np.full((360, 640, 3), 100, np.uint8))
-        with Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": "k-123"}) as tracker:
-            start = time.monotonic()
-            seq = 0
-            while time.monotonic() - start < 2.0:  # 100 fps for 2 s
-                pub.publish(Frame(cam=1, seq=seq, t_capture_ns=time.time_ns(), w=640, h=360,
-                                  encoding="jpeg", data=jpeg, node="n"))
-                pub.publish(Meta(cam=1, node="n", registry={"id": 1, "role": "end_effector"}, health={}))
-                seq += 1
-                time.sleep(0.01)
-            status = tracker.status()
-        assert fake.max_in_flight == 1
-        assert 2 <= fake.calls <= 6  # 0.4 s per answer over 2 s: never a pile-up
-        assert all(r.problems == [] for r in fake.requests)
-        assert status["cameras"]["1"]["calls"] == fake.calls
-        assert status["gemini"]["calls"] == fake.calls
-
-
-def _with_gemini(config: TrackerConfig, url: str, per_minute: int) -> TrackerConfig:
-    import dataclasses
-
-    from camfabric.subscribers.tracker.config import GeminiConfig
-
-    return dataclasses.replace(config, gemini=GeminiConfig(base_url=url, requests_per_minute=per_minute))
 
 
 def test_gemini_without_a_key_is_a_config_error_naming_where_to_put_it():

@@ -1,4 +1,5 @@
-"""The Gemini detector against a fake Gemini server on loopback (real HTTP)."""
+"""The Gemini detector against the strict fake Gemini server on loopback (real HTTP), with
+an injected clock: the request it sends, and what it does with every answer the service gives."""
 
 from __future__ import annotations
 
@@ -10,22 +11,25 @@ import math
 import numpy as np
 import pytest
 
+from camfabric.backoff import Backoff
+from camfabric.clock import ManualClock
 from camfabric.protocol.jpeg import encode_jpeg
 from camfabric.sim import tabletop
 from camfabric.subscribers.tracker.budget import PACIFIC, RequestBudget
-from camfabric.subscribers.tracker.config import CameraTracking, GeminiConfig, WorldConfig
+from camfabric.subscribers.tracker.config import DEFAULT_MODEL, CameraTracking, GeminiConfig, WorldConfig
 from camfabric.subscribers.tracker.detectors import DetectionSkipped
 from camfabric.subscribers.tracker.detectors.aruco import MarkerFinder
-from camfabric.subscribers.tracker.detectors.gemini import GeminiDetector
-from camfabric.subscribers.tracker.intake import FrameIntake
+from camfabric.subscribers.tracker.detectors.gemini import GeminiDetector, GeminiError, GeminiRefused
+from camfabric.subscribers.tracker.intake import CameraGate
 from camfabric.subscribers.tracker.pipeline import CameraPipeline
 from camfabric.subscribers.tracker.world import WorldModel
 from tests.fakes.gemini import FakeGemini
 
 from .conftest import camera_image
 
-KEY = "AIzaSy-test-secret-key-0123456789"
+KEY = "AIzaSyA-test-secret-key-0123456789abcde"  # shaped like a real key: 39 characters
 JPEG = encode_jpeg(np.full((360, 640, 3), 128, np.uint8))
+NOON = dt.datetime(2026, 11, 21, 12, 0, tzinfo=PACIFIC).timestamp()
 
 
 @pytest.fixture
@@ -34,144 +38,190 @@ def fake():
         yield server
 
 
-def _detectors(fake, clock, n=1, per_minute=10, per_day=1000, **config):
-    cfg = GeminiConfig(base_url=fake.url, model="gemini-2.5-flash", requests_per_minute=per_minute,
+@pytest.fixture
+def clock():
+    return ManualClock(wall=NOON)
+
+
+def _cameras(fake, clock, n=1, per_minute=1000, per_day=1000, model=DEFAULT_MODEL, key=KEY, **config):
+    cfg = GeminiConfig(base_url=fake.url, model=model, requests_per_minute=per_minute,
                        requests_per_day=per_day, **config)
-    budget = RequestBudget(per_minute, per_day, backoff_s=cfg.backoff_s, max_backoff_s=cfg.max_backoff_s)
-    return budget, [GeminiDetector(cfg, KEY, budget, labels=["red_block"], clock=clock) for _ in range(n)]
+    budget = RequestBudget(per_minute=per_minute, per_day=per_day, clock=clock,
+                           backoff=Backoff(base_s=cfg.backoff_s, cap_s=cfg.max_backoff_s, jitter=0.0))
+    return budget, [(GeminiDetector(cfg, key, budget, labels=["red_block"], clock=clock),
+                     CameraGate(budget, str(i), 2.0, 30.0)) for i in range(n)]
 
 
-def test_request_shape_and_box_2d_back_to_pixels(fake, clock):
-    _, (detector,) = _detectors(fake, clock)
-    (found,) = detector.detect(JPEG, 640, 360)
+def _detect(camera):
+    detector, gate = camera
+    return detector.detect(JPEG, 640, 360, gate)
+
+
+def test_the_request_follows_the_published_contract(fake, clock):
+    _, (camera,) = _cameras(fake, clock)
+    (found,) = _detect(camera)
     assert found.label == "red_block"
     # box_2d [ymin, xmin, ymax, xmax] / 1000 of the real 640x360 frame
     assert found.box == pytest.approx((64.0, 90.0, 192.0, 180.0))
     assert found.pixel == pytest.approx((128.0, 135.0))
     (request,) = fake.requests
-    assert request.problems == []
-    assert request.path == "/v1beta/models/gemini-2.5-flash:generateContent" and request.query == ""
+    assert request.status == 200 and request.problems == []
+    assert request.path == f"/v1beta/models/{DEFAULT_MODEL}:generateContent" and request.query == ""
     assert request.headers["x-goog-api-key"] == KEY
     inline = request.body["contents"][0]["parts"][0]["inline_data"]
     assert base64.b64decode(inline["data"]) == JPEG and inline["mime_type"] == "image/jpeg"
     generation = request.body["generationConfig"]
     assert generation["responseMimeType"] == "application/json"
-    assert generation["responseSchema"]["items"]["properties"]["box_2d"]["type"] == "ARRAY"
+    assert generation["responseSchema"]["items"]["properties"]["label"]["enum"] == ["red_block"]
+    assert generation["thinkingConfig"] == {"thinkingLevel": "minimal"}  # Gemini 3: least thinking
+
+
+def test_a_gemini_2_5_flash_model_gets_a_zero_thinking_budget(fake, clock):
+    _, (camera,) = _cameras(fake, clock, model="gemini-2.5-flash-lite")
+    assert _detect(camera)
+    assert fake.requests[0].body["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 0}
+
+
+def test_box_corners_given_the_other_way_round_are_put_back_in_order(fake, clock):
+    fake.script = ["swapped"]
+    _, (camera,) = _cameras(fake, clock)
+    (found,) = _detect(camera)
+    assert found.box == pytest.approx((64.0, 90.0, 192.0, 180.0))
 
 
 def test_a_429_holds_back_every_camera_for_its_retry_delay(fake, clock):
     fake.script = ["429"]
-    budget, cams = _detectors(fake, clock, n=3)
+    _, cams = _cameras(fake, clock, n=3)
     with pytest.raises(DetectionSkipped) as first:
-        cams[0].detect(JPEG, 640, 360)
-    assert first.value.retry_at == pytest.approx(clock.now + 17)  # "retryDelay": "17s"
-    for other in cams[1:]:
-        with pytest.raises(DetectionSkipped):
-            other.detect(JPEG, 640, 360)
+        _detect(cams[0])
+    assert first.value.retry_at == pytest.approx(clock.monotonic() + 17)  # "retryDelay": "17s"
+    clock.step_wall(-3600)  # NTP steps the clock back: the pause still ends 17 s later
     clock.advance(16.5)
-    with pytest.raises(DetectionSkipped):
-        cams[1].detect(JPEG, 640, 360)
+    for other in cams:
+        with pytest.raises(DetectionSkipped):
+            _detect(other)
     assert fake.calls == 1  # no cascade: the other cameras never called
     clock.advance(0.5)
-    assert cams[2].detect(JPEG, 640, 360)
+    assert _detect(cams[2])
     assert fake.calls == 2
 
 
-def test_calls_never_exceed_the_budget_over_three_minutes_of_three_cameras(fake, clock):
-    fake.script = ["ok", "ok", "429", "ok", "500", "ok"] * 10
-    budget, cams = _detectors(fake, clock, n=3, per_minute=10, backoff_s=3.0)
-    intake = FrameIntake({0: 2.0, 1: 2.0, 2: 2.0})
-    call_times: list[float] = []
-    rate_limited_at: list[float] = []
-    for _ in range(180 * 30):  # 30 fps per camera, clock moved by hand
-        now = clock.advance(1 / 30)
-        for cam, detector in enumerate(cams):
-            if not intake.offer(cam, now):
-                continue
-            before = fake.calls
-            try:
-                detector.detect(JPEG, 640, 360)
-            except DetectionSkipped as exc:
-                if exc.reason == "rate limited":
-                    rate_limited_at.append(now)
-            finally:
-                intake.done(cam)
-            call_times.extend([now] * (fake.calls - before))
-    assert 20 <= len(call_times) <= 30  # 10 a minute for 3 minutes, whatever 90 frames wanted
-    for i, t in enumerate(call_times):
-        assert sum(1 for u in call_times[i:] if u < t + 60) <= 10
-    for t in rate_limited_at:  # after a 429, nobody calls for its 17 s
-        assert not [u for u in call_times if t < u < t + 17]
-    assert all(r.problems == [] for r in fake.requests)
-
-
-def test_daily_quota_stops_calls_until_midnight_pacific_and_says_so_once(fake, clock, caplog):
-    clock.now = dt.datetime(2026, 11, 21, 15, 0, tzinfo=PACIFIC).timestamp()
-    fake.script = ["daily"]
-    _, cams = _detectors(fake, clock, n=2)
+def test_a_daily_quota_429_stops_calls_until_midnight_pacific_and_says_so_once(fake, clock, caplog):
+    fake.script = ["daily"]  # it carries a 37 s retryDelay too, which must not be believed
+    _, cams = _cameras(fake, clock, n=2)
     with caplog.at_level(logging.INFO):
-        for _hour in range(8):
-            for detector in cams:
+        for _half_hour in range(23):
+            for camera in cams:
                 with pytest.raises(DetectionSkipped):
-                    detector.detect(JPEG, 640, 360)
-            clock.advance(3600)
+                    _detect(camera)
+            clock.advance(1800)
     assert fake.calls == 1
-    said = [r for r in caplog.records if "daily quota" in r.getMessage()]
-    assert len(said) == 1
-    clock.now = dt.datetime(2026, 11, 22, 0, 0, 1, tzinfo=PACIFIC).timestamp()
-    assert cams[1].detect(JPEG, 640, 360)
+    assert len([r for r in caplog.records if "daily quota" in r.getMessage()]) == 1
+    clock.advance(1800 + 1)  # 12 h after noon: past midnight Pacific
+    assert _detect(cams[1])
     assert fake.calls == 2
 
 
-@pytest.mark.parametrize("failure", ["500", "503"])
-def test_server_errors_back_off(fake, clock, failure):
-    fake.script = [failure, failure]
-    budget, (detector,) = _detectors(fake, clock, backoff_s=4.0)
+def test_a_bare_429_backs_off_every_camera(fake, clock):
+    fake.script = ["bare429"]
+    _, cams = _cameras(fake, clock, n=2, backoff_s=4.0)
     with pytest.raises(DetectionSkipped) as skipped:
-        detector.detect(JPEG, 640, 360)
-    assert skipped.value.retry_at == pytest.approx(clock.now + 4.0)
+        _detect(cams[0])
+    assert skipped.value.retry_at == pytest.approx(clock.monotonic() + 4.0)
+    with pytest.raises(DetectionSkipped):
+        _detect(cams[1])
+    assert fake.calls == 1
+
+
+@pytest.mark.parametrize("failure", ["500", "503", "504"])
+def test_server_errors_back_off_doubling_until_a_success(fake, clock, failure):
+    fake.script = [failure, failure]
+    _, (camera,) = _cameras(fake, clock, backoff_s=4.0)
+    with pytest.raises(DetectionSkipped) as skipped:
+        _detect(camera)
+    assert skipped.value.retry_at == pytest.approx(clock.monotonic() + 4.0)
     clock.advance(3.9)
     with pytest.raises(DetectionSkipped):
-        detector.detect(JPEG, 640, 360)
+        _detect(camera)
     assert fake.calls == 1
     clock.advance(0.2)
     with pytest.raises(DetectionSkipped) as again:
-        detector.detect(JPEG, 640, 360)
-    assert again.value.retry_at == pytest.approx(clock.now + 8.0)  # doubled
+        _detect(camera)
+    assert again.value.retry_at == pytest.approx(clock.monotonic() + 8.0)  # doubled
     clock.advance(8.0)
-    assert detector.detect(JPEG, 640, 360)
+    assert _detect(camera)
     assert fake.calls == 3
+
+
+def test_a_retired_model_stops_the_camera_and_names_the_key_to_fix(fake, clock):
+    _, (camera,) = _cameras(fake, clock, model="gemini-2.5-flash")
+    with pytest.raises(GeminiRefused) as err:
+        _detect(camera)
+    assert "tracker.gemini.model" in str(err.value) and DEFAULT_MODEL in str(err.value)
+    clock.advance(3600)
+    with pytest.raises(GeminiRefused):
+        _detect(camera)
+    assert fake.calls == 1  # permanent: never retried
+
+
+@pytest.mark.parametrize(("key", "status"), [("", 403), ("AIzaSyB-wrong-key-0123456789abcdefghij", 400)])
+def test_a_missing_or_wrong_key_stops_the_camera_and_says_where_the_key_goes(fake, clock, key, status):
+    _, (camera,) = _cameras(fake, clock, key=key)
+    with pytest.raises(GeminiRefused) as err:
+        _detect(camera)
+    assert fake.requests[0].status == status
+    assert "GEMINI_API_KEY" in str(err.value) and "tracker.gemini.api_key" in str(err.value)
+    clock.advance(60)
+    with pytest.raises(GeminiRefused):
+        _detect(camera)
+    assert fake.calls == 1
+
+
+@pytest.mark.parametrize(("behaviour", "said"), [("blocked", "blocked the prompt (SAFETY)"),
+                                                 ("max_tokens", "did not finish (MAX_TOKENS)")])
+def test_an_unusable_answer_is_an_error_not_a_detection_and_not_an_outage(fake, clock, behaviour, said):
+    fake.script = [behaviour]
+    budget, (camera,) = _cameras(fake, clock)
+    with pytest.raises(GeminiError) as err:
+        _detect(camera)
+    assert said in str(err.value)
+    clock.advance(2.1)
+    assert _detect(camera)  # no backoff: the service is up
+    assert budget.failures == 0
 
 
 def test_a_slow_answer_times_out_and_backs_off(fake, clock):
     fake.script = ["slow"]
     fake.slow_s = 1.0
-    budget, (detector,) = _detectors(fake, clock, timeout_s=0.2, backoff_s=5.0)
+    budget, (camera,) = _cameras(fake, clock, timeout_s=0.2, backoff_s=5.0)
     with pytest.raises(DetectionSkipped) as skipped:
-        detector.detect(JPEG, 640, 360)
+        _detect(camera)
     assert skipped.value.reason == "request failed"
-    assert skipped.value.retry_at == pytest.approx(clock.now + 5.0)
-    assert budget.server_errors == 1
+    assert skipped.value.retry_at == pytest.approx(clock.monotonic() + 5.0)
+    assert budget.failures == 1
 
 
-def test_the_key_is_never_logged_nor_shown(fake, clock, caplog):
-    fake.script = ["429", "500", "daily", "slow"]
+def test_the_key_is_never_logged_nor_shown_even_when_the_server_echoes_it(fake, clock, caplog):
+    fake.script = ["echo", "429", "500", "daily", "slow"]
     fake.slow_s = 0.5
-    budget, (detector,) = _detectors(fake, clock, timeout_s=0.2)
-    wrong = GeminiDetector(detector.config, "AIzaSy-wrong-key-987", budget, clock=clock)
+    budget, (camera,) = _cameras(fake, clock, timeout_s=0.2)
+    wrong = "AIzaSyC-wrong-key-987654321abcdefghijkl"
+    _, (refused,) = _cameras(fake, clock, key=wrong)
     with caplog.at_level(logging.DEBUG):
         for _ in range(6):
-            for d in (detector, wrong):
+            for c in (camera, refused):
                 try:
-                    d.detect(JPEG, 640, 360)
-                except DetectionSkipped:
+                    _detect(c)
+                except (DetectionSkipped, GeminiError):
                     pass
-                clock.advance(400)
-            clock.now = dt.datetime.fromtimestamp(clock.now, PACIFIC).replace(hour=23).timestamp() + 3600
+            clock.advance(86400)
     text = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
-    assert "HTTP 400" in text  # the wrong key was refused, and that was said
-    assert KEY not in text and "AIzaSy-wrong-key-987" not in text
-    assert KEY not in repr(detector) and KEY not in str(budget.state(clock.now))
+    assert "HTTP 500" in text and "[key]" in text  # the echo was logged, scrubbed
+    assert "HTTP 400" in refused[0].refused
+    for secret in (KEY, wrong):
+        assert secret not in text
+        assert secret not in camera[0].last_error and secret not in refused[0].refused
+        assert secret not in repr(camera[0]) and secret not in str(budget.state())
     assert all("key=" not in r.query for r in fake.requests)
 
 
@@ -185,13 +235,13 @@ def test_gemini_boxes_on_the_overhead_camera_become_table_millimetres(fake, cloc
         u, v = obj["pixel"]
         box = [(v - 20) / 720, (u - 20) / 1280, (v + 20) / 720, (u + 20) / 1280]  # ymin, xmin, ymax, xmax
         fake.objects.append({"label": obj["label"], "box_2d": [round(b * 1000) for b in box]})
-    _, (detector,) = _detectors(fake, clock)
+    _, ((detector, gate),) = _cameras(fake, clock)
     camera = CameraTracking(id=0, role="overhead", detector="gemini",
                             references={str(i): list(p[:2]) for i, p in tabletop.TABLE_REFERENCES.items()})
     world = WorldModel(WorldConfig())
     pipeline = CameraPipeline(camera, world, MarkerFinder(), detector)
-    assert len(pipeline.process(image, jpeg, clock.now)) == 2
-    found = {o["label"]: o["position_mm"] for o in world.snapshot(clock.now)["objects"]}
+    assert len(pipeline.process(image, jpeg, clock.monotonic(), clock.wall(), gate)) == 2
+    found = {o["label"]: o["position_mm"] for o in world.snapshot(clock.monotonic(), clock.wall())["objects"]}
     for obj in truth["objects"]:
         assert math.hypot(found[obj["label"]]["x"] - obj["x"], found[obj["label"]]["y"] - obj["y"]) < 5.0
     assert pipeline.status(None)["calls"] == 1 and fake.requests[0].problems == []

@@ -1,74 +1,67 @@
-"""The per-camera rate limit, driven by a hand-moved clock (no sleeping)."""
+"""Frame intake on a real fabric: a camera's frames are subscribed only around its turn, and
+the frame detected is one captured after the camera became due (never an old cached one)."""
 
 from __future__ import annotations
 
-from camfabric.subscribers.tracker.intake import FrameIntake, RateLimiter
+import time
+
+import numpy as np
+
+from camfabric.protocol import Frame, Publisher, encode_jpeg, topics
+from camfabric.subscribers.tracker.config import CameraTracking, TrackerConfig
+from camfabric.subscribers.tracker.service import Tracker
+from tests.conftest import unused_tcp_port
+
+JPEG = encode_jpeg(np.full((36, 64, 3), 100, np.uint8))
 
 
-def _run(intake: FrameIntake, cams, seconds: float, fps: float, start: float = 1000.0,
-         detect_s: float = 0.0) -> dict[int, list[float]]:
-    """Offer `fps` frames a second per camera; a detection takes `detect_s` of clock time."""
-    accepted: dict[int, list[float]] = {cam: [] for cam in cams}
-    in_flight: dict[int, float] = {}
-    for k in range(round(seconds * fps)):
-        now = start + k / fps
-        for cam in cams:
-            if cam in in_flight and now >= in_flight[cam]:
-                intake.done(cam)
-                del in_flight[cam]
-            if intake.offer(cam, now):
-                accepted[cam].append(now)
-                if detect_s:
-                    in_flight[cam] = now + detect_s
-                else:
-                    intake.done(cam)
-    return accepted
+def _config(node: str, interval_s: float) -> TrackerConfig:
+    return TrackerConfig(nodes=[node], publish=f"tcp://127.0.0.1:{unused_tcp_port()}", markers={"20": "cup"},
+                         cameras=(CameraTracking(id=1, role="end_effector", interval_s=interval_s),))
 
 
-def test_a_minute_at_30_fps_yields_exactly_30_detections_per_camera():
-    intake = FrameIntake({0: 2.0, 1: 2.0, 2: 2.0})
-    accepted = _run(intake, [0, 1, 2], seconds=60, fps=30)
-    for cam in (0, 1, 2):
-        assert len(accepted[cam]) == 30
-        gaps = [b - a for a, b in zip(accepted[cam], accepted[cam][1:], strict=False)]
-        assert min(gaps) >= 2.0 - 1e-9
-        assert intake.counts[cam].offered == 1800
-        assert intake.counts[cam].accepted == 30
+def test_frames_are_subscribed_around_the_camera_s_turn_not_continuously(zmq_context, tcp_endpoint):
+    """A node that publishes (encodes) only while someone wants its frames: with a 5 s interval
+    the tracker wants them a fraction of the time, and still detects every turn."""
+    topic = topics.frame(1, "jpeg")
+    wanted = samples = published = 0
+    with Publisher(tcp_endpoint, context=zmq_context) as pub, \
+            Tracker(_config(tcp_endpoint, 5.0), context=zmq_context) as tracker:
+        start = time.monotonic()
+        seq = 0
+        while time.monotonic() - start < 16.0:
+            samples += 1
+            if pub.wants(topic):
+                wanted += 1
+                published += 1
+                pub.publish(Frame(cam=1, seq=seq, t_capture_ns=time.time_ns(), w=64, h=36,
+                                  encoding="jpeg", data=JPEG, node="n"))
+                seq += 1
+            time.sleep(0.05)
+        taken = tracker.workers[1].frames
+        calls = tracker.pipelines[1].detector.calls
+    assert 3 <= taken <= 4 and calls == taken  # one detection per 5 s turn
+    assert wanted / samples < 0.6  # subscribed around the turns only (1 s lead + the frame)
+    assert published < 0.6 * samples
 
 
-def test_each_camera_has_its_own_interval():
-    intake = FrameIntake({0: 2.0, 1: 5.0, 2: 0.5})
-    accepted = _run(intake, [0, 1, 2], seconds=60, fps=30)
-    assert [len(accepted[c]) for c in (0, 1, 2)] == [30, 12, 120]
-
-
-def test_a_slow_detection_holds_its_camera_back_and_only_that_camera():
-    intake = FrameIntake({0: 2.0, 1: 2.0})
-    accepted = _run(intake, [0, 1], seconds=60, fps=30, detect_s=3.0)
-    # camera 0's detections take 3 s: the next frame goes once the last one is done
-    assert 15 <= len(accepted[0]) <= 20
-    gaps = [b - a for a, b in zip(accepted[0], accepted[0][1:], strict=False)]
-    assert min(gaps) >= 3.0 - 1e-9
-    assert intake.counts[0].busy > 0
-
-
-def test_frames_of_a_camera_not_configured_are_refused():
-    intake = FrameIntake({0: 2.0})
-    assert not intake.offer(7, 1000.0)
-
-
-def test_the_limit_holds_while_the_previous_frame_is_in_flight():
-    intake = FrameIntake({0: 2.0})
-    assert intake.offer(0, 100.0)
-    assert not intake.offer(0, 105.0)  # interval passed, but the detection has not finished
-    intake.done(0)
-    assert intake.offer(0, 105.0)
-    assert intake.next_allowed(0) == 107.0
-
-
-def test_a_clock_stepping_backwards_does_not_block_a_camera():
-    limiter = RateLimiter({0: 2.0})
-    assert limiter.try_acquire(0, 5000.0)
-    assert limiter.try_acquire(0, 1000.0)  # wall clock set back by NTP
-    assert not limiter.try_acquire(0, 1001.0)
-    assert limiter.try_acquire(0, 1002.0)
+def test_a_frame_captured_long_before_the_turn_is_not_taken(zmq_context, tcp_endpoint):
+    """A camera whose only frame is old (a node replaying its cache) gives no detection."""
+    with Publisher(tcp_endpoint, context=zmq_context) as pub, \
+            Tracker(_config(tcp_endpoint, 2.0), context=zmq_context) as tracker:
+        old = time.time_ns() - 30 * 10**9
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            pub.publish(Frame(cam=1, seq=1, t_capture_ns=old, t_publish_ns=time.time_ns(), w=64, h=36,
+                              encoding="jpeg", data=JPEG, node="n"))
+            time.sleep(0.1)
+        assert tracker.workers[1].frames == 0
+        fresh_deadline = time.monotonic() + 5.0
+        seq = 2
+        while time.monotonic() < fresh_deadline and tracker.workers[1].frames == 0:
+            now = time.time_ns()
+            pub.publish(Frame(cam=1, seq=seq, t_capture_ns=now, t_publish_ns=now, w=64, h=36,
+                              encoding="jpeg", data=JPEG, node="n"))
+            seq += 1
+            time.sleep(0.1)
+        assert tracker.workers[1].frames == 1
