@@ -26,8 +26,10 @@ from dataclasses import dataclass
 
 import zmq
 
+from ..logonce import LogOnce
 from . import topics, wire
 from .errors import CamfabricError, FrameTimeout, ProtocolError, UnknownCamera
+from .link import configure_link
 from .security import CurveClient, secure_client
 
 Listener = Callable[[wire.Message], None]
@@ -87,7 +89,7 @@ class Subscriber:
         self._listeners: list[Listener] = []
         self._known_cams: set[int] = set()
         self._decode_stats = wire.DecodeStats()
-        self._logged_reasons: set[str] = set()
+        self._failures = LogOnce(self.log)
         self._received = self._dropped = self._skipped = self._duplicates = 0
         self._ctrl_addr = f"inproc://camfabric-subscriber-{id(self):x}"
         self._ctrl: zmq.Socket | None = None
@@ -263,6 +265,7 @@ class Subscriber:
             sub.rcvhwm = self.rcvhwm
             sub.reconnect_ivl = 100
             sub.reconnect_ivl_max = 1000
+            configure_link(sub)
             for prefix in self._initial_topics():
                 sub.subscribe(prefix)
             self._connect(sub)
@@ -303,17 +306,21 @@ class Subscriber:
                 parts = sub.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            # Nothing in one message may stop this thread: a format error is counted and
+            # logged once per kind; anything else (a bug met by odd input) the same way.
             try:
                 msg = wire.decode(parts, t_receive_ns=self.clock())
-            except ProtocolError as exc:
+                self._accept(msg, sub)
+            except Exception as exc:
                 self._decode_stats.count_malformed(exc)
-                reason = type(exc).__name__ + ":" + str(exc).split(":")[0][:60]
-                if reason not in self._logged_reasons:
-                    self._logged_reasons.add(reason)
-                    self.log.warning("dropped a malformed message from the fabric (%s); "
-                                     "further ones of this kind are only counted", exc)
-                continue
-            self._accept(msg, sub)
+                kind = wire.failure_kind(exc)
+                if isinstance(exc, ProtocolError):
+                    self._failures.warning(kind, "dropped a malformed message from the fabric "
+                                           "(%s); further ones of this kind are only counted", exc)
+                else:
+                    self._failures.error(kind, "a message from the fabric failed in the receive "
+                                         "loop; it was dropped and further ones of this kind are "
+                                         "only counted", exc_info=exc)
 
     def _accept(self, msg: wire.Message, sub: zmq.Socket) -> None:
         with self._cond:
@@ -333,8 +340,9 @@ class Subscriber:
         for listener in self._listeners:
             try:
                 listener(msg)
-            except Exception:
-                self.log.exception("subscriber listener failed on %r", msg.topic)
+            except Exception as exc:
+                self._failures.error(f"listener.{type(exc).__name__}", "subscriber listener "
+                                     "failed on %r (logged once per kind)", msg.topic, exc_info=exc)
 
     def _accept_frame(self, frame: wire.Frame) -> bool:
         if self.cameras is not None and frame.cam not in self.cameras:
