@@ -176,7 +176,7 @@ class Publisher:
             xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
             configure_link(xpub, max_message=MAX_SUBSCRIPTION)
             if self.curve is not None:
-                auth = secure_server(xpub, self.curve, self.context)
+                auth = secure_server(xpub, self.curve, self.context, self.log)
             xpub.bind(self.requested_endpoint)
             self.endpoint = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
             inbox = self.context.socket(zmq.PULL)
@@ -203,6 +203,8 @@ class Publisher:
                     self._on_subscription_events(xpub)
                 if inbox in events:
                     self._forward(inbox, xpub)
+                if auth is not None:
+                    auth.check(xpub, self.endpoint)  # follows authorized_keys_dir
         finally:
             xpub.close(linger=0)
             inbox.close(linger=0)

@@ -254,7 +254,7 @@ class Subscriber:
         for endpoint in self.endpoints:
             keys = self.curve.get(endpoint) if isinstance(self.curve, Mapping) else self.curve
             if keys is not None:
-                secure_client(sub, keys)
+                secure_client(sub, keys, self.log)
             sub.connect(endpoint)
 
     def _run(self) -> None:
