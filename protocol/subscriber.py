@@ -33,6 +33,9 @@ from .link import configure_link
 from .security import CurveClient, secure_client
 
 Listener = Callable[[wire.Message], None]
+# Cameras a subscriber made with cameras=None discovers at most; heartbeats of further camera
+# ids are dropped (logged once), so made-up ids cannot grow its memory or its subscriptions.
+MAX_DISCOVERED_CAMERAS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +331,11 @@ class Subscriber:
                 if not self._accept_frame(msg):
                     return
             elif isinstance(msg, wire.Meta):
+                if msg.cam not in self._metas and len(self._metas) >= MAX_DISCOVERED_CAMERAS:
+                    self._failures.warning("cameras.cap", "ignoring heartbeats of camera %d and "
+                                           "any further new camera: %d cameras known already",
+                                           msg.cam, MAX_DISCOVERED_CAMERAS)
+                    return
                 self._metas[msg.cam] = msg
                 if self.cameras is None and msg.cam not in self._known_cams:
                     self._known_cams.add(msg.cam)

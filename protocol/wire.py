@@ -252,6 +252,41 @@ def _nonneg(header: dict[str, Any], key: str) -> int:
     return value
 
 
+_NUMBER = (int, float)
+_TEXT = (str, type(None))
+# The registry and health fields the gateway, dashboard and metrics read, with the types they
+# rely on; a heartbeat with any other type for one of them is refused as a whole (and the
+# camera's previous heartbeat stays in force). Unknown keys pass: forward compatibility.
+REGISTRY_FIELDS: dict[str, tuple[type, ...] | str] = {
+    "id": (int,), "device": _TEXT, "name": _TEXT, "role": _TEXT, "mount": _TEXT,
+    "description": _TEXT, "fov_deg": (*_NUMBER, type(None)), "resolution": "size",
+}
+HEALTH_FIELDS: dict[str, tuple[type, ...] | str] = {
+    "connected": (bool,), "state": _TEXT, "fps": _NUMBER, "configured_fps": _NUMBER,
+    "frames": (int,), "errors": (int,), "retries": (int,), "last_error": _TEXT, "node": _TEXT,
+    "width": (int,), "height": (int,), "source": _TEXT, "last_capture_ns": (int,),
+    "seq": (int,), "cpu_s": _NUMBER,
+}
+
+
+def check_fields(values: dict[str, Any], spec: dict[str, tuple[type, ...] | str], what: str) -> None:
+    """Raise a ProtocolError (kind `what.key`) for a known field of the wrong type."""
+    for key, kind in spec.items():
+        if key not in values:
+            continue
+        value = values[key]
+        if kind == "size":
+            ok = (isinstance(value, list) and len(value) == 2
+                  and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_DIMENSION
+                          for v in value))
+            expected = f"[w, h] with each in 0..{MAX_DIMENSION}"
+        else:
+            ok = isinstance(value, kind) and (bool in kind or not isinstance(value, bool))
+            expected = " or ".join("null" if k is type(None) else k.__name__ for k in kind)
+        if not ok:
+            raise _error(f"{what}.{key}", f"{what}.{key} is {type(value).__name__}, expected {expected}")
+
+
 def _check_tree(header: dict[str, Any]) -> None:
     """Bound the header's nesting and item count, and keep every nested map JSON-shaped.
 
@@ -361,8 +396,10 @@ def decode(parts: Sequence[Any], t_receive_ns: int | None = None) -> Message:
         cam = _nonneg(header, "cam")
         if topic != topics.meta(cam).decode():
             raise _error("topic.cam", f"topic {topic!r} does not match cam {cam}")
-        return Meta(cam=cam, node=_get(header, "node", str),
-                    registry=_get(header, "registry", dict), health=_get(header, "health", dict),
+        registry, health = _get(header, "registry", dict), _get(header, "health", dict)
+        check_fields(registry, REGISTRY_FIELDS, "registry")
+        check_fields(health, HEALTH_FIELDS, "health")
+        return Meta(cam=cam, node=_get(header, "node", str), registry=registry, health=health,
                     t_publish_ns=t_pub, t_receive_ns=rx)
     if topic.startswith(topics.SCAN):
         return Scan(node=_get(header, "node", str), report=_get(header, "report", dict),

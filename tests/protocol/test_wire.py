@@ -353,3 +353,28 @@ def test_jpeg_size_walks_segments_instead_of_scanning_a_large_payload():
     with pytest.raises(protocol.ProtocolError, match="no JPEG marker"):
         protocol.decode([b"frame/3/jpeg", protocol.encode(jpeg_frame())[1], junk])
     assert _time.monotonic() - start < 5  # a byte-by-byte Python scan of 8 MB takes far longer
+
+
+@pytest.mark.parametrize("where, key, value", [
+    ("registry", "resolution", 5),
+    ("registry", "resolution", [640, "480"]),
+    ("registry", "resolution", [640, 480, 3]),
+    ("registry", "name", 7),
+    ("registry", "id", True),
+    ("health", "fps", "fast"),
+    ("health", "connected", 1),
+    ("health", "errors", 2.5),
+])
+def test_heartbeat_fields_of_the_wrong_type_are_refused_at_decode(where, key, value):
+    fields = {"registry": {"id": 1, "resolution": [640, 480]}, "health": {"fps": 10.0}}
+    fields[where][key] = value
+    parts = protocol.encode(protocol.Meta(cam=1, node="n", **fields))
+    with pytest.raises(protocol.ProtocolError) as caught:
+        protocol.decode(parts)
+    assert wire.failure_kind(caught.value) == f"{where}.{key}"
+
+
+def test_a_heartbeat_with_unknown_fields_and_nulls_is_accepted():
+    meta = protocol.Meta(cam=1, node="n", registry={"id": 1, "fov_deg": None, "lens": {"f": 4}},
+                         health={"connected": False, "fps": 0, "future": [1, "x"]})
+    assert protocol.decode(protocol.encode(meta)).registry["lens"] == {"f": 4}
