@@ -2,6 +2,7 @@
 
     with NetnsHost.create() as host:          # host.address: its side; host.peer: ours
         proc = host.spawn([python, "-m", ...])
+        host.partition(); host.heal()          # every packet dropped, then flowing again
         host.power_cut()                       # link gone, no FIN, its processes killed
         host.restore()                         # a fresh namespace, same addresses
 
@@ -92,6 +93,15 @@ class NetnsHost:
         proc = subprocess.Popen(["ip", "netns", "exec", self.netns, *argv], **kwargs)
         self._procs.append(proc)
         return proc
+
+    def partition(self) -> None:
+        """Drop every packet both ways: our end of the link goes down (no FIN, no RST; the
+        host behind it and its connection state stay as they were)."""
+        _ip("link", "set", self.veth, "down")
+
+    def heal(self) -> None:
+        """End a partition: the link comes up and its route with it."""
+        _ip("link", "set", self.veth, "up")
 
     def power_cut(self) -> None:
         """The host loses power: its link vanishes first (no FIN or RST can leave), then its
