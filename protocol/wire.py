@@ -13,6 +13,7 @@ one clock, never one host's clock compared with another's.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -294,7 +295,7 @@ def _check_tree(header: dict[str, Any]) -> None:
     (`str`, `repr`, `json.dumps` of a registry) recurses, and ~1000 levels raise
     RecursionError far from here. Everything a header carries beyond the frame fields ends up
     in JSON (`/cameras`, `/status`, `/world`), so map keys must be strings and values plain
-    JSON values: no binary, no extension types.
+    JSON values: no binary, no extension types, no NaN or infinity.
     """
     stack: list[tuple[Any, int]] = [(header, 0)]
     items = 0
@@ -314,6 +315,8 @@ def _check_tree(header: dict[str, Any]) -> None:
             if depth >= MAX_DEPTH:
                 raise _error("header.depth", f"header nests deeper than {MAX_DEPTH}", LimitError)
             stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise _error("header.value", "header holds a NaN or infinite number (JSON has none)")
         elif not isinstance(value, str | int | float | bool | None):
             raise _error("header.value", f"header holds a {type(value).__name__} value; only "
                                          "JSON-like values may travel in a header")

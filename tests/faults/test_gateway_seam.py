@@ -156,3 +156,18 @@ def test_the_configured_owner_is_served_and_the_conflict_stays_visible(publisher
     assert status["node"] == "node-a" and status["connected"] is False
     latest = client.simulate_get("/latest/0")
     assert latest.status_code != 200 or abs(int(decode_jpeg(latest.content).mean()) - 240) > 10
+
+
+@pytest.mark.parametrize("model", [
+    {"objects": [], "updated": float("inf")},
+    {"objects": [{"label": "cup", "x": float("nan")}], "updated": 1.0},
+])
+def test_a_world_model_json_cannot_carry_is_refused_and_world_still_answers(
+        publishers, make_cache, model):
+    cache = make_cache(publishers[0].endpoint, tracker=[publishers[1].endpoint])
+    client = falcon.testing.TestClient(create_app(cache, GatewayConfig()))
+    publishers[1].wait_for_subscriber(b"world")
+    wait_until(lambda: publishers[1].publish(World(model=model, source="tracker"))
+               and cache.tracker.stats.malformed >= 1, what="the bad world counted")
+    answer = client.simulate_get("/world")
+    assert answer.status_code == 200 and answer.json["objects"] == []
