@@ -31,10 +31,8 @@ from node_cpu import machine  # noqa: E402
 from report import write_section  # noqa: E402
 
 from camfabric import protocol  # noqa: E402
-from camfabric.capture_node.config import CameraConfig, NodeConfig  # noqa: E402
-from camfabric.capture_node.node import CaptureNode  # noqa: E402
+from tests.faults.test_subscription_flood import FLOOD, measure_flood  # noqa: E402
 
-FLOOD = 20_000
 WINDOW_S = 4.0
 OVERSIZED = 300 * 2**20
 
@@ -50,35 +48,12 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, stats.received
 """
 
 
-def delivered_fps(sub: protocol.Subscriber, seconds: float) -> float:
-    frames, deadline = 0, time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        frames += sub.poll(timeout=left) is not None
-    return frames / seconds
-
-
 def flood() -> dict[str, float]:
     context = zmq.Context()
-    config = NodeConfig(name="bench", publish="tcp://127.0.0.1:0", cameras=(
-        CameraConfig(id=0, fps=15, resolution=(160, 120)),))
-    with CaptureNode(config, context=context) as node, \
-            protocol.Subscriber(node.endpoint, cameras=[0], context=context) as sub:
-        sub.latest(0, timeout=10)
-        before = delivered_fps(sub, WINDOW_S)
-        flooder = context.socket(zmq.SUB)
-        flooder.linger, flooder.sndhwm = 0, 0
-        flooder.connect(node.endpoint)
-        start = time.monotonic()
-        for i in range(FLOOD):
-            flooder.subscribe(b"flood/%d/" % i)
-        during = delivered_fps(sub, WINDOW_S)
-        kept = len(node.publisher.subscriptions)
-        flooder.close(linger=0)
-        after = delivered_fps(sub, WINDOW_S)
-        ignored = node.publisher.ignored_subscriptions
-    context.destroy(linger=0)
-    return {"before": before, "during": during, "after": after, "ignored": ignored,
-            "kept": kept, "flood_s": time.monotonic() - start}
+    try:
+        return measure_flood("tcp://127.0.0.1:0", context, fps=15, window_s=WINDOW_S)
+    finally:
+        context.destroy(linger=0)
 
 
 def oversized(send_big: bool, mode: str = "limited") -> tuple[int, int, int]:

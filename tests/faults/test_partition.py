@@ -14,10 +14,8 @@ import pytest
 import requests
 
 from camfabric import protocol
-from camfabric.gateway.config import GatewayConfig
-from camfabric.gateway.server import Gateway
 
-from .test_power_cut import NODE_TOML, start_node, wait_for
+from .test_power_cut import watched_node
 
 PARTITION_S = float(os.environ.get("CAMFABRIC_PARTITION_S", "60"))
 SLACK_MS = 500  # what a frame's reported age may fall short of its true age
@@ -29,16 +27,7 @@ SLACK_MS = 500  # what a frame's reported age may fall short of its true age
     "and ages that include time in flight are the work of 'the fabric tells the truth about "
     "time' and make this pass"))
 def test_no_frame_from_before_a_partition_is_served_as_fresh(host, tmp_path, zmq_context):
-    config = tmp_path / "node.toml"
-    config.write_text(NODE_TOML.format(address=host.address))
-    endpoint = f"tcp://{host.address}:5550"
-    start_node(host, config)
-    with Gateway(GatewayConfig(port=0, subscribe=(endpoint,)), context=zmq_context) as gateway, \
-            protocol.Subscriber(endpoint, cameras=[0], context=zmq_context) as robot:
-        robot.latest(0, timeout=30)
-        wait_for("first frame at the gateway",
-                 lambda: requests.get(gateway.url + "latest/0", timeout=2).ok, 10)
-
+    with watched_node(host, tmp_path, zmq_context) as (_, gateway, robot):
         host.partition()
         cut_wall_ns = time.time_ns()
         time.sleep(PARTITION_S)

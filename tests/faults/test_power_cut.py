@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -14,6 +16,7 @@ from camfabric import protocol
 from camfabric.gateway.config import GatewayConfig
 from camfabric.gateway.server import Gateway
 
+from ..gateway.support import wait_until
 from .netns import NetnsHost
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,17 +39,10 @@ def start_node(host: NetnsHost, config: Path) -> subprocess.Popen:
                       cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def wait_for(what: str, predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
-def test_a_camera_comes_back_on_its_own_after_its_host_power_cut(host, tmp_path, zmq_context):
+@contextmanager
+def watched_node(host: NetnsHost, tmp_path: Path, zmq_context) -> Iterator[tuple[Path, Gateway,
+                                                                                 protocol.Subscriber]]:
+    """A node on `host`, and a gateway and a robot's Subscriber here, both already receiving."""
     config = tmp_path / "node.toml"
     config.write_text(NODE_TOML.format(address=host.address))
     endpoint = f"tcp://{host.address}:5550"
@@ -54,9 +50,13 @@ def test_a_camera_comes_back_on_its_own_after_its_host_power_cut(host, tmp_path,
     with Gateway(GatewayConfig(port=0, subscribe=(endpoint,)), context=zmq_context) as gateway, \
             protocol.Subscriber(endpoint, cameras=[0], context=zmq_context) as robot:
         robot.latest(0, timeout=30)  # a cold start imports OpenCV: generous
-        wait_for("first frame at the gateway",
-                 lambda: requests.get(gateway.url + "latest/0", timeout=2).ok, 10)
+        wait_until(lambda: requests.get(gateway.url + "latest/0", timeout=2).ok, 10,
+                   "first frame at the gateway")
+        yield config, gateway, robot
 
+
+def test_a_camera_comes_back_on_its_own_after_its_host_power_cut(host, tmp_path, zmq_context):
+    with watched_node(host, tmp_path, zmq_context) as (config, gateway, robot):
         host.power_cut()
         cut_ns = time.monotonic_ns()
         time.sleep(1.0)
@@ -66,9 +66,8 @@ def test_a_camera_comes_back_on_its_own_after_its_host_power_cut(host, tmp_path,
 
         frame = robot.latest(0, timeout=10, captured_after_ns=cut_ns)
         assert frame.t_receive_ns > cut_ns
-        wait_for("a frame at the gateway after the power cut",
-                 lambda: gateway.cache.latest(0).t_receive_ns > cut_ns,
-                 10 - (time.monotonic() - restarted))
+        wait_until(lambda: gateway.cache.latest(0).t_receive_ns > cut_ns,
+                   10 - (time.monotonic() - restarted), "a frame at the gateway after the power cut")
         answer = requests.get(gateway.url + "latest/0", timeout=2)
         assert answer.status_code == 200
         assert int(answer.headers["X-Frame-Age-Ms"]) < 2000

@@ -43,6 +43,17 @@ def sof_patched(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def send_good_frames(publisher, sub: protocol.Subscriber, last: int, pause: float) -> None:
+    """Publish frames 1..last, paced, and check that the newest one is what `sub` ends with."""
+    for seq in range(1, last + 1):
+        publisher.publish(good(seq))
+        time.sleep(pause)
+    deadline = time.monotonic() + 5
+    while sub.latest(0, timeout=3).seq != last and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sub.latest(0, timeout=1).seq == last
+
+
 TOPIC = b"frame/0/jpeg"
 HOSTILE = {
     "deep nesting (1000)": [TOPIC, header(frame_id=nested(1000)), JPEG],
@@ -89,13 +100,7 @@ def test_a_listener_that_raises_never_stops_the_receive_loop(publisher, zmq_cont
         sub.add_listener(broken)
         assert publisher.wait_for_subscriber(topics.frame(0, "jpeg"), timeout=3)
         with caplog.at_level(logging.ERROR):
-            for seq in range(1, 30):
-                publisher.publish(good(seq))
-                time.sleep(0.005)
-            deadline = time.monotonic() + 5
-            while sub.latest(0, timeout=3).seq != 29 and time.monotonic() < deadline:
-                time.sleep(0.02)
-        assert sub.latest(0, timeout=1).seq == 29
+            send_good_frames(publisher, sub, 29, pause=0.005)
         assert len(calls) > 1
     assert sum("listener" in r.getMessage() for r in caplog.records) == 1
 
@@ -133,13 +138,7 @@ def test_a_message_part_over_the_size_limit_is_refused_by_the_socket(publisher, 
             time.sleep(0.5)  # the subscription reaches the hostile PUB too
             big = b"\xff\xd8" + bytes(wire.MAX_PAYLOAD + 1024) + b"\xff\xd9"
             hostile.send_multipart([TOPIC, header(), big])
-            for seq in range(1, 20):
-                publisher.publish(good(seq))
-                time.sleep(0.05)
-            deadline = time.monotonic() + 5
-            while sub.latest(0, timeout=3).seq != 19 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert sub.latest(0, timeout=1).seq == 19
+            send_good_frames(publisher, sub, 19, pause=0.05)
             # libzmq dropped that connection before buffering the part: never received,
             # never decoded.
             assert sub.stats.malformed == 0
