@@ -191,9 +191,10 @@ def secure_server(socket: zmq.Socket, keys: CurveServer, context: zmq.Context,
 
 
 def secure_client(socket: zmq.Socket, keys: CurveClient,
-                  client_log: logging.Logger | None = None) -> None:
+                  client_log: logging.Logger | None = None, endpoint: str | None = None) -> None:
     """Make `socket` a CURVE client of the server whose public key is given; why a handshake
-    fails is logged once per endpoint (see `HandshakeWatch`)."""
+    fails is logged once per endpoint (see `HandshakeWatch`), naming the key files used for
+    `endpoint` when given (one socket may use other keys for other endpoints)."""
     public, secret = _load(Path(keys.secret_key_file), need_secret=True)
     server_public, _ = _load(Path(keys.server_public_key_file), need_secret=False)
     socket.curve_secretkey = secret
@@ -201,6 +202,8 @@ def secure_client(socket: zmq.Socket, keys: CurveClient,
     socket.curve_serverkey = server_public
     if socket not in _watches:
         _watches[socket] = HandshakeWatch(socket, keys, client_log or log)
+    if endpoint is not None:
+        _watches[socket].keys_by_endpoint[endpoint] = keys
 
 
 _watches: weakref.WeakKeyDictionary[zmq.Socket, HandshakeWatch] = weakref.WeakKeyDictionary()
@@ -238,6 +241,7 @@ class HandshakeWatch:
     def __init__(self, sock: zmq.Socket, keys: CurveClient | None, watch_log: logging.Logger) -> None:
         """`keys` None watches a server socket."""
         self.keys = keys
+        self.keys_by_endpoint: dict[str, CurveClient] = {}
         self.failures = LogOnce(watch_log)
         self.log = watch_log
         self.last: dict[str, str | None] = {}
@@ -258,7 +262,8 @@ class HandshakeWatch:
                 if event["event"] == zmq.EVENT_MONITOR_STOPPED:
                     return
                 endpoint = event["endpoint"].decode("ascii", "replace")
-                reason = handshake_failure(event["event"], event["value"], self.keys)
+                keys = self.keys_by_endpoint.get(endpoint, self.keys)
+                reason = handshake_failure(event["event"], event["value"], keys)
                 self.last[endpoint] = reason
                 if reason is None and self.keys is None:
                     continue  # a server sees many clients: one success proves nothing of others

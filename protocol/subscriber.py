@@ -257,7 +257,7 @@ class Subscriber:
         for endpoint in self.endpoints:
             keys = self.curve.get(endpoint) if isinstance(self.curve, Mapping) else self.curve
             if keys is not None:
-                secure_client(sub, keys, self.log)
+                secure_client(sub, keys, self.log, endpoint)
             sub.connect(endpoint)
 
     def _run(self) -> None:

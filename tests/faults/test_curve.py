@@ -13,6 +13,9 @@ from camfabric.capture_node.config import CameraConfig, NodeConfig
 from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import CurveClient, generate_keypair
 
+from ..conftest import unused_tcp_port
+from ..gateway.support import wait_until
+
 
 @pytest.fixture
 def keys(tmp_path):
@@ -120,3 +123,21 @@ def test_keys_check_finds_a_public_key_given_as_the_secret(keys, capsys):
                "--authorized-keys-dir", str(authorized)])
     out = capsys.readouterr().out
     assert rc == 1 and "holds no secret key" in out and "2 client key(s) admitted" in out
+
+
+def test_with_keys_per_endpoint_the_message_names_the_files_of_that_endpoint(
+        keys, curve_node, zmq_context, caplog):
+    made, _ = keys
+    elsewhere = f"tcp://127.0.0.1:{unused_tcp_port()}"
+    curve = {elsewhere: CurveClient(made["eve"][1], made["node"][0]),  # nothing listens there
+             curve_node.endpoint: CurveClient(made["alice"][1], made["bob"][0])}
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "test.multi"]
+
+    with caplog.at_level(logging.WARNING), \
+            protocol.Subscriber([elsewhere, curve_node.endpoint], cameras=[0], curve=curve,
+                                context=zmq_context, log=logging.getLogger("test.multi")):
+        wait_until(said, timeout=5, what="the failed handshake logged")
+    assert len(said()) == 1 and curve_node.endpoint in said()[0]
+    assert str(made["bob"][0]) in said()[0] and str(made["node"][0]) not in said()[0]
