@@ -36,7 +36,7 @@ from report import write_section  # noqa: E402
 
 from camfabric import protocol  # noqa: E402
 from tests.faults.netns import NetnsHost, available  # noqa: E402
-from tests.faults.test_power_cut import start_node, watched_node  # noqa: E402
+from tests.faults.test_power_cut import power_cut_and_return, watched_node  # noqa: E402
 from tests.faults.test_subscription_flood import FLOOD, measure_flood  # noqa: E402
 
 WINDOW_S = 4.0
@@ -73,17 +73,7 @@ def power_cut(runs: int = 3) -> list[tuple[float, float]] | str:
         context = zmq.Context()
         with tempfile.TemporaryDirectory() as tmp, NetnsHost.create() as host, \
                 watched_node(host, Path(tmp), context) as (config, gateway, robot):
-            host.power_cut()
-            cut_ns = time.monotonic_ns()
-            time.sleep(1.0)
-            host.restore()
-            start_node(host, config)
-            started = time.monotonic()
-            robot.latest(0, timeout=30, captured_after_ns=cut_ns)
-            at_robot = time.monotonic() - started
-            while (frame := gateway.cache.latest(0)) is None or frame.t_receive_ns <= cut_ns:
-                time.sleep(0.02)
-            results.append((at_robot, time.monotonic() - started))
+            results.append(power_cut_and_return(host, config, gateway, robot, limit_s=30))
         context.destroy(linger=0)
     return results
 
