@@ -10,11 +10,13 @@ import time
 import falcon.testing
 import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from camfabric.gateway.app import create_app
 from camfabric.gateway.cache import FrameCache
 from camfabric.gateway.config import GatewayConfig
-from camfabric.protocol import Meta, Publisher, World, decode_jpeg, encode
+from camfabric.protocol import Meta, Publisher, Scan, Status, World, decode_jpeg, encode
 
 from ..gateway.support import FakeNode, announce, deliver, wait_until
 
@@ -171,3 +173,72 @@ def test_a_world_model_json_cannot_carry_is_refused_and_world_still_answers(
                and cache.tracker.stats.malformed >= 1, what="the bad world counted")
     answer = client.simulate_get("/world")
     assert answer.status_code == 200 and answer.json["objects"] == []
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children,
+                                                                       max_size=3),
+    max_leaves=12,
+)
+# Valid-looking: a node's usual heartbeat with one field (or a new one) of any JSON shape.
+BASE_REGISTRY = {"id": 0, "device": "/dev/video0", "name": "Overhead", "role": "overhead",
+                 "mount": "fixed", "resolution": [64, 48], "fov_deg": 78.0, "description": "d"}
+BASE_HEALTH = {"connected": True, "fps": 15.0, "state": "streaming", "errors": 0,
+               "last_error": "", "width": 64, "height": 48, "frames": 10}
+
+
+def one_field_of_any_shape(base: dict) -> st.SearchStrategy:
+    return st.builds(lambda key, value: {**base, key: value},
+                     st.sampled_from([*base, "extra", "gateway"]), json_values)
+
+
+registries = one_field_of_any_shape(BASE_REGISTRY)
+healths = one_field_of_any_shape(BASE_HEALTH)
+models = st.fixed_dictionaries({}, optional={k: json_values for k in ("objects", "updated", "frame")})
+states = st.fixed_dictionaries({}, optional={"cameras": st.dictionaries(
+    st.sampled_from(["0", "1", "x"]), json_values, max_size=2) | json_values})
+ROUTES = ("/status", "/cameras", "/world", "/scan", "/latest/0", "/snapshot.jpg", "/")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(registry=registries, health=healths, model=models, state=states, report=healths)
+def test_valid_looking_messages_never_make_an_http_route_fail(
+        shared_fabric, registry, health, model, state, report):
+    pub, cache, client = shared_fabric
+    before = cache.subscriber.stats.received + cache.subscriber.stats.malformed
+    pub.publish_parts(raw_meta(0, registry, health), cache=False)
+    for msg in (World(model=model, source="t"), Status(service="svc", state=state),
+                Scan(node="node-a", report=report)):
+        try:
+            pub.publish_parts(encode(msg), cache=False)
+        except ValueError:  # a value msgpack cannot hold (an integer beyond 64 bits)
+            pass
+    wait_until(lambda: cache.subscriber.stats.received + cache.subscriber.stats.malformed > before,
+               what="the heartbeat handled")
+    time.sleep(0.02)
+    for route in ROUTES:
+        answer = client.simulate_get(route)
+        # 503 (no frame yet, camera disconnected) is an answer; a 500 never is.
+        assert answer.status_code < 500 or answer.status_code == 503, (route, answer.text)
+        if answer.headers.get("content-type", "").startswith("application/json"):
+            assert answer.json is not None
+
+
+@pytest.fixture(scope="module")
+def shared_fabric():
+    """One publisher playing node, tracker and service, and one cache over it, for the whole
+    property test (hypothesis runs many examples in one test)."""
+    import zmq
+
+    context = zmq.Context()
+    pub = Publisher("tcp://127.0.0.1:0", context=context).start()
+    cache = FrameCache([pub.endpoint], tracker=[pub.endpoint], services=[pub.endpoint],
+                       context=context).start()
+    for topic in (b"meta/0/", b"world", b"status/", b"scan/"):
+        pub.wait_for_subscriber(topic)
+    yield pub, cache, falcon.testing.TestClient(create_app(cache, GatewayConfig(snap_timeout_s=0.1)))
+    cache.close()
+    pub.stop()
+    context.destroy(linger=0)
