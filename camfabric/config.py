@@ -5,7 +5,9 @@ Every process reads one section of a TOML file (`[node]`, `[gateway]`, `[prusa_c
 the dataclass's type hints, so the dataclass *is* the schema:
 
 - an unknown key, a missing required key or a value of the wrong type is a `ConfigError`
-  whose `.path` names the key, e.g. `node.cameras[1].fps`;
+  whose `.path` names the key, e.g. `node.cameras[1].fps`, and says the type expected; the
+  value itself is shown (shortened) only for keys that cannot hold a secret: a misplaced
+  token or API key never reaches a log or a terminal through an error message;
 - numbers may carry bounds with `bounded(default, lo, hi)`;
 - a dataclass may check itself in `__post_init__` by raising `ConfigError("key", "why")` (or
   ValueError); the loader prefixes the path of the table it was building.
@@ -53,7 +55,8 @@ def check_unique(values: Sequence[Any], path: str, section: str = "") -> None:
     first: dict[Any, int] = {}
     for i, value in enumerate(values):
         if value in first:
-            raise ConfigError(f"{table}[{i}]{suffix}", f"duplicate {value!r} "
+            shown = "value" if is_secret_key(key or table) else repr(value)
+            raise ConfigError(f"{table}[{i}]{suffix}", f"duplicate {shown} "
                               f"(first at {prefix}{table}[{first[value]}]{suffix})")
         first[value] = i
 
@@ -91,7 +94,7 @@ def load_section(path: str | Path | None, section: str, cls: type[T]) -> T:
 def build(cls: type[T], table: Mapping[str, Any], path: str) -> T:
     """Build the dataclass `cls` from a mapping, checking every key and value."""
     if not isinstance(table, Mapping):
-        raise ConfigError(path, f"expected a table, got {_kind(table)}")
+        raise ConfigError(path, f"expected a table, got {_kind(table, path)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in table:
@@ -108,9 +111,9 @@ def build(cls: type[T], table: Mapping[str, Any], path: str) -> T:
         value = convert(hints[name], table[name], key_path)
         lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
         if lo is not None and value is not None and value < lo:
-            raise ConfigError(key_path, f"must be >= {lo}, got {value!r}")
+            raise ConfigError(key_path, f"must be >= {lo}, got {_shown(value, key_path)}")
         if hi is not None and value is not None and value > hi:
-            raise ConfigError(key_path, f"must be <= {hi}, got {value!r}")
+            raise ConfigError(key_path, f"must be <= {hi}, got {_shown(value, key_path)}")
         kwargs[name] = value
     try:
         return cls(**kwargs)
@@ -141,13 +144,14 @@ def convert(hint: Any, value: Any, path: str) -> Any:
         raise ConfigError(path, " or ".join(errors))
     if origin is Literal:
         if value not in args or isinstance(value, bool) != any(isinstance(a, bool) for a in args):
-            raise ConfigError(path, f"must be one of {', '.join(repr(a) for a in args)}, got {value!r}")
+            raise ConfigError(path, f"must be one of {', '.join(repr(a) for a in args)}, "
+                                    f"got {_shown(value, path)}")
         return value
     if dataclasses.is_dataclass(hint):
         return build(hint, value, path)
     if origin in (list, tuple):
         if not isinstance(value, list):
-            raise ConfigError(path, f"expected a list, got {_kind(value)}")
+            raise ConfigError(path, f"expected a list, got {_kind(value, path)}")
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 raise ConfigError(path, f"expected a list of {len(args)} items, got {len(value)}")
@@ -158,28 +162,28 @@ def convert(hint: Any, value: Any, path: str) -> Any:
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(path, f"expected a table, got {_kind(value)}")
+            raise ConfigError(path, f"expected a table, got {_kind(value, path)}")
         item = args[1] if args else Any
         return {str(k): convert(item, v, _join(path, str(k))) for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(path, f"expected true or false, got {_kind(value)}")
+            raise ConfigError(path, f"expected true or false, got {_kind(value, path)}")
         return value
     if hint is int:
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(path, f"expected an integer, got {_kind(value)}")
+            raise ConfigError(path, f"expected an integer, got {_kind(value, path)}")
         return value
     if hint is float:
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ConfigError(path, f"expected a number, got {_kind(value)}")
+            raise ConfigError(path, f"expected a number, got {_kind(value, path)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(path, f"expected a string, got {_kind(value)}")
+            raise ConfigError(path, f"expected a string, got {_kind(value, path)}")
         return value
     if hint is Path:
         if not isinstance(value, str) or not value:
-            raise ConfigError(path, f"expected a file path string, got {_kind(value)}")
+            raise ConfigError(path, f"expected a file path string, got {_kind(value, path)}")
         return Path(value).expanduser()
     raise ConfigError(path, f"unsupported field type {hint!r} (a bug in camfabric)")
 
@@ -192,11 +196,38 @@ def _join(path: str, key: str) -> str:
     return f"{path}{key}" if key.startswith("[") else f"{path}.{key}"
 
 
-def _kind(value: Any) -> str:
+# Key names that may hold a secret (a Prusa Connect token, a Gemini API key, a password):
+# their values are never repeated in an error. `*_file`/`*_dir`/`*_env` keys name where a
+# secret lives, not the secret, and `api_key_env`-style names are safe to show.
+SECRET_WORDS = ("token", "secret", "password", "passwd", "api_key", "apikey", "credential",
+                "auth", "key")
+SAFE_SUFFIXES = ("_file", "_dir", "_env", "_path")
+MAX_SHOWN = 40
+
+
+def is_secret_key(path: str) -> bool:
+    """True when the last key of `path` (e.g. `tracker.gemini.api_key`) may hold a secret."""
+    name = path.rsplit(".", 1)[-1].split("[", 1)[0].lower()
+    if name.endswith(SAFE_SUFFIXES):
+        return False
+    return any(word in name for word in SECRET_WORDS)
+
+
+def _shown(value: Any, path: str) -> str:
+    """`value` as an error may show it: never for a secret-bearing key, shortened otherwise."""
+    if is_secret_key(path):
+        return f"a {type(value).__name__} (value not shown: the key may hold a secret)"
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}… ({len(text)} characters)"
+
+
+def _kind(value: Any, path: str = "") -> str:
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, Mapping):
         return "a table"
     if isinstance(value, list):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    if is_secret_key(path):
+        return _shown(value, path)
+    return f"{type(value).__name__} {_shown(value, path)}"

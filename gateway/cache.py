@@ -1,12 +1,16 @@
 """FrameCache: the gateway's view of the fabric — newest JPEG, heartbeat and owner per camera.
 
-One `protocol.Subscriber` (cameras discovered through `meta/`, plus `scan/`, `status/` and
-`world`) feeds the cache from its receive thread. Per camera the cache keeps
+Topics are bound to the endpoints configured for them: one `protocol.Subscriber` on the
+nodes (or proxies) takes frames, heartbeats (`meta/`, which discover the cameras) and `scan/`;
+one on the tracker's endpoints takes `world` and `status/`; one on the other services'
+endpoints takes `status/` only. A process that binds a service's port can therefore never
+publish a camera. Per camera the cache keeps
 
 - the nodes claiming it, each with its newest heartbeat (`Meta`);
-- the *owner*: the node whose frames are served. Two nodes announcing the same camera id is a
-  configuration mistake; it is logged (once per change) and shown in `/status`, and only the
-  owner's frames are served — the two streams are never merged;
+- the *owner*: the node whose frames are served — the one configured for the camera in
+  `owners` when given, else the first to announce it. Two nodes announcing the same camera id
+  is a configuration mistake; it is logged (once per change) and shown in `/status`, and only
+  the owner's frames are served — the two streams are never merged;
 - the owner's newest JPEG frame and the rate frames arrive at. The frame keeps its JPEG as
   `bytes`, copied out of the ZeroMQ message once on arrival, so that every `/latest` response
   hands those same bytes to the server instead of copying them per request.
@@ -20,8 +24,10 @@ resource that serves a camera some other way calls `want(cam)` per request, or h
 waits (up to `wake_timeout_s`) for a fresh frame: the node answers a new subscriber at once.
 
 A camera is connected while its owner's heartbeat is younger than `heartbeat_timeout_s`; a
-watchdog thread notices the transitions and logs them. Time comes from an injected monotonic
-clock (the same one the subscriber stamps `t_receive_ns` with), so tests can drive `check()`.
+watchdog thread notices the transitions and logs them. The number of cameras is capped, per
+node and in total: heartbeats for cameras beyond the caps are logged once and ignored. Time
+comes from an injected monotonic clock (the same one the subscriber stamps `t_receive_ns`
+with), so tests can drive `check()`.
 """
 
 from __future__ import annotations
@@ -36,12 +42,17 @@ from typing import Any
 
 import zmq
 
+from ..logonce import LogOnce
 from ..protocol import topics, wire
 from ..protocol.errors import FrameTimeout, UnknownCamera
 from ..protocol.security import CurveClient
 from ..protocol.subscriber import Subscriber
 
-EXTRA_TOPICS = (topics.SCAN.encode(), topics.STATUS.encode(), topics.WORLD.encode())
+EXTRA_TOPICS = (topics.SCAN.encode(),)
+TRACKER_TOPICS = (topics.WORLD.encode(), topics.STATUS.encode())
+SERVICE_TOPICS = (topics.STATUS.encode(),)
+MAX_CAMERAS = 256
+MAX_CAMERAS_PER_NODE = 64
 WATCHDOG_INTERVAL_S = 0.25
 # A service (uploader, tracker) re-publishes its state every few seconds; silent this long, its
 # last state is still shown, marked as no longer reported.
@@ -49,7 +60,6 @@ SERVICE_SILENT_S = 10.0
 FPS_SMOOTHING = 0.2
 DEFAULT_IDLE_S = 10.0  # a camera's JPEG stays subscribed this long after the last request
 DEFAULT_WAKE_TIMEOUT_S = 1.0  # the first request after idle waits this long for a fresh frame
-MAX_CAMERAS = 1024
 
 
 @dataclass
@@ -101,19 +111,36 @@ class FrameCache:
         watchdog: bool = True,
         idle_s: float = DEFAULT_IDLE_S,
         wake_timeout_s: float = DEFAULT_WAKE_TIMEOUT_S,
+        tracker: Iterable[str] = (),
+        services: Iterable[str] = (),
+        owners: Mapping[int, str] | None = None,
+        max_cameras: int = MAX_CAMERAS,
+        max_cameras_per_node: int = MAX_CAMERAS_PER_NODE,
     ) -> None:
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         self.heartbeat_timeout_ns = int(heartbeat_timeout_s * 1e9)
         self.wake_timeout_s = wake_timeout_s
         self.clock = clock
         self.log = log or logging.getLogger(__name__)
+        self.owners = {int(cam): node for cam, node in (owners or {}).items()}
+        self.max_cameras = max_cameras
+        self.max_cameras_per_node = max_cameras_per_node
+        self.ignored_cameras = 0
+        self._refusals = LogOnce(self.log)
+        keys = dict(curve) if curve else None
         self.subscriber = Subscriber(
             self.endpoints, cameras=None, encoding="jpeg", topics_extra=EXTRA_TOPICS,
-            on_demand=True, idle_s=idle_s, context=context,
-            curve=dict(curve) if curve else None, clock=clock, log=self.log,
+            on_demand=True, idle_s=idle_s, context=context, curve=keys, clock=clock, log=self.log,
         )
-        self._too_many_logged = False
         self.subscriber.add_listener(self._on_message)
+        # cameras=(): these endpoints are never asked for frames or heartbeats at all.
+        tracker, services = list(tracker), list(services)
+        self.tracker = Subscriber(
+            tracker, cameras=(), topics_extra=TRACKER_TOPICS, context=context, curve=keys,
+            clock=clock, log=self.log) if tracker else None
+        self.services = Subscriber(
+            services, cameras=(), topics_extra=SERVICE_TOPICS, context=context, curve=keys,
+            clock=clock, log=self.log) if services else None
         self._cameras: dict[int, CameraState] = {}
         self._changed = threading.Condition()
         self._stop = threading.Event()
@@ -124,6 +151,8 @@ class FrameCache:
     def start(self) -> FrameCache:
         """Connect to the fabric and start the watchdog."""
         self.subscriber.start()
+        for sub in self._service_subscribers:
+            sub.start()
         if self._watchdog_enabled:
             self._watchdog = threading.Thread(target=self._watch, name="camfabric-gateway-watchdog",
                                               daemon=True)
@@ -134,6 +163,8 @@ class FrameCache:
         """Stop the watchdog and the subscriber; wakes every waiting stream."""
         self._stop.set()
         self.subscriber.close()
+        for sub in self._service_subscribers:
+            sub.close()
         if self._watchdog is not None:
             self._watchdog.join(2.0)
         with self._changed:
@@ -149,6 +180,10 @@ class FrameCache:
     def closed(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def _service_subscribers(self) -> list[Subscriber]:
+        return [sub for sub in (self.tracker, self.services) if sub is not None]
+
     # -- the receive side (subscriber thread) ------------------------------------------------
     def _on_message(self, msg: wire.Message) -> None:
         if isinstance(msg, wire.Frame):
@@ -159,15 +194,14 @@ class FrameCache:
     def _on_meta(self, meta: wire.Meta) -> None:
         with self._changed:
             state = self._cameras.get(meta.cam)
-            if state is None and len(self._cameras) >= MAX_CAMERAS:
-                if not self._too_many_logged:
-                    self._too_many_logged = True
-                    self.log.error("more than %d cameras announced; camera %d and later new ones "
-                                   "are ignored", MAX_CAMERAS, meta.cam)
-                return
             if state is None:
-                state = self._cameras[meta.cam] = CameraState(meta.cam, owner=meta.node)
+                if not self._admit(meta):
+                    return
+                state = self._cameras[meta.cam] = CameraState(
+                    meta.cam, owner=self.owners.get(meta.cam, meta.node))
                 self.log.info("camera %d announced by node %r", meta.cam, meta.node)
+            elif meta.node not in state.claims and not self._admit(meta):
+                return
             state.claims[meta.node] = meta
             state.heard[meta.node] = max(state.heard.get(meta.node, 0), meta.t_receive_ns)
             self._update(state, meta.t_receive_ns)
@@ -192,6 +226,24 @@ class FrameCache:
             state.frames += 1
             self._changed.notify_all()
 
+    def _admit(self, meta: wire.Meta) -> bool:
+        """Whether a camera (or a second claim on one) fits the caps (lock held)."""
+        if meta.cam not in self._cameras and len(self._cameras) >= self.max_cameras:
+            self.ignored_cameras += 1
+            self._refusals.warning("cameras.total", "ignoring camera %d from node %r: already "
+                                   "%d cameras, the most this gateway keeps (further ones are "
+                                   "only counted)", meta.cam, meta.node, self.max_cameras)
+            return False
+        claimed = sum(meta.node in state.claims for state in self._cameras.values())
+        if claimed >= self.max_cameras_per_node:
+            self.ignored_cameras += 1
+            self._refusals.warning(f"cameras.node.{meta.node[:64]}", "ignoring camera %d of node "
+                                   "%r: it already announced %d cameras, the most one node may "
+                                   "(further ones are only counted)", meta.cam, meta.node,
+                                   self.max_cameras_per_node)
+            return False
+        return True
+
     # -- liveness and ownership --------------------------------------------------------------
     def _alive(self, state: CameraState, now: int) -> list[str]:
         return [node for node in state.claims
@@ -200,7 +252,11 @@ class FrameCache:
     def _update(self, state: CameraState, now: int) -> None:
         """Recompute owner, connection and conflict of one camera (lock held)."""
         alive = self._alive(state, now)
-        if state.owner not in alive and alive:
+        configured = self.owners.get(state.cam)
+        if configured is not None:
+            if state.owner != configured:  # never served in its place, even while it is away
+                state.owner, state.frame, state.fps = configured, None, 0.0
+        elif state.owner not in alive and alive:
             newest = max(alive, key=lambda node: state.heard[node])
             self.log.warning("camera %d: node %r stopped sending heartbeats; serving node %r now",
                              state.cam, state.owner, newest)
@@ -370,7 +426,9 @@ class FrameCache:
         """`/status`: per camera connected, device_id, width, height, fps and health{…}."""
         now = self.clock()
         services: dict[str, tuple[Any, float]] = {}
-        for msg in self.subscriber.messages(topics.STATUS.encode()).values():
+        reports = [msg for sub in self._service_subscribers
+                   for msg in sub.messages(topics.STATUS.encode()).values()]
+        for msg in reports:
             if isinstance(msg, wire.Status):
                 services[msg.service] = (msg.state.get("cameras", {}), (now - msg.t_receive_ns) / 1e9)
         result = {}
@@ -420,7 +478,7 @@ class FrameCache:
 
     def world(self) -> dict[str, Any]:
         """`/world`: the tracker's newest model with `age_s`, or an empty model."""
-        msg = self.subscriber.message(topics.world())
+        msg = self.tracker.message(topics.world()) if self.tracker is not None else None
         if not isinstance(msg, wire.World):
             return {"objects": [], "updated": None, "age_s": None}
         model = dict(msg.model)

@@ -3,7 +3,11 @@
     [gateway]
     host = "127.0.0.1"          # a non-loopback address answers only `allow_from`
     port = 8081
-    subscribe = ["tcp://127.0.0.1:5550", "tcp://127.0.0.1:5560", "tcp://127.0.0.1:5561"]
+    subscribe = ["tcp://127.0.0.1:5550"]      # nodes or proxies: frames, heartbeats, scans
+    tracker = ["tcp://127.0.0.1:5560"]        # the tracker: `world` and its status only
+    services = ["tcp://127.0.0.1:5561"]       # other services (uploader): their status only
+    owners = { "0" = "cell" }                 # optional: the node that serves a camera id
+    max_cameras = 256
     snap_timeout_s = 2.0
     max_streams = 8             # concurrent MJPEG clients, over all workers
     threads = 16                # request threads per worker; must exceed max_streams
@@ -27,7 +31,11 @@ from ..config import bounded, load_section
 from ..protocol.errors import ConfigError
 from ..protocol.security import CurveClient
 
-DEFAULT_SUBSCRIBE = ("tcp://127.0.0.1:5550", "tcp://127.0.0.1:5560", "tcp://127.0.0.1:5561")
+# Each topic is taken only from the endpoints configured for it, so a process that binds the
+# tracker's or the uploader's port (whether or not they run) can never publish a camera.
+DEFAULT_SUBSCRIBE = ("tcp://127.0.0.1:5550",)
+DEFAULT_TRACKER = ("tcp://127.0.0.1:5560",)
+DEFAULT_SERVICES = ("tcp://127.0.0.1:5561",)
 # Loopback, the RFC 1918 private ranges, link-local, and their IPv6 counterparts.
 DEFAULT_ALLOW_FROM = (
     "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
@@ -54,6 +62,10 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = bounded(8081, 0, 65535)
     subscribe: tuple[str, ...] = DEFAULT_SUBSCRIBE
+    tracker: tuple[str, ...] = DEFAULT_TRACKER
+    services: tuple[str, ...] = DEFAULT_SERVICES
+    owners: dict[str, str] = field(default_factory=dict)
+    max_cameras: int = bounded(256, 1, 100_000)
     snap_timeout_s: float = bounded(2.0, 0.05, 60.0)
     max_streams: int = bounded(8, 1, 1000)
     threads: int | None = bounded(None, 2, 2000)
@@ -69,18 +81,23 @@ class GatewayConfig:
             raise ConfigError("host", "must not be empty")
         if not self.subscribe:
             raise ConfigError("subscribe", "needs at least one fabric endpoint")
-        for i, endpoint in enumerate(self.subscribe):
-            if "://" not in endpoint:
-                raise ConfigError(f"subscribe[{i}]", f"{endpoint!r} is not a ZeroMQ endpoint "
+        for key in ("subscribe", "tracker", "services"):
+            for i, endpoint in enumerate(getattr(self, key)):
+                if "://" not in endpoint:
+                    raise ConfigError(f"{key}[{i}]", f"{endpoint!r} is not a ZeroMQ endpoint "
                                                      "like tcp://127.0.0.1:5550")
+        for cam in self.owners:
+            if not cam.isdigit():
+                raise ConfigError(f"owners.{cam}", "keys are camera ids (e.g. \"0\"), values node names")
         for i, net in enumerate(self.allow_from):
             try:
                 ipaddress.ip_network(net, strict=False)
             except ValueError as exc:
                 raise ConfigError(f"allow_from[{i}]", f"not a network: {exc}") from None
         for endpoint, keys in self.curve.items():
-            if endpoint not in self.subscribe:
-                raise ConfigError(f"curve.{endpoint}", "is not one of the `subscribe` endpoints")
+            if endpoint not in self.endpoints:
+                raise ConfigError(f"curve.{endpoint}", "is not one of the `subscribe`, `tracker` "
+                                                       "or `services` endpoints")
             for name in ("secret_key_file", "server_public_key_file"):
                 if not getattr(keys, name).is_file():
                     raise ConfigError(f"curve.{endpoint}.{name}", f"{getattr(keys, name)} not found")
@@ -92,6 +109,15 @@ class GatewayConfig:
     def request_threads(self) -> int:
         """Request threads per worker: every stream may land on one worker, plus spares."""
         return self.threads if self.threads is not None else self.max_streams + SPARE_THREADS
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Every fabric endpoint this gateway connects to, whatever its role."""
+        return (*self.subscribe, *self.tracker, *self.services)
+
+    @property
+    def camera_owners(self) -> dict[int, str]:
+        return {int(cam): node for cam, node in self.owners.items()}
 
     @property
     def networks(self) -> tuple[Network, ...]:

@@ -168,7 +168,9 @@ class Gateway:
         self.stopping = threading.Event()
         self.slots = StreamSlots(config.max_streams, stream_counter)
         self.cache = FrameCache(config.subscribe, heartbeat_timeout_s=config.heartbeat_timeout_s,
-                                context=context, curve=config.curve_clients)
+                                context=context, curve=config.curve_clients,
+                                tracker=config.tracker, services=config.services,
+                                owners=config.camera_owners, max_cameras=config.max_cameras)
         self.app = create_app(self.cache, config, slots=self.slots, stopping=self.stopping)
         self.server: Any = None
         self._thread: threading.Thread | None = None

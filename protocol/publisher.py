@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,9 +35,11 @@ from typing import Any
 import msgpack
 import zmq
 
+from ..logonce import LogOnce
 from . import topics, wire
 from .endpoint import check_endpoint
 from .errors import CamfabricError
+from .link import MAX_SUBSCRIPTION, configure_link
 from .mailbox import Mailbox
 from .security import CurveServer, is_loopback_endpoint, secure_server
 
@@ -47,6 +48,12 @@ DEFAULT_FRAME_REPLAY_S = 0.5  # a cached frame older than this is never re-sent 
 MAILBOX_CAPACITY = 64
 MAX_CACHED_TOPICS = 1024
 BATCH = 64  # messages forwarded per turn, so subscription events are never starved
+# Distinct subscriptions to topics this publisher has not sent (nor announced a camera for)
+# that it keeps track of; beyond this, such subscriptions are logged and ignored. XPUB does
+# not say which peer sent a subscription, so the cap is per publisher.
+MAX_SUBSCRIPTIONS = 1024
+# Subscription events handled per turn of the owner loop before it forwards frames again.
+SUBSCRIPTION_BATCH = 256
 
 
 @dataclass(slots=True)
@@ -78,6 +85,7 @@ class Publisher:
         replay_max_age_s: float | Callable[[bytes], float] = DEFAULT_FRAME_REPLAY_S,
         clock: Callable[[], int] = time.monotonic_ns,
         log: logging.Logger | None = None,
+        max_subscriptions: int = MAX_SUBSCRIPTIONS,
     ) -> None:
         self.context = context or zmq.Context.instance()
         self.log = log or logging.getLogger(__name__)
@@ -89,8 +97,13 @@ class Publisher:
         self.on_subscribe = on_subscribe
         self.replay_max_age_s = replay_max_age_s
         self.clock = clock
-        self._subscriptions: Counter[bytes] = Counter()
-        self._active: frozenset[bytes] = frozenset()
+        self.max_subscriptions = max_subscriptions
+        # prefix -> number of subscribers; read without a lock by wants() (dict lookups are
+        # atomic), written only by the owner thread.
+        self._subscriptions: dict[bytes, int] = {}
+        self._unknown: set[bytes] = set()  # those beyond what this publisher sends (capped)
+        self.ignored_subscriptions = 0
+        self._failures = LogOnce(self.log)
         self._active_changed = threading.Condition()
         self._cache: dict[bytes, _Cached] = {}
         self._cache_lock = threading.Lock()
@@ -140,8 +153,12 @@ class Publisher:
 
     # -- what callers use --------------------------------------------------------------------
     def wants(self, topic: bytes) -> bool:
-        """True when at least one subscriber's prefix matches `topic`."""
-        return any(topic.startswith(prefix) for prefix in self._active)
+        """True when at least one subscriber's prefix matches `topic`.
+
+        One dict lookup per prefix of `topic` (a topic is a few dozen bytes), however many
+        subscriptions there are."""
+        subs = self._subscriptions
+        return any(topic[:i] in subs for i in range(len(topic) + 1))
 
     def wait_for_subscriber(self, topic: bytes, timeout: float = 5.0) -> bool:
         """Block until someone subscribes to a prefix of `topic`; True if they did in time."""
@@ -156,7 +173,7 @@ class Publisher:
     @property
     def subscriptions(self) -> frozenset[bytes]:
         """The prefixes someone is subscribed to now."""
-        return self._active
+        return frozenset(self._subscriptions)
 
     def publish(self, msg: wire.Message) -> bool:
         """Queue `msg` for sending; False (and counted in `dropped`) if the owner is backed up."""
@@ -186,8 +203,9 @@ class Publisher:
             xpub.sndhwm = self.sndhwm
             xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
             xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
+            configure_link(xpub, max_message=MAX_SUBSCRIPTION)
             if self.curve is not None:
-                auth = secure_server(xpub, self.curve, self.context)
+                auth = secure_server(xpub, self.curve, self.context, self.log)
             xpub.bind(self.requested_endpoint)
             self.endpoint = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
         except Exception as exc:  # handed to start(), which raises it in the caller
@@ -210,6 +228,8 @@ class Publisher:
                     self._on_subscription_events(xpub)
                 if self._inbox in events or len(self._inbox):
                     self._forward(xpub)  # also clears a wake-up without items
+                if auth is not None:
+                    auth.check(xpub, self.endpoint)  # follows authorized_keys_dir
         finally:
             self._inbox.close()
             xpub.close(linger=0)
@@ -246,7 +266,14 @@ class Publisher:
         return True
 
     def _on_subscription_events(self, xpub: zmq.Socket) -> None:
-        while True:
+        """Apply up to SUBSCRIPTION_BATCH events, then replay and notify once per new prefix.
+
+        Bounded per turn so frames keep flowing during a flood of subscriptions; each event
+        costs a dict update, and a prefix subscribed many times in one batch is replayed once.
+        """
+        fresh: list[bytes] = []
+        changed = False
+        for _ in range(SUBSCRIPTION_BATCH):
             try:
                 event = xpub.recv(flags=zmq.NOBLOCK)
             except zmq.Again:
@@ -254,25 +281,57 @@ class Publisher:
             if not event or event[0] not in (0, 1):
                 continue
             prefix = event[1:]
+            count = self._subscriptions.get(prefix, 0)
             if event[0] == 1:
-                self._subscriptions[prefix] += 1
-                self._update_active()
-                self._replay(xpub, prefix)
-                if self.on_subscribe is not None:
-                    try:
-                        self.on_subscribe(prefix)
-                    except Exception:
-                        self.log.exception("on_subscribe handler failed for %r", prefix)
-            else:
-                self._subscriptions[prefix] -= 1
-                if self._subscriptions[prefix] <= 0:
+                if count == 0:
+                    if not self._admit(prefix):
+                        continue
+                    changed = True
+                if prefix not in fresh:
+                    fresh.append(prefix)
+                self._subscriptions[prefix] = count + 1
+            elif count > 0:
+                if count == 1:
                     del self._subscriptions[prefix]
-                self._update_active()
+                    self._unknown.discard(prefix)
+                    changed = True
+                else:
+                    self._subscriptions[prefix] = count - 1
+        if changed:
+            with self._active_changed:
+                self._active_changed.notify_all()
+        for prefix in fresh:
+            self._replay(xpub, prefix)
+            if self.on_subscribe is not None:
+                try:
+                    self.on_subscribe(prefix)
+                except Exception as exc:
+                    self._failures.error("on_subscribe", "on_subscribe handler failed for %r",
+                                         prefix, exc_info=exc)
 
-    def _update_active(self) -> None:
-        with self._active_changed:
-            self._active = frozenset(p for p, n in self._subscriptions.items() if n > 0)
-            self._active_changed.notify_all()
+    def _known(self, prefix: bytes) -> bool:
+        """True when `prefix` matches a topic this publisher sent, or a frame topic of a
+        camera whose heartbeat it sent: those never count against the cap."""
+        with self._cache_lock:
+            if any(topic.startswith(prefix) for topic in self._cache):
+                return True
+        if prefix.startswith(topics.FRAME.encode()):
+            cam = prefix[len(topics.FRAME):].split(b"/", 1)[0]
+            return cam.isdigit() and topics.meta(int(cam)) in self._cache
+        return False
+
+    def _admit(self, prefix: bytes) -> bool:
+        if self._known(prefix):
+            return True
+        if len(self._unknown) >= self.max_subscriptions:
+            self.ignored_subscriptions += 1
+            self._failures.warning(
+                "subscriptions.cap", "publisher on %s: over %d distinct subscriptions to topics "
+                "it does not send; ignoring further ones (a misbehaving client?)",
+                self.endpoint, self.max_subscriptions)
+            return False
+        self._unknown.add(prefix)
+        return True
 
     def _replay(self, xpub: zmq.Socket, prefix: bytes) -> None:
         now = self.clock()

@@ -42,22 +42,26 @@ from dataclasses import dataclass
 
 import zmq
 
+from ..logonce import LogOnce
 from . import topics, wire
 from .delay import LinkDelay
 from .demand import Demand
 from .endpoint import check_endpoint
 from .errors import CamfabricError, ClosedError, FrameTimeout, ProtocolError, UnknownCamera
+from .link import configure_link
 from .mailbox import Mailbox
 from .reachability import Reachability
 from .security import CurveClient, secure_client
 from .sync import FrameSet, FrameSync
 
 Listener = Callable[[wire.Message], None]
+# Cameras a subscriber made with cameras=None discovers at most; heartbeats of further camera
+# ids are dropped (logged once), so made-up ids cannot grow its memory or its subscriptions.
+MAX_DISCOVERED_CAMERAS = 1024
 
 DEFAULT_IDLE_S = 10.0
 SWEEP_INTERVAL_MS = 200
 MAX_CAMERAS = 4096  # cameras (and other topics) remembered; beyond it, new ones are ignored
-MAX_LOGGED_REASONS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +134,9 @@ class Subscriber:
         self._listeners: list[Listener] = []
         self._subscribed: set[tuple[int, str]] = set()  # frame topics subscribed now
         self._decode_stats = wire.DecodeStats()
-        self._logged_reasons: set[str] = set()
         self._heard = 0
         self._framed: set[int] = set()  # cameras whose frames arrived (even without heartbeat)
+        self._failures = LogOnce(self.log)
         self._received = self._dropped = self._skipped = self._duplicates = 0
         self._ctrl: Mailbox[tuple[bytes, bytes]] | None = None  # made by start()
         self.reachability = Reachability(self.context, self.endpoints)
@@ -449,7 +453,7 @@ class Subscriber:
         for endpoint in self.endpoints:
             keys = self.curve.get(endpoint) if isinstance(self.curve, Mapping) else self.curve
             if keys is not None:
-                secure_client(sub, keys)
+                secure_client(sub, keys, self.log, endpoint)
             sub.connect(endpoint)
 
     def _run(self) -> None:
@@ -460,6 +464,7 @@ class Subscriber:
             sub.rcvhwm = self.rcvhwm
             sub.reconnect_ivl = 100
             sub.reconnect_ivl_max = 1000
+            configure_link(sub)
             for prefix in self._initial_topics():
                 sub.subscribe(prefix)
             self.reachability.attach(sub)
@@ -526,23 +531,25 @@ class Subscriber:
             except zmq.Again:
                 return
             self._heard += 1
-            t_receive = self.clock()
+            # Nothing in one message may stop this thread: a format error is counted and
+            # logged once per kind; anything else (a bug met by odd input) the same way.
             try:
-                msg = wire.decode(parts, t_receive_ns=t_receive)
-            except ProtocolError as exc:
+                msg = wire.decode(parts, t_receive_ns=self.clock())
+                if isinstance(msg, wire.Frame | wire.Meta) and msg.node:
+                    delay = self.delay.observe(msg.node, self.flight_clock(), msg.t_publish_ns)
+                    if delay and isinstance(msg, wire.Frame):
+                        msg = dataclasses.replace(msg, t_delay_ns=delay)
+                self._accept(msg, sub)
+            except Exception as exc:
                 self._decode_stats.count_malformed(exc)
-                reason = type(exc).__name__ + ":" + str(exc).split(":")[0][:60]
-                if reason not in self._logged_reasons and \
-                        len(self._logged_reasons) < MAX_LOGGED_REASONS:
-                    self._logged_reasons.add(reason)
-                    self.log.warning("dropped a malformed message from the fabric (%s); "
-                                     "further ones of this kind are only counted", exc)
-                continue
-            if isinstance(msg, wire.Frame | wire.Meta) and msg.node:
-                delay = self.delay.observe(msg.node, self.flight_clock(), msg.t_publish_ns)
-                if delay and isinstance(msg, wire.Frame):
-                    msg = dataclasses.replace(msg, t_delay_ns=delay)
-            self._accept(msg, sub)
+                kind = wire.failure_kind(exc)
+                if isinstance(exc, ProtocolError):
+                    self._failures.warning(kind, "dropped a malformed message from the fabric "
+                                           "(%s); further ones of this kind are only counted", exc)
+                else:
+                    self._failures.error(kind, "a message from the fabric failed in the receive "
+                                         "loop; it was dropped and further ones of this kind are "
+                                         "only counted", exc_info=exc)
 
     def _accept(self, msg: wire.Message, sub: zmq.Socket) -> None:
         with self._cond:
@@ -550,7 +557,10 @@ class Subscriber:
                 if not self._accept_frame(msg):
                     return
             elif isinstance(msg, wire.Meta):
-                if msg.cam not in self._metas and len(self._metas) >= MAX_CAMERAS:
+                if msg.cam not in self._metas and len(self._metas) >= MAX_DISCOVERED_CAMERAS:
+                    self._failures.warning("cameras.cap", "ignoring heartbeats of camera %d and "
+                                           "any further new camera: %d cameras known already",
+                                           msg.cam, MAX_DISCOVERED_CAMERAS)
                     return
                 self._metas[msg.cam] = msg
                 if (self.cameras is None and not self.on_demand
@@ -567,8 +577,9 @@ class Subscriber:
         for listener in self._listeners:
             try:
                 listener(msg)
-            except Exception:
-                self.log.exception("subscriber listener failed on %r", msg.topic)
+            except Exception as exc:
+                self._failures.error(f"listener.{type(exc).__name__}", "subscriber listener "
+                                     "failed on %r (logged once per kind)", msg.topic, exc_info=exc)
 
     def _accept_frame(self, frame: wire.Frame) -> bool:
         if self.cameras is not None and frame.cam not in self.cameras:

@@ -98,3 +98,38 @@ def test_unparsable_and_missing_files_are_config_errors(tmp_path):
 
 def test_build_accepts_a_plain_mapping():
     assert build(Cam, {"id": 1, "name": "x"}, "cam").name == "x"
+
+
+@dataclass(frozen=True)
+class Service:
+    token: str = ""
+    api_key: str = ""
+    token_env: str = "TOKEN"
+    secret_key_file: Path | None = None
+    name: str = ""
+    retries: int = bounded(3, 0, 10)
+
+
+@pytest.mark.parametrize("text, path", [
+    ("token = 123456789012\n", "svc.token"),
+    ("api_key = 987654321098\n", "svc.api_key"),
+    ('api_key = ["AIzaSyD-not-a-real-key-0123"]\n', "svc.api_key"),
+])
+def test_a_secret_bearing_key_of_the_wrong_type_is_named_without_its_value(tmp_path, text, path):
+    with pytest.raises(ConfigError) as caught:
+        load_section(write(tmp_path, "[node]\n" + text), "node", Service)
+    message = str(caught.value)
+    assert caught.value.path == path.replace("svc", "node")
+    assert "expected a string" in message
+    for secret in ("123456789012", "987654321098", "AIzaSyD"):
+        assert secret not in message
+
+
+def test_other_keys_show_their_value_shortened_with_the_expected_type(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_section(write(tmp_path, f'[node]\nretries = "{"x" * 500}"\n'), "node", Service)
+    message = str(caught.value)
+    assert caught.value.path == "node.retries" and "expected an integer" in message
+    assert "xxxx" in message and len(message) < 200
+    with pytest.raises(ConfigError, match="token_env: expected a string, got int 5"):
+        load_section(write(tmp_path, "[node]\ntoken_env = 5\n"), "node", Service)

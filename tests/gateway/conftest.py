@@ -44,7 +44,8 @@ def make_cache(zmq_context) -> Iterator[Callable[..., FrameCache]]:
 
 @pytest.fixture
 def cache(make_cache, node) -> FrameCache:
-    return make_cache(node.endpoint)
+    # The stand-in node also plays the tracker and the services: the same endpoint in each role.
+    return make_cache(node.endpoint, tracker=[node.endpoint], services=[node.endpoint])
 
 
 @pytest.fixture

@@ -17,7 +17,12 @@ def load(tmp_path, text: str) -> GatewayConfig:
 def test_defaults_follow_the_fabric():
     config = load_gateway_config(None)
     assert (config.host, config.port) == ("127.0.0.1", 8081)
-    assert config.subscribe == ("tcp://127.0.0.1:5550", "tcp://127.0.0.1:5560", "tcp://127.0.0.1:5561")
+    # Cameras only from the node's port; the tracker's and uploader's ports carry only their
+    # own topics, so whoever binds them can never publish a camera.
+    assert config.subscribe == ("tcp://127.0.0.1:5550",)
+    assert config.tracker == ("tcp://127.0.0.1:5560",)
+    assert config.services == ("tcp://127.0.0.1:5561",)
+    assert config.owners == {} and config.max_cameras == 256
     assert config.snap_timeout_s == 2.0 and config.heartbeat_timeout_s == 3.0
     assert config.default_camera == 0 and config.workers == 1
     assert config.request_threads > config.max_streams
@@ -55,6 +60,9 @@ server_public_key_file = "{public}"
     ('[gateway]\nsubscribe = ["127.0.0.1:5550"]\n', "gateway.subscribe[0]"),
     ("[gateway]\nsubscribe = []\n", "gateway.subscribe"),
     ("[gateway]\nworkers = 0\n", "gateway.workers"),
+    ('[gateway]\ntracker = ["localhost:5560"]\n', "gateway.tracker[0]"),
+    ('[gateway]\nowners = { cam0 = "cell" }\n', "gateway.owners.cam0"),
+    ("[gateway]\nmax_cameras = 0\n", "gateway.max_cameras"),
     ('[gateway.curve."tcp://10.9.9.9:5550"]\nsecret_key_file = "a"\nserver_public_key_file = "b"\n',
      "gateway.curve.tcp://10.9.9.9:5550"),
     ('[gateway]\nsubscribe = ["tcp://10.9.9.9:5550"]\n[gateway.curve."tcp://10.9.9.9:5550"]\n'

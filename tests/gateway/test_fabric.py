@@ -38,7 +38,8 @@ class FakeClock:
 def clocked(zmq_context, node):
     """A cache on a clock the test moves by hand (no watchdog), with a client of its app."""
     clock = FakeClock()
-    cache = FrameCache(node.endpoint, context=zmq_context, clock=clock, watchdog=False).start()
+    cache = FrameCache(node.endpoint, context=zmq_context, clock=clock, watchdog=False,
+                       services=[node.endpoint]).start()
     yield cache, falcon.testing.TestClient(create_app(cache)), clock
     cache.close()
 

@@ -126,7 +126,7 @@ class StatusWatch:
 
 def gateway_health(node_endpoint: str, publish: str, context) -> dict:
     """What the gateway's /status shows for camera 0 under health.prusa_connect."""
-    with FrameCache([node_endpoint, publish], context=context) as cache:
+    with FrameCache([node_endpoint], services=[publish], context=context) as cache:
         client = falcon.testing.TestClient(create_app(cache, GatewayConfig()))
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:

@@ -101,7 +101,7 @@ def test_gateway_serves_the_tracker_world(zmq_context):
     node_config = NodeConfig(name="cell", publish=node_endpoint, cameras=(CameraConfig(
         id=0, role="overhead", fps=10, source={"kind": "tabletop", "view": "overhead", "speed": 0.0}),))
     with CaptureNode(node_config, context=zmq_context), Tracker(config, context=zmq_context), \
-            gateway.Gateway(GatewayConfig(port=0, subscribe=(node_endpoint, world_endpoint)),
+            gateway.Gateway(GatewayConfig(port=0, subscribe=(node_endpoint,), tracker=(world_endpoint,)),
                             context=zmq_context) as gw:
         deadline = time.monotonic() + 10
         body = {}

@@ -1,0 +1,58 @@
+"""Liveness and size limits of one fabric link, set where each socket is made.
+
+A TCP connection whose far end lost power, or lost its connection state, sends no FIN and no
+RST: without help the near end keeps it ESTABLISHED forever and never reconnects, so a camera
+whose host came back stays dark. `configure_link(sock)` gives every fabric socket two guards:
+
+- ZeroMQ heartbeats (ZMTP 3.1 PING/PONG, handled by libzmq's I/O thread, not by Python): a
+  PING every `HEARTBEAT_IVL_MS`; a connection that carried nothing, PONG included, for
+  `HEARTBEAT_TIMEOUT_MS` is closed, and ZeroMQ reconnects on its own. `HEARTBEAT_TTL_MS` asks
+  the peer to do the same towards us. A PING to a host that rebooted also draws the RST that
+  ends the dead connection at once.
+- TCP keepalive, for the same silence seen by the kernel (and by links where the peer speaks
+  an older ZMTP without heartbeats).
+
+A receiving socket also gets `ZMQ_MAXMSGSIZE`: a peer that sends a bigger message part is
+disconnected by libzmq before the part is buffered, so no message can make a receiver
+allocate more than the format allows. libzmq treats that as a protocol error and does not
+reconnect to such a peer: a sender that breaks the limit is cut off until the receiver
+restarts (our own encoder never sends one). The publisher's XPUB receives only subscriptions
+and gets a small limit of its own.
+"""
+
+from __future__ import annotations
+
+import zmq
+
+from .wire import MAX_PAYLOAD
+
+HEARTBEAT_IVL_MS = 1000
+# Any message received counts as a sign of life, so a link busy with frames never times out;
+# this bounds only true silence. A frame part slower than this to arrive whole on a congested
+# link also counts as silence, hence not less than a few seconds.
+HEARTBEAT_TIMEOUT_MS = 4000
+HEARTBEAT_TTL_MS = 4000
+KEEPALIVE_IDLE_S = 5
+KEEPALIVE_INTVL_S = 1
+KEEPALIVE_CNT = 3
+# A subscription message is a topic prefix: a few dozen bytes.
+MAX_SUBSCRIPTION = 1024
+
+
+def configure_link(sock: zmq.Socket, *, max_message: int | None = MAX_PAYLOAD) -> None:
+    """Set heartbeats, TCP keepalive and (when `max_message` is given) ZMQ_MAXMSGSIZE on `sock`.
+
+    Call it before `bind`/`connect`: libzmq copies the options into each new connection.
+    """
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TTL_MS)
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTVL_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_CNT)
+    if max_message is not None:
+        sock.setsockopt(zmq.MAXMSGSIZE, int(max_message))
+
+
+__all__ = ["configure_link"]
