@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -32,8 +33,12 @@ AUTH_FAILED = "auth-failed"
 class Reachability:
     """Per-endpoint link state of one socket, fed by its ZeroMQ monitor."""
 
-    def __init__(self, context: zmq.Context, endpoints: list[str]) -> None:
+    def __init__(self, context: zmq.Context, endpoints: list[str],
+                 on_event: Callable[[str, int, int], None] | None = None) -> None:
+        """`on_event(endpoint, event, value)` sees every monitor event too (a socket has only
+        one monitor, so whoever else needs its events — CURVE handshake reports — asks here)."""
         self.context = context
+        self.on_event = on_event
         self._states = dict.fromkeys(endpoints, NEVER)
         self._lock = threading.Lock()
         self._monitored: zmq.Socket | None = None
@@ -59,7 +64,10 @@ class Reachability:
                 return
             except RuntimeError:
                 continue  # not an event message: nothing to learn from it
-            self._note(event["event"], event["endpoint"].decode("utf-8", "replace"))
+            endpoint = event["endpoint"].decode("utf-8", "replace")
+            self._note(event["event"], endpoint)
+            if self.on_event is not None:
+                self.on_event(endpoint, event["event"], event["value"])
 
     def _note(self, event: int, endpoint: str) -> None:
         with self._lock:

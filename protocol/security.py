@@ -191,15 +191,21 @@ def secure_server(socket: zmq.Socket, keys: CurveServer, context: zmq.Context,
 
 
 def secure_client(socket: zmq.Socket, keys: CurveClient,
-                  client_log: logging.Logger | None = None, endpoint: str | None = None) -> None:
+                  client_log: logging.Logger | None = None, endpoint: str | None = None,
+                  *, watch: bool = True) -> None:
     """Make `socket` a CURVE client of the server whose public key is given; why a handshake
     fails is logged once per endpoint (see `HandshakeWatch`), naming the key files used for
-    `endpoint` when given (one socket may use other keys for other endpoints)."""
+    `endpoint` when given (one socket may use other keys for other endpoints).
+
+    `watch=False` for a socket whose owner already monitors it (a socket has one monitor) and
+    reports handshakes itself with `handshake_failure()`."""
     public, secret = _load(Path(keys.secret_key_file), need_secret=True)
     server_public, _ = _load(Path(keys.server_public_key_file), need_secret=False)
     socket.curve_secretkey = secret
     socket.curve_publickey = public
     socket.curve_serverkey = server_public
+    if not watch:
+        return
     if socket not in _watches:
         _watches[socket] = HandshakeWatch(socket, keys, client_log or log)
     if endpoint is not None:

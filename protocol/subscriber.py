@@ -51,7 +51,7 @@ from .errors import CamfabricError, ClosedError, FrameTimeout, ProtocolError, Un
 from .link import configure_link
 from .mailbox import Mailbox
 from .reachability import Reachability
-from .security import CurveClient, secure_client
+from .security import HANDSHAKE_EVENTS, CurveClient, handshake_failure, secure_client
 from .sync import FrameSet, FrameSync
 
 Listener = Callable[[wire.Message], None]
@@ -139,7 +139,7 @@ class Subscriber:
         self._failures = LogOnce(self.log)
         self._received = self._dropped = self._skipped = self._duplicates = 0
         self._ctrl: Mailbox[tuple[bytes, bytes]] | None = None  # made by start()
-        self.reachability = Reachability(self.context, self.endpoints)
+        self.reachability = Reachability(self.context, self.endpoints, on_event=self._on_link_event)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._started = False
@@ -441,7 +441,9 @@ class Subscriber:
 
     # -- the receive thread ------------------------------------------------------------------
     def _initial_topics(self) -> list[bytes]:
-        wanted = [*self._extra, topics.META.encode()]
+        wanted = list(self._extra)
+        if self.cameras is None or self.cameras:  # cameras=(): only the extra topics
+            wanted.append(topics.META.encode())
         if self.cameras is not None and not self.on_demand:
             for cam in sorted(self.cameras):
                 for enc in self.encodings:
@@ -453,8 +455,23 @@ class Subscriber:
         for endpoint in self.endpoints:
             keys = self.curve.get(endpoint) if isinstance(self.curve, Mapping) else self.curve
             if keys is not None:
-                secure_client(sub, keys, self.log, endpoint)
+                secure_client(sub, keys, self.log, endpoint, watch=False)  # see _on_link_event
             sub.connect(endpoint)
+
+    def _on_link_event(self, endpoint: str, event: int, value: int) -> None:
+        """Why a CURVE handshake failed, logged once per endpoint (again after a success)."""
+        if not event & HANDSHAKE_EVENTS:
+            return
+        keys = self.curve.get(endpoint) if isinstance(self.curve, Mapping) else self.curve
+        if keys is None:
+            return
+        reason = handshake_failure(event, value, keys)
+        if reason is None:
+            if self._failures.recovered(f"handshake {endpoint}"):
+                self.log.info("CURVE handshake with %s succeeded", endpoint)
+        else:
+            self._failures.warning(f"handshake {endpoint}", "CURVE handshake with %s failed: %s",
+                                   endpoint, reason)
 
     def _run(self) -> None:
         sub = None

@@ -21,11 +21,6 @@ PARTITION_S = float(os.environ.get("CAMFABRIC_PARTITION_S", "60"))
 SLACK_MS = 500  # what a frame's reported age may fall short of its true age
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "the publisher's last-value cache replays a frame cached during the partition with its "
-    "original t_publish_ns, so it reports ~1 ms for a frame seconds old; re-stamping replays "
-    "and ages that include time in flight are the work of 'the fabric tells the truth about "
-    "time' and make this pass"))
 def test_no_frame_from_before_a_partition_is_served_as_fresh(host, tmp_path, zmq_context):
     with watched_node(host, tmp_path, zmq_context) as (_, gateway, robot):
         host.partition()

@@ -8,6 +8,7 @@ import time
 import weakref
 from contextlib import ExitStack
 
+import numpy as np
 import pytest
 
 from camfabric.capture_node.config import NodeConfig, demo_cameras
@@ -20,13 +21,14 @@ from camfabric.protocol import (
     SyncTimeout,
     UnknownCamera,
     encode,
+    encode_jpeg,
 )
 from camfabric.protocol.sync import DEFAULT_DEPTH
 
 MS = 1_000_000
 HOUR_NS = 3600 * 10**9
 FPS = 30
-JPEG = b"\xff\xd8" + b"\x00" * 64 + b"\xff\xd9"
+JPEG = encode_jpeg(np.zeros((8, 8, 3), np.uint8))  # a real one: receivers check its SOF
 
 
 def start_node(stack: ExitStack, zmq_context, name: str, cams: list[int], fps: float = FPS) -> CaptureNode:
