@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
 import requests
 
 from camfabric import protocol
