@@ -32,6 +32,7 @@ every worker is one more subscriber receiving every frame.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -40,8 +41,10 @@ import threading
 import time
 from typing import Any
 
+import waitress.adjustments
 import waitress.channel
 import waitress.server
+import waitress.task
 import waitress.wasyncore
 import zmq
 
@@ -57,6 +60,18 @@ log = logging.getLogger(__name__)
 OUTBUF_HIGH_WATERMARK = 256 * 1024
 SEND_BUFFER_BYTES = 256 * 1024
 BACKLOG = 1024
+# An API that only serves GET (and HEAD, OPTIONS): a request head must be whole within
+# HEADER_TIMEOUT_S of its first byte and fit MAX_HEADER_BYTES; a body beyond MAX_BODY_BYTES is
+# refused (413) without being read; a connection with no request running and nothing sent or
+# received for IDLE_TIMEOUT_S is closed; CLEANUP_INTERVAL_S is how often that is checked.
+HEADER_TIMEOUT_S = 5.0
+MAX_HEADER_BYTES = 16 * 1024
+MAX_BODY_BYTES = 1024
+IDLE_TIMEOUT_S = 15
+CLEANUP_INTERVAL_S = 1
+# Open connections per worker, bounded further by the descriptors the process may open (an
+# MJPEG stream uses two: Waitress's and the fan-out's duplicate).
+CONNECTION_LIMIT = 1000
 RESPAWN_INTERVAL_S = 1.0
 # A worker that exits this soon after starting, this many times in a row, is not restarted:
 # the gateway stops with an error instead of looping (e.g. a port or key it cannot use).
@@ -92,6 +107,97 @@ class Throttle(logging.Filter):
 
 
 QUEUE_LOG_THROTTLE = Throttle()
+
+
+class GatewayTask(waitress.task.WSGITask):
+    """Waitress's WSGI task, made known to its channel: an MJPEG stream reads from it how its
+    body is framed (`chunked_response`) before taking the connection over (mjpeg.py)."""
+
+    def __init__(self, channel: Any, request: Any) -> None:
+        super().__init__(channel, request)
+        channel.current_task = self
+
+
+class JsonErrorTask(waitress.task.ErrorTask):
+    """Waitress's own errors (400, 413, 431, 500 …) as the API's JSON, not plain text."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        body = json.dumps({"title": error.reason, "description": str(error.body)}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.extend([("Content-Type", "application/json"),
+                                      ("Access-Control-Allow-Origin", "*")])
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class GatewayChannel(waitress.channel.HTTPChannel):
+    """A client connection that remembers when its current request began to arrive, so that a
+    request head trickling in (a slowloris) is cut off after HEADER_TIMEOUT_S."""
+
+    task_class = GatewayTask
+    error_task_class = JsonErrorTask
+    current_task: Any = None
+    request_started = 0.0
+
+    def received(self, data: bytes) -> bool:
+        before = self.request
+        result = super().received(data)
+        if self.request is not None and self.request is not before:
+            self.request_started = time.monotonic()
+        return result
+
+
+class GatewayServer(waitress.server.TcpWSGIServer):
+    """Waitress's TCP server with the gateway's channel and a header timeout."""
+
+    channel_class = GatewayChannel
+    header_timeout_s = HEADER_TIMEOUT_S
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)  # idle connections (channel_timeout)
+        cutoff = time.monotonic() - self.header_timeout_s
+        for channel in list(self.active_channels.values()):
+            if channel.request is not None and not channel.requests \
+                    and channel.request_started < cutoff:
+                log.debug("closing %s: request head incomplete after %g s", channel.addr,
+                          self.header_timeout_s)
+                channel.will_close = True
+
+
+def connection_limit() -> int:
+    """CONNECTION_LIMIT, or fewer where the process may not open that many descriptors; the
+    soft descriptor limit is raised to the hard one first."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return CONNECTION_LIMIT
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:
+            log.debug("cannot raise the descriptor limit from %d: %s", soft, exc)
+    return max(50, min(CONNECTION_LIMIT, (soft - 64) // 2))
+
+
+def create_server(app: Any, sock: socket.socket, threads: int) -> GatewayServer:
+    """A GatewayServer for `app` on the listening `sock`, with `threads` request threads."""
+    adj = waitress.adjustments.Adjustments(
+        sockets=[sock], threads=threads, outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
+        channel_request_lookahead=1, connection_limit=connection_limit(),
+        channel_timeout=IDLE_TIMEOUT_S, cleanup_interval=CLEANUP_INTERVAL_S,
+        max_request_header_size=MAX_HEADER_BYTES, max_request_body_size=MAX_BODY_BYTES,
+        asyncore_use_poll=True, ident="camfabric", clear_untrusted_proxy_headers=True,
+    )
+    adj.socket_options = [*adj.socket_options, (socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)]
+    dispatcher = waitress.server.ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(threads)
+    return GatewayServer(app, {}, True, sock, dispatcher=dispatcher, adj=adj, bind_socket=False,
+                         sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()))
 
 
 def pin_to_one_cpu(index: int = 0) -> int | None:
@@ -184,22 +290,13 @@ class Gateway:
         sock = self.sock or bind_socket(self.config.host, self.config.port)
         self.cache.start()
         try:
-            self.server = waitress.server.create_server(
-                self.app, sockets=[sock], threads=self.config.request_threads,
-                outbuf_high_watermark=OUTBUF_HIGH_WATERMARK, channel_request_lookahead=1,
-                connection_limit=max(100, 4 * self.config.request_threads),
-                asyncore_use_poll=True, ident="camfabric", clear_untrusted_proxy_headers=True,
-            )
+            self.server = create_server(self.app, sock, self.config.request_threads)
         except Exception:
             self.cache.close()
             raise
         queue_log = logging.getLogger("waitress.queue")
         if QUEUE_LOG_THROTTLE not in queue_log.filters:
             queue_log.addFilter(QUEUE_LOG_THROTTLE)
-        self.server.adj.socket_options = [
-            *self.server.adj.socket_options,
-            (socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES),
-        ]
         self._thread = threading.Thread(target=self.server.run, name="camfabric-gateway-http",
                                         daemon=True)
         self._thread.start()
