@@ -1,37 +1,40 @@
-"""Serving the gateway: Waitress tuned for MJPEG, in one process or several on one port.
+"""Serving the gateway: Waitress tuned for MJPEG and abuse, in one process or several on one port.
 
 Waitress settings, and why:
 
-- `threads` = max_streams + spares (config): every MJPEG stream holds a request thread for its
-  lifetime, and the stream cap (`StreamSlots`) keeps streams from ever taking the spares, so
-  /latest, /snap and /status always find a thread.
-- `outbuf_high_watermark` small (256 KiB) and `SO_SNDBUF` 256 KiB on each connection: a
-  stream's thread blocks once about one frame is waiting for a slow client, then sends the
-  newest frame when the client catches up — frames are skipped, never queued. Waitress sends
-  each write at once (its `send_bytes` is 1), so every part leaves immediately.
+- `threads` = max_streams + spares (config): every MJPEG stream's request thread waits for its
+  stream to end while the fan-out (mjpeg.py) writes its parts, and the stream cap
+  (`StreamSlots`) keeps streams from ever taking the spares, so /latest, /snap and /status
+  always find a thread.
+- `outbuf_high_watermark` small (256 KiB) and `SO_SNDBUF` 256 KiB on each connection; a stream
+  socket's send buffer is cut to STREAM_SNDBUF_BYTES when the fan-out takes it over.
 - `channel_request_lookahead = 1`: Waitress keeps reading the socket during a response and
   offers `waitress.client_disconnected`, so a stream of a silent camera notices a client that
   left.
+- An API that only serves GET cannot be starved by clients that hold connections: a request
+  head must be whole within HEADER_TIMEOUT_S (a slowloris is cut off), idle connections close
+  after IDLE_TIMEOUT_S, heads beyond MAX_HEADER_BYTES and bodies beyond MAX_BODY_BYTES are
+  refused unread, and the connection limit is high (CONNECTION_LIMIT, within the descriptor
+  limit), so a hundred idle sockets no longer lock everyone else out.
 
-Every serving process keeps its threads on one CPU (`pin_to_one_cpu`): the request threads,
-Waitress's loop and the fabric subscriber take turns on one GIL, so they never run Python in
-parallel, yet spread over several CPUs every request costs cross-CPU wake-ups — the loop
-handing the request to a thread, the GIL passing back and forth, the thread waking the loop
-again — and those cost more than the request's own work. On one CPU they are plain context
-switches. Measured with benchmarks/e2e.py on a 2-core VM, one worker went from 0.4–0.8 times
-the bare threaded server's `/latest` requests per second to 1.1–2.6 times, and MJPEG streams
-kept 30 fps with 50 clients.
+Workers and CPUs (`plan_workers`). `workers = 0` (the default) runs one serving process per CPU
+this process may use (its affinity mask, which also reflects a container's cpuset), minus one
+when a capture node shares the host — `node_on_host`, by default true when any `subscribe`
+endpoint is local — so that the node's capture and encoding keep a CPU. Each worker has its own
+fabric subscriber, and the stream cap is one counter shared by all of them.
 
-`workers > 1` runs that many processes on one listening socket, bound once by the parent (so a
-busy port fails once, before anything starts), each on its own CPU; each worker has its own
-fabric subscriber, and the stream cap is one counter shared by all of them. One worker stays
-the default: it already out-serves the bare server, and a second one adds requests per second
-only where a CPU is idle — on a camera host the capture node's encoders want that CPU, and
-every worker is one more subscriber receiving every frame.
+Pinning (`pin_cpus`): a pinned worker keeps all its threads on one CPU, where the request
+threads, Waitress's loop and the subscriber hand the GIL over with plain context switches
+instead of cross-CPU wake-ups; that wins on a host the gateway has to itself (one worker went
+from 0.4–0.8 to 1.1–2.6 times the bare threaded server's /latest requests per second on a
+2-core VM). With a node beside it, a pinned worker competes with the node's threads for its one
+CPU while the other CPU idles (/latest at 0.75 times the floating baseline), so by default a
+worker is pinned only when no node shares the host.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -227,6 +230,23 @@ def pin_to_one_cpu(index: int = 0) -> int | None:
     return cpu
 
 
+def usable_cpus() -> int:
+    """How many CPUs this process may run on (its affinity mask where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def plan_workers(config: GatewayConfig, cpus: int | None = None) -> tuple[int, bool]:
+    """(serving processes, whether to pin each to one CPU) for `config` on a host where this
+    process may use `cpus` CPUs (default: counted). See the module docstring for the rule."""
+    cpus = usable_cpus() if cpus is None else cpus
+    node = config.shares_host
+    workers = config.workers or max(1, cpus - (1 if node else 0))
+    pin = config.pin_cpus if config.pin_cpus is not None else (not node and cpus >= 2)
+    return workers, pin
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port (port 0 picks a free one)."""
     family, kind, proto, _, address = socket.getaddrinfo(
@@ -353,10 +373,10 @@ class Gateway:
 
 
 def _worker_main(config: GatewayConfig, sock: socket.socket, counter: Any, index: int,
-                 log_level: str) -> None:
+                 log_level: str, pin: bool) -> None:
     """A worker process: serve on the inherited socket until SIGTERM/SIGINT or the parent dies."""
     setup_logging(log_level)
-    cpu = pin_to_one_cpu(index)
+    cpu = pin_to_one_cpu(index) if pin else None
     stop = stop_event()
     parent = os.getppid()
     gateway = Gateway(config, sock=sock, stream_counter=counter).start()
@@ -371,10 +391,12 @@ def _worker_main(config: GatewayConfig, sock: socket.socket, counter: Any, index
 class WorkerPool:
     """`workers` processes serving one listening socket; a worker that dies is restarted."""
 
-    def __init__(self, config: GatewayConfig, sock: socket.socket, log_level: str = "INFO") -> None:
+    def __init__(self, config: GatewayConfig, sock: socket.socket, log_level: str = "INFO",
+                 pin: bool = False) -> None:
         self.config = config
         self.sock = sock
         self.log_level = log_level
+        self.pin = pin
         self.mp = multiprocessing.get_context("spawn")
         self.counter = self.mp.Value("i", 0)
         self.processes: list[Any] = [None] * config.workers
@@ -384,7 +406,7 @@ class WorkerPool:
     def _spawn(self, index: int) -> None:
         process = self.mp.Process(
             target=_worker_main, name=f"camfabric-gateway-worker-{index}",
-            args=(self.config, self.sock, self.counter, index, self.log_level), daemon=True)
+            args=(self.config, self.sock, self.counter, index, self.log_level, self.pin), daemon=True)
         process.start()
         self.processes[index] = process
         self._last_spawn[index] = time.monotonic()
@@ -435,8 +457,14 @@ def serve(config: GatewayConfig, stop: threading.Event, log_level: str = "INFO",
         raise CamfabricError(f"gateway cannot listen on {config.host}:{config.port}: "
                              f"{exc.strerror or exc}") from exc
     url = url_of(sock)
-    if config.workers == 1:
-        pin_to_one_cpu()
+    workers, pin = plan_workers(config)
+    config = dataclasses.replace(config, workers=workers)
+    log.info("gateway: %d worker%s, %s (%d CPUs usable; a capture node on this host: %s)",
+             workers, "s" if workers > 1 else "", "each pinned to one CPU" if pin else "not pinned",
+             usable_cpus(), "yes" if config.shares_host else "no")
+    if workers == 1:
+        if pin:
+            pin_to_one_cpu()
         gateway = Gateway(config, sock=sock).start()
         if on_ready is not None:
             on_ready(url)
@@ -445,7 +473,7 @@ def serve(config: GatewayConfig, stop: threading.Event, log_level: str = "INFO",
         finally:
             gateway.stop()
         return
-    pool = WorkerPool(config, sock, log_level).start()
+    pool = WorkerPool(config, sock, log_level, pin).start()
     if on_ready is not None:
         on_ready(url)
     try:

@@ -19,7 +19,8 @@ def test_defaults_follow_the_fabric():
     assert (config.host, config.port) == ("127.0.0.1", 8081)
     assert config.subscribe == ("tcp://127.0.0.1:5550", "tcp://127.0.0.1:5560", "tcp://127.0.0.1:5561")
     assert config.snap_timeout_s == 2.0 and config.heartbeat_timeout_s == 3.0
-    assert config.default_camera == 0 and config.workers == 1
+    assert config.default_camera == 0 and config.workers == 0  # 0: decided by the host
+    assert config.shares_host and config.pin_cpus is None
     assert config.request_threads > config.max_streams
     assert config.loopback_only
 
@@ -54,7 +55,8 @@ server_public_key_file = "{public}"
     ('[gateway]\nallow_from = ["10.0.0.0/8", "lan"]\n', "gateway.allow_from[1]"),
     ('[gateway]\nsubscribe = ["127.0.0.1:5550"]\n', "gateway.subscribe[0]"),
     ("[gateway]\nsubscribe = []\n", "gateway.subscribe"),
-    ("[gateway]\nworkers = 0\n", "gateway.workers"),
+    ("[gateway]\nworkers = -1\n", "gateway.workers"),
+    ("[gateway]\nnode_on_host = \"yes\"\n", "gateway.node_on_host"),
     ('[gateway.curve."tcp://10.9.9.9:5550"]\nsecret_key_file = "a"\nserver_public_key_file = "b"\n',
      "gateway.curve.tcp://10.9.9.9:5550"),
     ('[gateway]\nsubscribe = ["tcp://10.9.9.9:5550"]\n[gateway.curve."tcp://10.9.9.9:5550"]\n'
