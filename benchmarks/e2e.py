@@ -1,19 +1,33 @@
 """End-to-end benchmark: cameras → fabric → HTTP, against the first seed's plain server.
 
 Three cameras at 1920x1080, 30 fps, are published on the fabric as pre-encoded JPEGs (so the
-figures exclude JPEG encoding; the node's own encode cost is measured separately below). The
-camfabric gateway and the baseline — `http.server.ThreadingHTTPServer` serving one cached frame
-per camera, the first seed's design — subscribe to the same fabric and serve the same bytes.
-For each server this prints:
+figures exclude JPEG encoding). The camfabric gateway (with each worker count asked for) and
+the baseline — `http.server.ThreadingHTTPServer` serving one cached frame per camera, the first
+seed's design (benchmarks/baseline_server.py) — subscribe to the same fabric and serve the same
+bytes, all at once.
 
-- capture→HTTP latency, p50/p99, for `/latest` polling and for MJPEG clients;
-- delivered fps per MJPEG client with 1, 10 and 50 clients (source: 30 fps);
-- `/latest` requests per second (wrk when installed, else a Python client);
+The fan-out run (always): for each MJPEG client count, every server in turn gets that many
+stream clients spread over the three cameras (read by Content-Length in reader processes of
+at most 50 clients each) while one more client polls `/latest/0`; measured over the window:
 
-and the capture node's CPU per frame. Results go to docs/benchmarks.md with the machine.
-Measured, not asserted: the machine is shared and noisy, so compare the ratios of one run.
+- gateway CPU per delivered part (user + system of the server's processes, its fabric
+  subscriber included, divided by the parts the clients received);
+- delivered fps per client (min / median; the source gives 30);
+- `/latest/0` response time p50 / p99 alongside the streams.
 
-    .venv/bin/python benchmarks/e2e.py [--seconds 5] [--rounds 3] [--workers 1 2] [--no-write]
+With `--rounds N` (N > 0) it also runs the older comparison: N interleaved rounds of `/latest`
+capture→HTTP latency and requests per second, MJPEG with 1 / 10 / 50 clients, and the capture
+node's CPU per frame. Measured, not asserted: compare the rows of one run.
+
+    .venv/bin/python benchmarks/e2e.py --clients 50 200 --workers 1 2 --seconds 5 --repeat 3 \
+        [--out results.md] [--rounds 0] [--no-write]
+
+On a larger machine, e.g. 50 / 200 / 400 clients and 1 / 2 / 4 workers in about 5 minutes:
+
+    .venv/bin/python benchmarks/e2e.py --clients 50 200 400 --workers 1 2 4 --seconds 5 \
+        --repeat 2 --out e2e-16core.md --no-write
+
+`--out` writes the report to that file; unless `--no-write`, it also goes to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -279,6 +293,149 @@ def requests_per_second(port: int, seconds: float) -> tuple[float, str]:
     return count / seconds, "one Python keep-alive client"
 
 
+# -- the fan-out run ---------------------------------------------------------------------------
+READERS_MAX_CLIENTS = 50  # stream clients per reader process
+
+
+def read_streams_spread(port: int, clients: int, first_cam: int, seconds: float, warm_s: float,
+                        out: mp.Queue) -> None:
+    """Like read_streams, over cameras first_cam, first_cam + 1, … (mod CAMS): fps per client."""
+    sel = selectors.DefaultSelector()
+    conns = []
+    for i in range(clients):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(f"GET /cam/{(first_cam + i) % CAMS} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        sock.setblocking(False)
+        client = StreamClient(sock)
+        sel.register(sock, selectors.EVENT_READ, client)
+        conns.append(client)
+    warm = time.monotonic() + warm_s
+    end = warm + seconds
+    chunk = bytearray(1 << 20)
+    view = memoryview(chunk)
+    while time.monotonic() < end:
+        for key, _ in sel.select(timeout=0.2):
+            c: StreamClient = key.data
+            try:
+                n = c.sock.recv_into(chunk)
+            except (BlockingIOError, ConnectionError):
+                continue
+            if n == 0:
+                sel.unregister(c.sock)
+                continue
+            receive(c, view[:n], warm)
+    for c in conns:
+        c.sock.close()
+    out.put([c.parts / seconds for c in conns])
+
+
+def latest_times(port: int, seconds: float, warm_s: float, out: mp.Queue) -> None:
+    """Response times (ms) of /latest/0 on one keep-alive connection, ~50 requests a second."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    times: list[float] = []
+    failures = 0
+    start = time.monotonic() + warm_s
+    end = start + seconds
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        try:
+            conn.request("GET", "/latest/0")
+            resp = conn.getresponse()
+            resp.read()
+            ok = resp.status == 200
+        except OSError:
+            ok = False
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        elapsed = time.monotonic() - t0
+        if t0 >= start:
+            if ok:
+                times.append(elapsed * 1000)
+            else:
+                failures += 1
+        time.sleep(max(0.0, 0.02 - elapsed))
+    conn.close()
+    out.put((times, failures))
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and its children."""
+    total = 0.0
+    try:
+        proc = psutil.Process(pid)
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                times = p.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
+def fanout(port: int, pid: int, clients: int, seconds: float) -> dict:
+    """`clients` MJPEG streams and one /latest poller against one server, measured together."""
+    warm_s = 2.0 + clients / 100  # connecting and the first parts are not measured
+    queue: mp.Queue = mp.Queue()
+    readers = []
+    for first in range(0, clients, READERS_MAX_CLIENTS):
+        n = min(READERS_MAX_CLIENTS, clients - first)
+        readers.append(mp.Process(target=read_streams_spread,
+                                  args=(port, n, first, seconds, warm_s, queue)))
+    poller_queue: mp.Queue = mp.Queue()
+    poller = mp.Process(target=latest_times, args=(port, seconds, warm_s, poller_queue))
+    for proc in [*readers, poller]:
+        proc.start()
+    time.sleep(warm_s)
+    cpu_start = tree_cpu(pid)
+    time.sleep(seconds)
+    cpu = tree_cpu(pid) - cpu_start
+    fps = [x for _ in readers for x in queue.get(timeout=seconds + 120)]
+    times, failures = poller_queue.get(timeout=seconds + 60)
+    for proc in [*readers, poller]:
+        proc.join(10)
+    parts = sum(fps) * seconds
+    return {"clients": clients, "fps": fps, "parts": parts, "cpu_s": cpu,
+            "us_per_part": cpu / parts * 1e6 if parts else float("nan"),
+            "latest": times, "latest_failures": failures}
+
+
+def merge_rounds(results: list[dict]) -> dict:
+    """One row from repeated measurements of one server and client count."""
+    per_part = [r["us_per_part"] for r in results]
+    return {"clients": results[0]["clients"], "rounds": len(results),
+            "fps": [x for r in results for x in r["fps"]],
+            "round_fps_min": [min(r["fps"]) for r in results],
+            "us_per_part": statistics.median(per_part), "us_range": (min(per_part), max(per_part)),
+            "cpu_s": statistics.median(r["cpu_s"] for r in results),
+            "latest": [x for r in results for x in r["latest"]],
+            "latest_failures": sum(r["latest_failures"] for r in results)}
+
+
+def render_fanout(rows: list[tuple[str, dict]], seconds: float, stolen: float) -> str:
+    lines = [
+        f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on: {machine()}",
+        f"Source: {CAMS} cameras, {W}x{H}, {FPS} fps, pre-encoded JPEG. Each row: that many MJPEG "
+        f"clients spread over the {CAMS} cameras plus one client polling `/latest/0` (~50/s), "
+        f"{seconds:g} s measured after a warm-up; all servers subscribed to the fabric at once, "
+        f"measured one at a time, in {rows[0][1]['rounds'] if rows else 0} interleaved rounds. "
+        f"The hypervisor took {stolen:.0%} of the CPU time (steal).",
+        "",
+        "| server | MJPEG clients | gateway CPU per delivered part, µs: median (rounds' range) "
+        "| CPU cores used | fps per client, min / median | /latest p50 / p99 ms (failed) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in rows:
+        fps = r["fps"]
+        low, high = r["us_range"]
+        lines.append(
+            f"| {name} | {r['clients']} | {r['us_per_part']:.0f} ({low:.0f}–{high:.0f}) | "
+            f"{r['cpu_s'] / seconds:.2f} | {min(fps):.1f} / {statistics.median(fps):.1f} | "
+            f"{pct(r['latest'], 50):.1f} / {pct(r['latest'], 99):.1f} ({r['latest_failures']}) |")
+    return "\n".join(lines)
+
+
 # -- servers ---------------------------------------------------------------------------------
 def wait_http(port: int, path: str = "/latest/0", timeout: float = 20) -> None:
     end = time.monotonic() + timeout
@@ -294,10 +451,11 @@ def wait_http(port: int, path: str = "/latest/0", timeout: float = 20) -> None:
     raise RuntimeError(f"server on {port} did not serve {path} in {timeout} s")
 
 
-def start_gateway(port: int, endpoint: str, workers: int, tmp: Path) -> subprocess.Popen:
+def start_gateway(port: int, endpoint: str, workers: int, tmp: Path,
+                  max_streams: int = 64) -> subprocess.Popen:
     config = tmp / f"gateway-{port}.toml"
     config.write_text(f'[gateway]\nport = {port}\nsubscribe = ["{endpoint}"]\n'
-                      f"workers = {workers}\nmax_streams = 64\n")
+                      f"workers = {workers}\nmax_streams = {max_streams}\n")
     return subprocess.Popen([sys.executable, "-m", "camfabric.cli", "gateway", "--config", str(config),
                              "--log-level", "WARNING"], cwd=REPO)
 
@@ -411,10 +569,17 @@ def render(results: list[dict], node: dict, seconds: float, rounds: int, stolen:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved /latest rounds")
-    parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per row")
+    parser.add_argument("--clients", type=int, nargs="+", default=[50, 200],
+                        help="MJPEG client counts of the fan-out run")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="gateway worker counts, one gateway each")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="interleaved rounds of the fan-out run (each server, each count)")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="also run the older /latest, 1/10/50-client and node comparison")
+    parser.add_argument("--out", type=Path, help="write the report to this file as well")
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args()
 
     endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -423,38 +588,68 @@ def main() -> int:
     driver.start()
     ready.wait(10)
     acc: dict[str, dict] = {}
+    rows: list[tuple[str, dict]] = []
     steal_start = stolen_share()
+    max_streams = min(1000, max(args.clients) + 8)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        starters = [("baseline ThreadingHTTPServer", lambda p: start_baseline(p, endpoint)),
-                    ("baseline with TCP_NODELAY", lambda p: start_baseline(p, endpoint, nodelay=True))]
+        starters = [("baseline ThreadingHTTPServer", lambda p: start_baseline(p, endpoint))]
+        if args.rounds:
+            starters.append(("baseline with TCP_NODELAY",
+                             lambda p: start_baseline(p, endpoint, nodelay=True)))
         starters += [(f"camfabric gateway, {w} worker{'s' if w > 1 else ''}",
-                      lambda p, w=w: start_gateway(p, endpoint, w, tmp)) for w in args.workers]
+                      lambda p, w=w: start_gateway(p, endpoint, w, tmp, max_streams))
+                     for w in args.workers]
         ports = {name: free_port() for name, _ in starters}
-        procs = [start(ports[name]) for name, start in starters]
+        procs = {name: start(ports[name]) for name, start in starters}
         try:
             for port in ports.values():
                 wait_http(port)
+            for clients in args.clients:
+                measured: dict[str, list[dict]] = {}
+                for i in range(args.repeat):
+                    for name, port in ports.items():
+                        if name == "baseline with TCP_NODELAY":
+                            continue
+                        print(f"  round {i + 1}/{args.repeat}, {name}: {clients} MJPEG clients "
+                              "+ /latest …", file=sys.stderr)
+                        measured.setdefault(name, []).append(
+                            fanout(port, procs[name].pid, clients, args.seconds))
+                rows += [(name, merge_rounds(results)) for name, results in measured.items()]
             for i in range(args.rounds):
                 print(f"round {i + 1}/{args.rounds} of /latest …", file=sys.stderr)
                 measure_round(ports, args.seconds, acc)
-            for name, port in ports.items():
-                measure_streams(name, port, args.seconds, acc[name])
+            if args.rounds:
+                for name, port in ports.items():
+                    measure_streams(name, port, args.seconds, acc[name])
         finally:
-            for proc in procs:
+            for proc in procs.values():
                 proc.terminate()
-            for proc in procs:
+            for proc in procs.values():
                 proc.wait(10)
         stop.set()
         driver.join(5)
-        print("measuring the capture node …", file=sys.stderr)
-        node = node_cpu_per_frame(args.seconds, tmp)
+        node = None
+        if args.rounds:
+            print("measuring the capture node …", file=sys.stderr)
+            node = node_cpu_per_frame(args.seconds, tmp)
     steal_end = stolen_share()
     stolen = (steal_end[0] - steal_start[0]) / max(1.0, steal_end[1] - steal_start[1])
-    report = render(list(acc.values()), node, args.seconds, args.rounds, stolen)
+    report = render_fanout(rows, args.seconds, stolen)
     print(report)
+    if args.out is not None:
+        args.out.write_text(report + "\n")
     if not args.no_write:
-        write_report(report)
+        write_section("e2e-fanout", f"## MJPEG fan-out against the seed design (`benchmarks/e2e.py`)"
+                                    f"\n\n{report}")
+    if args.rounds:
+        older = render(list(acc.values()), node, args.seconds, args.rounds, stolen)
+        print(older)
+        if args.out is not None:
+            with args.out.open("a") as fh:
+                fh.write("\n" + older + "\n")
+        if not args.no_write:
+            write_report(older)
     return 0
 
 

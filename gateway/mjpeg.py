@@ -39,7 +39,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,12 +51,19 @@ BOUNDARY = "frame"
 CONTENT_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 DELIMITER = f"--{BOUNDARY}\r\n".encode("ascii")
 TAIL = b"\r\n" + DELIMITER
-# How often a waiting stream looks up from its wait to notice shutdown or a gone client.
+# How often a waiting stream (or the fan-out, for all of its clients) looks up from its wait
+# to notice shutdown or a gone client.
 WAKE_INTERVAL_S = 0.25
-# The kernel's send buffer of a stream socket (Linux doubles it for its own bookkeeping). It
-# is what a part may wait in after it has left the server: small, so a slow reader's parts
-# stay fresh on a LAN too; large enough for a 1080p part to leave in a few writes.
-STREAM_SNDBUF_BYTES = 64 * 1024
+# A request thread whose stream the fan-out serves sleeps this long between checks of its own:
+# hundreds of threads waking often would contend for the GIL with the fan-out.
+HANDED_OVER_CHECK_S = 5.0
+# What of a part may wait in the kernel, unsent, after the server has handed it over: bytes
+# the client is not taking yet (`TCP_NOTSENT_LOWAT`, Linux and macOS), and the send buffer
+# as a whole (`SO_SNDBUF`; Linux doubles it for its bookkeeping), which also holds what is in
+# flight and not yet acknowledged on a LAN. Small, so a slow reader's parts stay fresh; the
+# unsent bound keeps a part that a fast reader takes at once to a single write.
+STREAM_NOTSENT_BYTES = 32 * 1024
+STREAM_SNDBUF_BYTES = 512 * 1024
 # Time allowed for the response headers to leave Waitress before the stream is handed over.
 HANDOFF_TIMEOUT_S = 2.0
 
@@ -149,9 +156,10 @@ class StreamClient:
     sock: socket.socket
     chunked: bool
     stats: StreamStats
+    gone: Callable[[], bool] = lambda: False  # client left or the gateway is stopping
     done: threading.Event = field(default_factory=threading.Event)
     last: wire.Frame | None = None  # the newest frame handed to the socket
-    pending: list[memoryview] = field(default_factory=list)  # the unsent rest of its part
+    pending: Sequence[memoryview] = ()  # the unsent rest of its part
     newer_waiting: bool = False  # a frame newer than `last` came while `pending` was unsent
     registered: bool = False
     delivered: int = 0
@@ -175,7 +183,7 @@ class MjpegFanout:
         self._added: list[StreamClient] = []
         self._removed: list[StreamClient] = []
         self._dirty: set[int] = set()
-        self._newest: dict[int, tuple[wire.Frame, tuple, tuple]] = {}
+        self._newest: dict[int, tuple[wire.Frame, tuple[memoryview, ...], tuple[memoryview, ...]]] = {}
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -231,8 +239,13 @@ class MjpegFanout:
 
     # -- the fan-out thread --------------------------------------------------------------------
     def _run(self) -> None:
+        next_check = time.monotonic() + WAKE_INTERVAL_S
         try:
             while not self.cache.closed:
+                if time.monotonic() >= next_check:  # clients that left a silent camera's stream
+                    next_check = time.monotonic() + WAKE_INTERVAL_S
+                    for client in [c for cs in self._clients.values() for c in cs if c.gone()]:
+                        self._end(client)
                 for key, _ in self._selector.select(WAKE_INTERVAL_S):
                     if key.fileobj is self._wake_r:
                         self._drain_wake()
@@ -280,31 +293,44 @@ class MjpegFanout:
             return
         newest = self._newest.get(cam)
         if newest is None or newest[0] is not frame:
-            self._newest[cam] = (frame, _part_buffers(frame, False), _part_buffers(frame, True))
+            self._newest[cam] = (frame, tuple(map(memoryview, _part_buffers(frame, False))),
+                                 tuple(map(memoryview, _part_buffers(frame, True))))
+        counts: dict[int, list[Any]] = {}  # per StreamStats: [stats, delivered, skipped]
         for client in list(self._clients.get(cam, ())):
             if client.last is frame:
                 continue
+            count = counts.get(id(client.stats))
+            if count is None:
+                count = counts[id(client.stats)] = [client.stats, 0, 0]
             if client.pending:
                 if client.newer_waiting:
                     client.skipped += 1
-                    client.stats.add(cam, skipped=1)
+                    count[2] += 1
                 client.newer_waiting = True
-            else:
-                self._send_newest(client)
+            elif self._send_newest(client):
+                count[1] += 1
+        for stats, delivered, skipped in counts.values():
+            stats.add(cam, delivered=delivered, skipped=skipped)
 
-    def _send_newest(self, client: StreamClient) -> None:
+    def _send_newest(self, client: StreamClient) -> bool:
+        """Hand the newest part to `client`'s socket; True when all of it left at once."""
         frame, plain, chunked = self._newest[client.cam]
         client.last, client.newer_waiting = frame, False
-        self._write(client, [memoryview(b) for b in (chunked if client.chunked else plain)])
+        return self._write(client, chunked if client.chunked else plain)
 
     def _flush(self, client: StreamClient) -> None:
-        self._write(client, client.pending)
+        """`client`'s socket can take more: the rest of its part, then the newest frame."""
+        if not self._write(client, client.pending):
+            return
+        client.stats.add(client.cam, delivered=1)
         newest = self._newest.get(client.cam)
-        if not client.pending and client in self._clients.get(client.cam, ()) \
-                and newest is not None and newest[0] is not client.last:
-            self._send_newest(client)
+        if client in self._clients.get(client.cam, ()) and newest is not None \
+                and newest[0] is not client.last and self._send_newest(client):
+            client.stats.add(client.cam, delivered=1)
 
-    def _write(self, client: StreamClient, buffers: list[memoryview]) -> None:
+    def _write(self, client: StreamClient, buffers: Sequence[memoryview]) -> bool:
+        """One sendmsg; keeps what did not fit as `pending` and watches the socket for room.
+        True when the part has left entirely (counted in `client.delivered`)."""
         try:
             sent = client.sock.sendmsg(buffers)
         except BlockingIOError:
@@ -312,25 +338,25 @@ class MjpegFanout:
         except OSError as exc:  # the client hung up (EPIPE, ECONNRESET) or the socket closed
             log.debug("MJPEG client of camera %d gone: %s", client.cam, exc)
             self._end(client)
-            return
-        while buffers and sent >= len(buffers[0]):
-            sent -= len(buffers[0])
-            buffers = buffers[1:]
-        if buffers and sent:
-            buffers = [buffers[0][sent:], *buffers[1:]]
-        client.pending = buffers
-        if buffers:
-            events_wanted = True
-        else:
-            events_wanted = False
-            client.delivered += 1
-            client.stats.add(client.cam, delivered=1)
-        if events_wanted and not client.registered:
-            self._selector.register(client.sock, selectors.EVENT_WRITE, client)
-            client.registered = True
-        elif not events_wanted and client.registered:
+            return False
+        rest = list(buffers)
+        while rest and sent >= len(rest[0]):
+            sent -= len(rest[0])
+            del rest[0]
+        if rest:
+            if sent:
+                rest[0] = rest[0][sent:]
+            client.pending = rest
+            if not client.registered:
+                self._selector.register(client.sock, selectors.EVENT_WRITE, client)
+                client.registered = True
+            return False
+        client.pending = []
+        client.delivered += 1
+        if client.registered:
             self._selector.unregister(client.sock)
             client.registered = False
+        return True
 
     def _end(self, client: StreamClient) -> None:
         """Close `client`'s connection (both directions: Waitress's descriptor too) once."""
@@ -466,12 +492,15 @@ class MjpegStream:
             dup = sock.dup()
             dup.setblocking(False)
             dup.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF_BYTES)
+            if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+                dup.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, STREAM_NOTSENT_BYTES)
         except OSError as exc:
             log.debug("MJPEG stream of camera %d: connection gone before hand-over: %s", self.cam, exc)
             self._closed_without_client()
             return
         self._fanout = FanoutRegistry.of(self.cache)
-        self._client = StreamClient(self.cam, dup, task.chunked_response, self.stats)
+        self._client = StreamClient(self.cam, dup, task.chunked_response, self.stats,
+                                    gone=lambda: not self._alive())
         self._fanout.add(self._client)
 
     def _closed_without_client(self) -> None:
@@ -481,7 +510,7 @@ class MjpegStream:
     def _wait_handed_over(self) -> None:
         client = self._client
         assert client is not None and self._fanout is not None
-        while not client.done.wait(WAKE_INTERVAL_S):
+        while not client.done.wait(HANDED_OVER_CHECK_S):
             if not self._alive():
                 self._fanout.remove(client)
                 client.done.wait(2.0)
