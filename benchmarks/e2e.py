@@ -49,6 +49,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -436,6 +437,116 @@ def render_fanout(rows: list[tuple[str, dict]], seconds: float, stolen: float) -
     return "\n".join(lines)
 
 
+# -- abuse: idle sockets, a slowloris and slow readers against /latest ----------------------------
+IDLE_SOCKETS, SLOWLORIS_SOCKETS, SLOW_READERS = 200, 20, 200
+
+
+def abuse_load(port: int, seconds: float, out: mp.Queue) -> None:
+    """Hold IDLE_SOCKETS connections that send nothing, SLOWLORIS_SOCKETS that send a request
+    head one byte a second, and SLOW_READERS that ask for /latest/0 and read it at one byte a
+    second (4 KiB receive buffer); reopen whatever the server closes, counting it."""
+    def connect(request: bytes = b"", rcvbuf: int | None = None) -> socket.socket | None:
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            if rcvbuf:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(5)
+            sock.connect(("127.0.0.1", port))
+            if request:
+                sock.sendall(request)
+            sock.setblocking(False)
+            return sock
+        except OSError:
+            return None
+
+    def gone(sock: socket.socket | None, read: int) -> bool:
+        """Read up to `read` bytes; True when the server closed or reset the connection."""
+        if sock is None:
+            return True
+        try:
+            return sock.recv(read) == b"" if read else sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    reader_req = b"GET /latest/0 HTTP/1.1\r\nHost: abuse\r\n\r\n"
+    idle = [connect() for _ in range(IDLE_SOCKETS)]
+    loris = [connect(b"GET /latest/0 HTTP/1.1\r\n") for _ in range(SLOWLORIS_SOCKETS)]
+    readers = [connect(reader_req, rcvbuf=4096) for _ in range(SLOW_READERS)]
+    closed = {"idle": 0, "slowloris": 0, "slow reader": 0}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for i, sock in enumerate(idle):
+            if gone(sock, 0):
+                closed["idle"] += 1
+                if sock is not None:
+                    sock.close()
+                idle[i] = connect()
+        for i, sock in enumerate(loris):
+            try:
+                if sock is None or gone(sock, 0):
+                    raise OSError
+                sock.send(b"X")
+            except OSError:
+                closed["slowloris"] += 1
+                if sock is not None:
+                    sock.close()
+                loris[i] = connect(b"GET /latest/0 HTTP/1.1\r\n")
+        for i, sock in enumerate(readers):
+            if gone(sock, 1):
+                closed["slow reader"] += 1
+                if sock is not None:
+                    sock.close()
+                readers[i] = connect(reader_req, rcvbuf=4096)
+        time.sleep(1.0)
+    for sock in [*idle, *loris, *readers]:
+        if sock is not None:
+            sock.close()
+    out.put(closed)
+
+
+def abuse(port: int, seconds: float) -> list[tuple[str, list[float], int, dict]]:
+    """/latest/0 response times without abuse, then under abuse_load (after 3 s of it)."""
+    rows = []
+    queue: mp.Queue = mp.Queue()
+    poller = mp.Process(target=latest_times, args=(port, seconds, 0.5, queue))
+    poller.start()
+    times, failures = queue.get(timeout=seconds + 60)
+    poller.join(10)
+    rows.append(("none", times, failures, {}))
+    load_queue: mp.Queue = mp.Queue()
+    load = mp.Process(target=abuse_load, args=(port, seconds + 6, load_queue))
+    load.start()
+    poller = mp.Process(target=latest_times, args=(port, seconds, 3.0, queue))
+    poller.start()
+    times, failures = queue.get(timeout=seconds + 60)
+    closed = load_queue.get(timeout=seconds + 60)
+    poller.join(10)
+    load.join(10)
+    rows.append((f"{IDLE_SOCKETS} idle sockets + {SLOWLORIS_SOCKETS} slowloris + {SLOW_READERS} "
+                 "slow readers (1 byte/s)", times, failures, closed))
+    return rows
+
+
+def render_abuse(name: str, rows: list[tuple[str, list[float], int, dict]], seconds: float) -> str:
+    lines = [
+        f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on: {machine()}",
+        f"{name}, the fabric as above (3 × {W}x{H} at {FPS} fps); one client polls `/latest/0` "
+        f"(~50/s) for {seconds:g} s without abuse, then for {seconds:g} s with it (after 3 s of "
+        "it). The abusers reopen every connection the gateway closes; the last column counts "
+        "those closings over the abuse.",
+        "",
+        "| abuse | /latest p50 / p99 / max ms | answered (failed) | connections the gateway closed |",
+        "|---|---|---|---|",
+    ]
+    for what, times, failures, closed in rows:
+        cut = ", ".join(f"{k} {v}" for k, v in closed.items()) or "–"
+        lines.append(f"| {what} | {pct(times, 50):.1f} / {pct(times, 99):.1f} / "
+                     f"{max(times, default=float('nan')):.1f} | {len(times)} ({failures}) | {cut} |")
+    return "\n".join(lines)
+
+
 # -- servers ---------------------------------------------------------------------------------
 def wait_http(port: int, path: str = "/latest/0", timeout: float = 20) -> None:
     end = time.monotonic() + timeout
@@ -578,6 +689,9 @@ def main() -> int:
                         help="interleaved rounds of the fan-out run (each server, each count)")
     parser.add_argument("--rounds", type=int, default=0,
                         help="also run the older /latest, 1/10/50-client and node comparison")
+    parser.add_argument("--abuse", action="store_true",
+                        help="only the abuse run: /latest with and without idle sockets, a "
+                             "slowloris and slow readers, against a 1-worker gateway")
     parser.add_argument("--out", type=Path, help="write the report to this file as well")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args()
@@ -587,6 +701,8 @@ def main() -> int:
     driver = mp.Process(target=drive, args=(endpoint, ready, stop), daemon=True)
     driver.start()
     ready.wait(10)
+    if args.abuse:
+        return main_abuse(args, endpoint, stop, driver)
     acc: dict[str, dict] = {}
     rows: list[tuple[str, dict]] = []
     steal_start = stolen_share()
@@ -650,6 +766,28 @@ def main() -> int:
                 fh.write("\n" + older + "\n")
         if not args.no_write:
             write_report(older)
+    return 0
+
+
+def main_abuse(args: argparse.Namespace, endpoint: str, stop: Any, driver: Any) -> int:
+    with tempfile.TemporaryDirectory() as tmpdir:
+        port = free_port()
+        proc = start_gateway(port, endpoint, 1, Path(tmpdir))
+        try:
+            wait_http(port)
+            rows = abuse(port, args.seconds)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    stop.set()
+    driver.join(5)
+    report = render_abuse("camfabric gateway, 1 worker (default settings)", rows, args.seconds)
+    print(report)
+    if args.out is not None:
+        args.out.write_text(report + "\n")
+    if not args.no_write:
+        write_section("e2e-abuse", f"## /latest under HTTP abuse (`benchmarks/e2e.py --abuse`)"
+                                   f"\n\n{report}")
     return 0
 
 

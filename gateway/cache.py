@@ -241,6 +241,11 @@ class FrameCache:
             if not state.connected:
                 raise FrameTimeout(f"camera {cam} is disconnected: nothing heard from node "
                                    f"{state.owner!r} for {self.heartbeat_timeout_ns / 1e9:g} s")
+            health = state.meta.health if state.meta is not None else {}
+            if health.get("connected") is False:  # the node is alive, its camera is not
+                reason = health.get("last_error") or "no reason given"
+                raise FrameTimeout(f"camera {cam} is not delivering frames: node {state.owner!r} "
+                                   f"reports it disconnected ({reason})")
         deadline = time.monotonic() + timeout
         previous: wire.Frame | None = None
         while True:

@@ -144,3 +144,18 @@ def test_an_oversized_request_head_is_refused_with_json(busy_gateway):
     sock.close()
     assert answer.split(b" ", 2)[1] in (b"431", b"400")
     assert b"application/json" in answer
+
+
+def test_snap_on_a_camera_its_node_reports_dead_answers_at_once(make_gateway, node):
+    """A dead camera behind a live node: /snap must not hold a request thread for its timeout,
+    or a few clients looping on it starve every other request."""
+    gw = make_gateway(node.endpoint, snap_timeout_s=3.0, max_streams=2, threads=4)
+    deliver(node, gw.cache, 0)
+    node.meta(0, connected=False, last_error="read failed: device unplugged")
+    wait_until(lambda: gw.cache.status()["0"]["health"].get("connected") is False,
+               what="the node's report reaching the gateway")
+    started = time.monotonic()
+    answers = [requests.get(gw.url + "snap/0", timeout=10) for _ in range(8)]
+    assert time.monotonic() - started < 2.0  # 8 × 3 s if each waited for its timeout
+    assert {a.status_code for a in answers} == {503}
+    assert "device unplugged" in answers[0].json()["description"]
