@@ -27,7 +27,9 @@ On a larger machine, e.g. 50 / 200 / 400 clients and 1 / 2 / 4 workers in about 
     .venv/bin/python benchmarks/e2e.py --clients 50 200 400 --workers 1 2 4 --seconds 5 \
         --repeat 2 --out e2e-16core.md --no-write
 
-`--out` writes the report to that file; unless `--no-write`, it also goes to docs/benchmarks.md.
+`--pinning` runs each gateway pinned and not pinned; the fabric's publisher runs on the same
+host, as a capture node would. `--abuse` runs only the abuse measurement. `--out` writes the
+report to that file; unless `--no-write`, it also goes to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -359,6 +361,32 @@ def latest_times(port: int, seconds: float, warm_s: float, out: mp.Queue) -> Non
     out.put((times, failures))
 
 
+def hammer_latest(port: int, seconds: float, warm_s: float, out: mp.Queue) -> None:
+    """As many /latest/0 requests as one keep-alive connection gets answered; the count."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    count = 0
+    start = time.monotonic() + warm_s
+    end = start + seconds
+    while (now := time.monotonic()) < end:
+        conn.request("GET", "/latest/0")
+        conn.getresponse().read()
+        count += now >= start
+    conn.close()
+    out.put(count)
+
+
+def latest_throughput(port: int, seconds: float, clients: int = 4) -> float:
+    """/latest/0 requests per second answered to `clients` processes asking as fast as they can."""
+    queue: mp.Queue = mp.Queue()
+    procs = [mp.Process(target=hammer_latest, args=(port, seconds, 1.0, queue)) for _ in range(clients)]
+    for proc in procs:
+        proc.start()
+    total = sum(queue.get(timeout=seconds + 30) for _ in procs)
+    for proc in procs:
+        proc.join(10)
+    return total / seconds
+
+
 def tree_cpu(pid: int) -> float:
     """User + system CPU seconds of a process and its children."""
     total = 0.0
@@ -414,10 +442,11 @@ def merge_rounds(results: list[dict]) -> dict:
             "latest_failures": sum(r["latest_failures"] for r in results)}
 
 
-def render_fanout(rows: list[tuple[str, dict]], seconds: float, stolen: float) -> str:
+def render_fanout(rows: list[tuple[str, dict]], seconds: float, stolen: float,
+                  source: str = "pre-encoded JPEG") -> str:
     lines = [
         f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on: {machine()}",
-        f"Source: {CAMS} cameras, {W}x{H}, {FPS} fps, pre-encoded JPEG. Each row: that many MJPEG "
+        f"Source: {CAMS} cameras, {W}x{H}, {FPS} fps, {source}. Each row: that many MJPEG "
         f"clients spread over the {CAMS} cameras plus one client polling `/latest/0` (~50/s), "
         f"{seconds:g} s measured after a warm-up; all servers subscribed to the fabric at once, "
         f"measured one at a time, in {rows[0][1]['rounds'] if rows else 0} interleaved rounds. "
@@ -563,10 +592,11 @@ def wait_http(port: int, path: str = "/latest/0", timeout: float = 20) -> None:
 
 
 def start_gateway(port: int, endpoint: str, workers: int, tmp: Path,
-                  max_streams: int = 64) -> subprocess.Popen:
+                  max_streams: int = 64, pin: bool | None = None) -> subprocess.Popen:
     config = tmp / f"gateway-{port}.toml"
+    pinning = "" if pin is None else f"pin_cpus = {str(pin).lower()}\n"
     config.write_text(f'[gateway]\nport = {port}\nsubscribe = ["{endpoint}"]\n'
-                      f"workers = {workers}\nmax_streams = {max_streams}\n")
+                      f"workers = {workers}\nmax_streams = {max_streams}\n{pinning}")
     return subprocess.Popen([sys.executable, "-m", "camfabric.cli", "gateway", "--config", str(config),
                              "--log-level", "WARNING"], cwd=REPO)
 
@@ -604,6 +634,19 @@ def measure_streams(name: str, port: int, seconds: float, r: dict) -> None:
         fps, lats = stream_fps(port, clients, seconds)
         r[f"mjpeg{clients}"] = (min(fps), statistics.median(fps))
         r[f"mjpeg{clients}_lat"] = (pct(lats, 50), pct(lats, 99))
+
+
+def start_node(tmp: Path) -> tuple[subprocess.Popen, str]:
+    """A real `camfabric node` with CAMS synthetic W x H cameras at FPS (drawing and encoding
+    each frame): the capture node sharing the host, as on a Pi. Returns it and its endpoint."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    config = tmp / "node-beside.toml"
+    cams = "".join(f'[[node.cameras]]\nid = {i}\nname = "cam{i}"\nresolution = [{W}, {H}]\nfps = {FPS}\n'
+                   for i in range(CAMS))
+    config.write_text(f'[node]\nname = "bench"\npublish = "{endpoint}"\n{cams}')
+    proc = subprocess.Popen([sys.executable, "-m", "camfabric.cli", "node", "--config", str(config),
+                             "--log-level", "WARNING"], cwd=REPO)
+    return proc, endpoint
 
 
 def node_cpu_per_frame(seconds: float, tmp: Path) -> dict:
@@ -685,6 +728,11 @@ def main() -> int:
                         help="MJPEG client counts of the fan-out run")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="gateway worker counts, one gateway each")
+    parser.add_argument("--node", action="store_true",
+                        help="serve a real capture node on this host (synthetic cameras, drawn "
+                             "and encoded) instead of pre-encoded frames")
+    parser.add_argument("--pinning", action="store_true",
+                        help="run each gateway twice: every worker pinned to one CPU, and not")
     parser.add_argument("--repeat", type=int, default=3,
                         help="interleaved rounds of the fan-out run (each server, each count)")
     parser.add_argument("--rounds", type=int, default=0,
@@ -696,15 +744,31 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args()
 
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
     ready, stop = mp.Event(), mp.Event()
-    driver = mp.Process(target=drive, args=(endpoint, ready, stop), daemon=True)
-    driver.start()
-    ready.wait(10)
+    node_dir = tempfile.TemporaryDirectory()
+    if args.node:
+        node_proc, endpoint = start_node(Path(node_dir.name))
+        driver: Any = node_proc
+    else:
+        endpoint = f"tcp://127.0.0.1:{free_port()}"
+        driver = mp.Process(target=drive, args=(endpoint, ready, stop), daemon=True)
+        driver.start()
+        ready.wait(10)
+    try:
+        return run(args, endpoint, stop, driver)
+    finally:
+        if args.node:
+            driver.terminate()
+            driver.wait(10)
+        node_dir.cleanup()
+
+
+def run(args: argparse.Namespace, endpoint: str, stop: Any, driver: Any) -> int:
     if args.abuse:
         return main_abuse(args, endpoint, stop, driver)
     acc: dict[str, dict] = {}
     rows: list[tuple[str, dict]] = []
+    throughput: dict[str, list[float]] = {}
     steal_start = stolen_share()
     max_streams = min(1000, max(args.clients) + 8)
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -713,9 +777,11 @@ def main() -> int:
         if args.rounds:
             starters.append(("baseline with TCP_NODELAY",
                              lambda p: start_baseline(p, endpoint, nodelay=True)))
-        starters += [(f"camfabric gateway, {w} worker{'s' if w > 1 else ''}",
-                      lambda p, w=w: start_gateway(p, endpoint, w, tmp, max_streams))
-                     for w in args.workers]
+        pins: list[bool | None] = [True, False] if args.pinning else [None]
+        starters += [(f"camfabric gateway, {w} worker{'s' if w > 1 else ''}"
+                      + ("" if pin is None else ", pinned" if pin else ", not pinned"),
+                      lambda p, w=w, pin=pin: start_gateway(p, endpoint, w, tmp, max_streams, pin))
+                     for w in args.workers for pin in pins]
         ports = {name: free_port() for name, _ in starters}
         procs = {name: start(ports[name]) for name, start in starters}
         try:
@@ -732,6 +798,12 @@ def main() -> int:
                         measured.setdefault(name, []).append(
                             fanout(port, procs[name].pid, clients, args.seconds))
                 rows += [(name, merge_rounds(results)) for name, results in measured.items()]
+            if args.pinning:
+                for i in range(args.repeat):
+                    for name, port in ports.items():
+                        print(f"  round {i + 1}/{args.repeat}, {name}: /latest at saturation …",
+                              file=sys.stderr)
+                        throughput.setdefault(name, []).append(latest_throughput(port, args.seconds))
             for i in range(args.rounds):
                 print(f"round {i + 1}/{args.rounds} of /latest …", file=sys.stderr)
                 measure_round(ports, args.seconds, acc)
@@ -744,14 +816,23 @@ def main() -> int:
             for proc in procs.values():
                 proc.wait(10)
         stop.set()
-        driver.join(5)
+        if not args.node:
+            driver.join(5)
         node = None
         if args.rounds:
             print("measuring the capture node …", file=sys.stderr)
             node = node_cpu_per_frame(args.seconds, tmp)
     steal_end = stolen_share()
     stolen = (steal_end[0] - steal_start[0]) / max(1.0, steal_end[1] - steal_start[1])
-    report = render_fanout(rows, args.seconds, stolen)
+    source = ("a real capture node on the same host drawing and encoding synthetic frames"
+              if args.node else "pre-encoded JPEG")
+    report = render_fanout(rows, args.seconds, stolen, source)
+    if throughput:
+        report += ("\n\n`/latest/0` at saturation, no streams (4 client processes asking as fast "
+                   "as they are answered), requests per second in each round:\n\n"
+                   "| server | req/s per round | median |\n|---|---|---|\n")
+        report += "\n".join(f"| {name} | {', '.join(f'{x:.0f}' for x in xs)} | "
+                             f"{statistics.median(xs):.0f} |" for name, xs in throughput.items())
     print(report)
     if args.out is not None:
         args.out.write_text(report + "\n")
@@ -780,7 +861,8 @@ def main_abuse(args: argparse.Namespace, endpoint: str, stop: Any, driver: Any) 
             proc.terminate()
             proc.wait(10)
     stop.set()
-    driver.join(5)
+    if not args.node:
+        driver.join(5)
     report = render_abuse("camfabric gateway, 1 worker (default settings)", rows, args.seconds)
     print(report)
     if args.out is not None:

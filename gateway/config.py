@@ -9,7 +9,7 @@
     threads = 16                # request threads per worker; must exceed max_streams
     workers = 0                 # 0: one per CPU it may use, minus one when node_on_host
     node_on_host = true         # default: true when a `subscribe` endpoint is on this host
-    pin_cpus = false            # default: pin each worker to one CPU unless node_on_host
+    pin_cpus = true             # each worker's threads on one CPU (default where 2+ CPUs)
     default_camera = 0
     heartbeat_timeout_s = 3.0
 

@@ -29,7 +29,7 @@ Every key is optional; the defaults are shown:
   workers = 0                # processes sharing the port, each with its own subscriber;
                              # 0: one per CPU it may use, minus one when node_on_host
   # node_on_host = true      # a capture node runs here; default: a subscribe endpoint is local
-  # pin_cpus = false         # each worker on one CPU; default: only when no node is on the host
+  # pin_cpus = true          # each worker's threads on one CPU (default where 2+ CPUs)
   allow_from = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
                 "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10"]
   default_camera = 0         # /snapshot.jpg, /stream.mjpg and /?action=… without cam=

@@ -481,6 +481,9 @@ class MjpegStream:
             self._counted = True
             return
         channel, task = found
+        if not task.has_body:  # HEAD: the headers were the whole answer
+            self._closed_without_client()
+            return
         deadline = time.monotonic() + HANDOFF_TIMEOUT_S
         while channel.total_outbufs_len and self._alive() and time.monotonic() < deadline:
             time.sleep(0.002)

@@ -101,14 +101,14 @@ def _serving_processes(proc: subprocess.Popen, workers: int) -> list[psutil.Proc
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs a system with CPU affinity and at least two CPUs")
-@pytest.mark.parametrize(("workers", "node_on_host"), [(1, False), (2, False), (1, True)])
-def test_serving_processes_are_pinned_only_without_a_node_on_the_host(tmp_path, zmq_context,
-                                                                       tcp_endpoint, workers,
-                                                                       node_on_host):
+@pytest.mark.parametrize(("workers", "pin"), [(1, None), (2, None), (1, False)])
+def test_each_serving_process_keeps_its_threads_on_one_cpu_unless_told(tmp_path, zmq_context,
+                                                                        tcp_endpoint, workers, pin):
     port = unused_tcp_port()
     config = tmp_path / "gateway.toml"
+    pinning = "" if pin is None else f"pin_cpus = {str(pin).lower()}\n"
     config.write_text(f'[gateway]\nport = {port}\nsubscribe = ["{tcp_endpoint}"]\nworkers = {workers}\n'
-                      f"node_on_host = {str(node_on_host).lower()}\n")
+                      + pinning)
     with Publisher(tcp_endpoint, context=zmq_context) as pub:
         node = FakeNode(pub)
         proc = camfabric("gateway", "--config", str(config))
@@ -133,7 +133,7 @@ def test_serving_processes_are_pinned_only_without_a_node_on_the_host(tmp_path, 
                 return [{tuple(sorted(os.sched_getaffinity(t.id))) for t in process.threads()}
                         for process in _serving_processes(proc, workers)]
 
-            if node_on_host:  # the node's threads need the other CPUs: the gateway floats
+            if pin is False:  # told to float
                 time.sleep(1.0)
                 allowed = tuple(sorted(os.sched_getaffinity(0)))
                 assert all(s == {allowed} for s in cpu_sets()), cpu_sets()
@@ -165,14 +165,14 @@ def test_a_busy_port_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize(("keys", "cpus", "expected"), [
-    ({}, 2, (1, False)),                       # loopback endpoint: a node shares the host
-    ({}, 16, (15, False)),
-    ({}, 1, (1, False)),
-    ({"subscribe": ("tcp://10.0.0.5:5550",)}, 4, (4, True)),  # nodes elsewhere: all CPUs, pinned
+    ({}, 2, (1, True)),                        # loopback endpoint: a node shares the host
+    ({}, 16, (15, True)),
+    ({}, 1, (1, False)),                       # one CPU: nothing to pin to
+    ({"subscribe": ("tcp://10.0.0.5:5550",)}, 4, (4, True)),  # nodes elsewhere: every CPU
     ({"node_on_host": False}, 2, (2, True)),
-    ({"node_on_host": True, "pin_cpus": True}, 4, (3, True)),
-    ({"workers": 3}, 2, (3, False)),
-    ({"subscribe": ("ipc:///tmp/cam",)}, 4, (3, False)),
+    ({"node_on_host": True, "pin_cpus": False}, 4, (3, False)),
+    ({"workers": 3}, 2, (3, True)),
+    ({"subscribe": ("ipc:///tmp/cam",)}, 4, (3, True)),
 ])
 def test_workers_and_pinning_follow_the_host(keys, cpus, expected):
     assert plan_workers(GatewayConfig(**keys), cpus=cpus) == expected

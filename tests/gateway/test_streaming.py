@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 
-from camfabric.gateway.mjpeg import FanoutRegistry
+from camfabric.gateway.mjpeg import CONTENT_TYPE, FanoutRegistry, MjpegStream
 from camfabric.protocol import Frame, Meta, Publisher, decode_jpeg, encode_jpeg
 
 from .support import (
@@ -366,3 +367,28 @@ def test_a_stream_open_through_a_node_outage_resumes_when_the_node_returns(make_
         if proc.is_alive():
             os.kill(proc.pid, signal.SIGKILL)
         proc.join(5)
+
+
+def test_head_of_a_stream_answers_the_headers_only(gateway, node):
+    """Should HEAD be routed to a stream (as GET routes answer HEAD), no part may follow."""
+    class Stream:
+        def on_get(self, req, resp):
+            gateway.slots.acquire()
+            resp.content_type = CONTENT_TYPE
+            resp.stream = MjpegStream(gateway.cache, 0, gateway.slots, gateway.stopping,
+                                      client_gone=req.env.get("waitress.client_disconnected"))
+
+        on_head = on_get
+
+    gateway.app.add_route("/test-head-stream", Stream())
+    with Feeder(node, fps=30):
+        sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
+        sock.sendall(b"HEAD /test-head-stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):  # Waitress closes a body-less answer of unknown length
+            data += chunk
+        sock.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"multipart/x-mixed-replace" in head
+    assert rest == b"", rest[:80]
+    wait_until(lambda: gateway.slots.in_use == 0, what="the HEAD stream's slot released")
