@@ -481,7 +481,7 @@ class MjpegStream:
             self._counted = True
             return
         channel, task = found
-        if not task.has_body:  # HEAD: the headers were the whole answer
+        if not task.has_body or getattr(task.request, "command", "") == "HEAD":  # headers only
             self._closed_without_client()
             return
         deadline = time.monotonic() + HANDOFF_TIMEOUT_S
@@ -526,6 +526,12 @@ class MjpegStream:
             if frame is not None:
                 return frame
         return None
+
+    def __del__(self) -> None:
+        # A body dropped unread (Falcon discards the stream of a HEAD answer without closing
+        # it) must still give its stream slot back.
+        if not getattr(self, "_released", True):
+            self.close()
 
     def close(self) -> None:
         if self._client is not None and self._fanout is not None and not self._client.done.is_set():
