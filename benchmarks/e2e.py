@@ -235,19 +235,20 @@ def part_done(c: StreamClient, warm: float) -> None:
             c.latencies.append((time.time() - c.stamp) * 1000)
 
 
-def read_streams(port: int, clients: int, seconds: float, out: mp.Queue) -> None:
-    """Open `clients` MJPEG streams of /cam/0 and count the parts each receives (trusting
-    Content-Length), with the capture→receive latency of each part."""
+def open_streams(port: int, paths: list[str], seconds: float, warm_s: float) -> list[StreamClient]:
+    """Open one MJPEG stream per path and read them all for warm_s + seconds, counting the parts
+    each receives after warm_s (trusting Content-Length) with each part's capture→receive
+    latency."""
     sel = selectors.DefaultSelector()
     conns = []
-    for _ in range(clients):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        sock.sendall(b"GET /cam/0 HTTP/1.1\r\nHost: bench\r\n\r\n")
+    for path in paths:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
         sock.setblocking(False)
         client = StreamClient(sock)
         sel.register(sock, selectors.EVENT_READ, client)
         conns.append(client)
-    warm = time.monotonic() + 1.0
+    warm = time.monotonic() + warm_s
     end = warm + seconds
     chunk = bytearray(1 << 20)
     view = memoryview(chunk)
@@ -256,7 +257,7 @@ def read_streams(port: int, clients: int, seconds: float, out: mp.Queue) -> None
             c: StreamClient = key.data
             try:
                 n = c.sock.recv_into(chunk)
-            except BlockingIOError:
+            except (BlockingIOError, ConnectionError):
                 continue
             if n == 0:
                 sel.unregister(c.sock)
@@ -264,6 +265,12 @@ def read_streams(port: int, clients: int, seconds: float, out: mp.Queue) -> None
             receive(c, view[:n], warm)
     for c in conns:
         c.sock.close()
+    return conns
+
+
+def read_streams(port: int, clients: int, seconds: float, out: mp.Queue) -> None:
+    """`clients` MJPEG streams of /cam/0: fps per client and every part's latency."""
+    conns = open_streams(port, ["/cam/0"] * clients, seconds, 1.0)
     out.put(([c.parts / seconds for c in conns], [x for c in conns for x in c.latencies]))
 
 
@@ -302,34 +309,9 @@ READERS_MAX_CLIENTS = 50  # stream clients per reader process
 
 def read_streams_spread(port: int, clients: int, first_cam: int, seconds: float, warm_s: float,
                         out: mp.Queue) -> None:
-    """Like read_streams, over cameras first_cam, first_cam + 1, … (mod CAMS): fps per client."""
-    sel = selectors.DefaultSelector()
-    conns = []
-    for i in range(clients):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        sock.sendall(f"GET /cam/{(first_cam + i) % CAMS} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-        sock.setblocking(False)
-        client = StreamClient(sock)
-        sel.register(sock, selectors.EVENT_READ, client)
-        conns.append(client)
-    warm = time.monotonic() + warm_s
-    end = warm + seconds
-    chunk = bytearray(1 << 20)
-    view = memoryview(chunk)
-    while time.monotonic() < end:
-        for key, _ in sel.select(timeout=0.2):
-            c: StreamClient = key.data
-            try:
-                n = c.sock.recv_into(chunk)
-            except (BlockingIOError, ConnectionError):
-                continue
-            if n == 0:
-                sel.unregister(c.sock)
-                continue
-            receive(c, view[:n], warm)
-    for c in conns:
-        c.sock.close()
-    out.put([c.parts / seconds for c in conns])
+    """Streams of cameras first_cam, first_cam + 1, … (mod CAMS): fps per client."""
+    paths = [f"/cam/{(first_cam + i) % CAMS}" for i in range(clients)]
+    out.put([c.parts / seconds for c in open_streams(port, paths, seconds, warm_s)])
 
 
 def latest_times(port: int, seconds: float, warm_s: float, out: mp.Queue) -> None:
@@ -651,15 +633,9 @@ def start_node(tmp: Path) -> tuple[subprocess.Popen, str]:
 
 def node_cpu_per_frame(seconds: float, tmp: Path) -> dict:
     """CPU of a real `camfabric node` with three synthetic 1080p/30 cameras, one JPEG subscriber."""
-    port = free_port()
-    config = tmp / "node.toml"
-    cams = "".join(f'[[node.cameras]]\nid = {i}\nname = "cam{i}"\nresolution = [{W}, {H}]\nfps = {FPS}\n'
-                   for i in range(CAMS))
-    config.write_text(f'[node]\nname = "bench"\npublish = "tcp://127.0.0.1:{port}"\n{cams}')
-    proc = subprocess.Popen([sys.executable, "-m", "camfabric.cli", "node", "--config", str(config),
-                             "--log-level", "WARNING"], cwd=REPO)
+    proc, endpoint = start_node(tmp)
     try:
-        with protocol.Subscriber(f"tcp://127.0.0.1:{port}", cameras=range(CAMS)) as sub:
+        with protocol.Subscriber(endpoint, cameras=range(CAMS)) as sub:
             first = {cam: sub.latest(cam, timeout=20).seq for cam in range(CAMS)}
             time.sleep(1)
             ps = psutil.Process(proc.pid)
@@ -833,12 +809,7 @@ def run(args: argparse.Namespace, endpoint: str, stop: Any, driver: Any) -> int:
                    "| server | req/s per round | median |\n|---|---|---|\n")
         report += "\n".join(f"| {name} | {', '.join(f'{x:.0f}' for x in xs)} | "
                              f"{statistics.median(xs):.0f} |" for name, xs in throughput.items())
-    print(report)
-    if args.out is not None:
-        args.out.write_text(report + "\n")
-    if not args.no_write:
-        write_section("e2e-fanout", f"## MJPEG fan-out against the seed design (`benchmarks/e2e.py`)"
-                                    f"\n\n{report}")
+    publish(args, report, "e2e-fanout", "MJPEG fan-out against the seed design (`benchmarks/e2e.py`)")
     if args.rounds:
         older = render(list(acc.values()), node, args.seconds, args.rounds, stolen)
         print(older)
@@ -864,13 +835,17 @@ def main_abuse(args: argparse.Namespace, endpoint: str, stop: Any, driver: Any) 
     if not args.node:
         driver.join(5)
     report = render_abuse("camfabric gateway, 1 worker (default settings)", rows, args.seconds)
+    publish(args, report, "e2e-abuse", "/latest under HTTP abuse (`benchmarks/e2e.py --abuse`)")
+    return 0
+
+
+def publish(args: argparse.Namespace, report: str, section: str, title: str) -> None:
+    """Print the report, write it to --out, and into its docs/benchmarks.md section."""
     print(report)
     if args.out is not None:
         args.out.write_text(report + "\n")
     if not args.no_write:
-        write_section("e2e-abuse", f"## /latest under HTTP abuse (`benchmarks/e2e.py --abuse`)"
-                                   f"\n\n{report}")
-    return 0
+        write_section(section, f"## {title}\n\n{report}")
 
 
 def write_report(report: str) -> None:

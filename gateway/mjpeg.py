@@ -175,7 +175,8 @@ class MjpegFanout:
     """
 
     def __init__(self, cache: FrameCache) -> None:
-        self.cache = cache
+        # Weakly: the registry keeps a fan-out per cache only for as long as the cache lives.
+        self._cache = weakref.ref(cache)
         self.stats = StreamStats()  # for streams not given their own
         self._lock = threading.Lock()
         self._clients: dict[int, set[StreamClient]] = {}
@@ -184,11 +185,10 @@ class MjpegFanout:
         self._removed: list[StreamClient] = []
         self._dirty: set[int] = set()
         self._newest: dict[int, tuple[wire.Frame, tuple[memoryview, ...], tuple[memoryview, ...]]] = {}
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        # Made with the thread, on the first stream: a fan-out never used holds no descriptor.
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._selector: selectors.BaseSelector | None = None
         self._thread: threading.Thread | None = None
         self._ended = False
         cache.subscriber.add_listener(self._on_message)
@@ -205,6 +205,11 @@ class MjpegFanout:
                 self._added.append(client)
                 self._dirty.add(client.cam)
                 if self._thread is None:
+                    self._wake_r, self._wake_w = socket.socketpair()
+                    self._wake_r.setblocking(False)
+                    self._wake_w.setblocking(False)
+                    self._selector = selectors.DefaultSelector()
+                    self._selector.register(self._wake_r, selectors.EVENT_READ)
                     self._thread = threading.Thread(target=self._run, daemon=True,
                                                     name="camfabric-mjpeg-fanout")
                     self._thread.start()
@@ -232,6 +237,8 @@ class MjpegFanout:
             self._poke()
 
     def _poke(self) -> None:
+        if self._wake_w is None:
+            return
         try:
             self._wake_w.send(b"\0")
         except (BlockingIOError, OSError):  # already awake (buffer full), or shut down
@@ -241,7 +248,8 @@ class MjpegFanout:
     def _run(self) -> None:
         next_check = time.monotonic() + WAKE_INTERVAL_S
         try:
-            while not self.cache.closed:
+            while (cache := self._cache()) is not None and not cache.closed:
+                del cache  # not held across the wait
                 if time.monotonic() >= next_check:  # clients that left a silent camera's stream
                     next_check = time.monotonic() + WAKE_INTERVAL_S
                     for client in [c for cs in self._clients.values() for c in cs if c.gone()]:
@@ -272,9 +280,10 @@ class MjpegFanout:
                 self._added, self._removed = [], []
             for client in [*leftover, *(c for cs in self._clients.values() for c in cs)]:
                 self._end(client)
+            wake_r, wake_w, self._wake_w = self._wake_r, self._wake_w, None
             self._selector.close()
-            self._wake_r.close()
-            self._wake_w.close()
+            wake_r.close()
+            wake_w.close()
 
     def _drain_wake(self) -> None:
         try:
@@ -285,8 +294,11 @@ class MjpegFanout:
 
     def _offer(self, cam: int) -> None:
         """A new frame of `cam` (maybe): send it to every idle client, mark it for busy ones."""
+        cache = self._cache()
+        if cache is None:
+            return
         try:
-            frame = self.cache.latest(cam)
+            frame = cache.latest(cam)
         except UnknownCamera:
             return
         if frame is None:
