@@ -241,8 +241,11 @@ class FrameCache:
             if not state.connected:
                 raise FrameTimeout(f"camera {cam} is disconnected: nothing heard from node "
                                    f"{state.owner!r} for {self.heartbeat_timeout_ns / 1e9:g} s")
-            health = state.meta.health if state.meta is not None else {}
-            if health.get("connected") is False:  # the node is alive, its camera is not
+            meta, frame = state.meta, state.frame
+            health = meta.health if meta is not None else {}
+            # The node is alive, its camera is not: it says so, and no frame came since.
+            if health.get("connected") is False and (
+                    frame is None or meta is None or frame.t_receive_ns < meta.t_receive_ns):
                 reason = health.get("last_error") or "no reason given"
                 raise FrameTimeout(f"camera {cam} is not delivering frames: node {state.owner!r} "
                                    f"reports it disconnected ({reason})")
