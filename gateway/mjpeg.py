@@ -63,7 +63,7 @@ HANDED_OVER_CHECK_S = 5.0
 # flight and not yet acknowledged on a LAN. Small, so a slow reader's parts stay fresh; the
 # unsent bound keeps a part that a fast reader takes at once to a single write.
 STREAM_NOTSENT_BYTES = 32 * 1024
-STREAM_SNDBUF_BYTES = 512 * 1024
+STREAM_SNDBUF_BYTES = 128 * 1024
 # Time allowed for the response headers to leave Waitress before the stream is handed over.
 HANDOFF_TIMEOUT_S = 2.0
 
