@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 
-from camfabric.gateway.mjpeg import CONTENT_TYPE, FanoutRegistry, MjpegStream
+from camfabric.gateway.mjpeg import CONTENT_TYPE, FanoutRegistry, MjpegStream, StreamStats
 from camfabric.protocol import Frame, Meta, Publisher, decode_jpeg, encode_jpeg
 
 from .support import (
@@ -398,3 +398,31 @@ def test_head_of_a_stream_answers_the_headers_only(gateway, node):
     assert head.startswith(b"HTTP/1.1 200") and b"multipart/x-mixed-replace" in head
     assert rest in (b"", b"0\r\n\r\n"), rest[:80]  # at most Waitress's end of an empty chunked body
     wait_until(lambda: gateway.slots.in_use == 0, what="the HEAD stream's slot released")
+
+
+def test_stream_stats_count_exactly_from_many_threads():
+    stats = StreamStats()
+
+    def work(cam: int) -> None:
+        for _ in range(1000):
+            stats.opened(cam)
+            stats.add(cam, delivered=2, skipped=1)
+            stats.closed(cam)
+
+    threads = [threading.Thread(target=work, args=(i % 2,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert stats.snapshot() == {0: {"clients": 0, "delivered": 8000, "skipped": 4000},
+                                1: {"clients": 0, "delivered": 8000, "skipped": 4000}}
+    snap = stats.snapshot()
+    snap[0]["clients"] = 99  # a copy: the caller cannot change the counts
+    assert stats.snapshot()[0]["clients"] == 0
+
+
+def test_the_mjpeg_module_exports_what_the_app_builds_streams_with():
+    from camfabric.gateway import mjpeg
+
+    assert {"MjpegStream", "StreamSlots", "StreamStats", "CONTENT_TYPE"} <= set(mjpeg.__all__)
+    assert all(hasattr(mjpeg, name) for name in mjpeg.__all__)
