@@ -73,7 +73,8 @@ def test_the_public_surface_is_all():
     import camfabric.gateway as gateway
 
     assert sorted(gateway.__all__) == ["FrameCache", "Gateway", "GatewayConfig", "MjpegStream",
-                                       "StreamSlots", "StreamStats", "create_app", "load_gateway_config", "serve"]
+                                       "StreamSlots", "StreamStats", "create_app",
+                                       "load_gateway_config", "serve"]
     for name in gateway.__all__:
         assert getattr(gateway, name) is not None
 
