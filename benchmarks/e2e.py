@@ -746,7 +746,7 @@ def run(args: argparse.Namespace, endpoint: str, stop: Any, driver: Any) -> int:
     rows: list[tuple[str, dict]] = []
     throughput: dict[str, list[float]] = {}
     steal_start = stolen_share()
-    max_streams = min(1000, max(args.clients) + 8)
+    max_streams = min(1000, max(*args.clients, 50 if args.rounds else 0) + 8)  # + the older run's 50
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         starters = [("baseline ThreadingHTTPServer", lambda p: start_baseline(p, endpoint))]
