@@ -2,7 +2,9 @@
 
     FrameCache      the fabric side: newest JPEG, heartbeat and owner per camera (cache.py)
     create_app      the Falcon app over a FrameCache (app.py, resources.py)
-    MjpegStream     one MJPEG client's response body (mjpeg.py)
+    MjpegStream     one MJPEG client's response body (mjpeg.py), written by the process's
+                    one MjpegFanout thread, each client at its own pace (fanout.py)
+    StreamStats     MJPEG clients, parts delivered and frames skipped per camera (fanout.py)
     Gateway         cache + app + Waitress in one process; `serve` runs 1..n workers (server.py)
     GatewayConfig   the [gateway] configuration section (config.py)
 """
@@ -10,7 +12,7 @@
 from .app import create_app
 from .cache import FrameCache
 from .config import GatewayConfig, load_gateway_config
-from .mjpeg import MjpegStream, StreamSlots
+from .mjpeg import MjpegStream, StreamSlots, StreamStats
 from .server import Gateway, serve
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "GatewayConfig",
     "MjpegStream",
     "StreamSlots",
+    "StreamStats",
     "create_app",
     "load_gateway_config",
     "serve",

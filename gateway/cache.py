@@ -402,6 +402,15 @@ class FrameCache:
             if not state.connected:
                 raise FrameTimeout(f"camera {cam} is disconnected: nothing heard from node "
                                    f"{state.owner!r} for {self.heartbeat_timeout_ns / 1e9:g} s")
+            meta, frame = state.meta, state.frame
+            health = meta.health if meta is not None else {}
+            # The node is alive, its camera has failed (not merely not yet opened): the node
+            # says so with a reason, and no frame came since.
+            reason = health.get("last_error")
+            if health.get("connected") is False and reason and (
+                    frame is None or meta is None or frame.t_receive_ns < meta.t_receive_ns):
+                raise FrameTimeout(f"camera {cam} is not delivering frames: node {state.owner!r} "
+                                   f"reports it disconnected ({reason})")
         deadline = time.monotonic() + timeout
         previous: wire.Frame | None = None
         while True:

@@ -11,7 +11,9 @@
     snap_timeout_s = 2.0
     max_streams = 8             # concurrent MJPEG clients, over all workers
     threads = 16                # request threads per worker; must exceed max_streams
-    workers = 1
+    workers = 0                 # 0: one per CPU it may use, minus one when node_on_host
+    node_on_host = true         # default: true when a `subscribe` endpoint is on this host
+    pin_cpus = true             # each worker's threads on one CPU (default where 2+ CPUs)
     default_camera = 0
     heartbeat_timeout_s = 3.0
     stale_after_s = 5.0         # a newest frame older than this is never served as live
@@ -69,7 +71,9 @@ class GatewayConfig:
     snap_timeout_s: float = bounded(2.0, 0.05, 60.0)
     max_streams: int = bounded(8, 1, 1000)
     threads: int | None = bounded(None, 2, 2000)
-    workers: int = bounded(1, 1, 64)
+    workers: int = bounded(0, 0, 64)
+    node_on_host: bool | None = None
+    pin_cpus: bool | None = None
     allow_from: tuple[str, ...] = DEFAULT_ALLOW_FROM
     default_camera: int = bounded(0, 0, 1_000_000)
     heartbeat_timeout_s: float = bounded(3.0, 0.2, 600.0)
@@ -120,6 +124,14 @@ class GatewayConfig:
         return {int(cam): node for cam, node in self.owners.items()}
 
     @property
+    def shares_host(self) -> bool:
+        """Whether a capture node runs on this host: `node_on_host`, by default whether any
+        `subscribe` endpoint is local (loopback, ipc, inproc)."""
+        if self.node_on_host is not None:
+            return self.node_on_host
+        return any(_local_endpoint(e) for e in self.subscribe)
+
+    @property
     def networks(self) -> tuple[Network, ...]:
         return tuple(ipaddress.ip_network(n, strict=False) for n in self.allow_from)
 
@@ -137,6 +149,19 @@ class GatewayConfig:
             return ipaddress.ip_address(self.host.strip("[]")).is_loopback
         except ValueError:
             return False
+
+
+def _local_endpoint(endpoint: str) -> bool:
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_gateway_config(path: str | Path | None) -> GatewayConfig:

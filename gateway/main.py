@@ -8,7 +8,7 @@ import logging
 
 from ..runtime import stop_event
 from .config import load_gateway_config
-from .server import serve
+from .server import plan_workers, serve
 
 HELP = "serve every camera on the fabric over HTTP (JPEG, MJPEG, JSON, dashboard)"
 
@@ -31,7 +31,10 @@ Every key is optional; the defaults are shown:
   snap_timeout_s = 2.0       # /snap and /frame wait this long for a fresh frame
   max_streams = 8            # concurrent MJPEG clients (503 beyond), over all workers
   # threads = 16             # request threads per worker; default max_streams + 8
-  workers = 1                # processes sharing the port, each on its own CPU and subscriber
+  workers = 0                # processes sharing the port, each with its own subscriber;
+                             # 0: one per CPU it may use, minus one when node_on_host
+  # node_on_host = true      # a capture node runs here; default: a subscribe endpoint is local
+  # pin_cpus = true          # each worker's threads on one CPU (default where 2+ CPUs)
   allow_from = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
                 "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10"]
   default_camera = 0         # /snapshot.jpg, /stream.mjpg and /?action=… without cam=
@@ -58,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     stop = stop_event()
 
     def ready(url: str) -> None:
-        workers = f" ({config.workers} workers)" if config.workers > 1 else ""
-        print(f"camfabric gateway: {url}{workers}", flush=True)
+        workers = plan_workers(config)[0]
+        print(f"camfabric gateway: {url}{f' ({workers} workers)' if workers > 1 else ''}", flush=True)
 
     serve(config, stop, log_level=args.log_level, on_ready=ready)
     log.info("gateway stopped")

@@ -1,10 +1,10 @@
-"""MJPEG over HTTP: `multipart/x-mixed-replace; boundary=frame`, newest frame only.
+"""MJPEG over HTTP: `multipart/x-mixed-replace; boundary=frame`, newest frame only, per-client
+flow control.
 
 The boundary opens the stream and closes every part, as mjpg-streamer lays it out: a browser
 shows a part as soon as its closing boundary arrives, so each frame is complete the moment
-its own write lands, not one frame later. Each part is one write — headers, JPEG, boundary —
-so a client that parses by `Content-Length` (Mainsail) and one that scans for FFD8…FFD9
-(MobileRaker) both see whole JPEGs:
+its own write lands, not one frame later. A client that parses by `Content-Length` (Mainsail)
+and one that scans for FFD8…FFD9 (MobileRaker) both see whole JPEGs:
 
     --frame\r\n                              (sent at once, with the response headers)
     Content-Type: image/jpeg\r\n
@@ -14,29 +14,60 @@ so a client that parses by `Content-Length` (Mainsail) and one that scans for FF
     <JPEG bytes>\r\n
     --frame\r\n
 
-A stream holds one request thread for its lifetime and writes the newest frame each time it
-may write: a slow client blocks only its own thread (Waitress's small output high-water
-mark), and when it is ready again it gets the newest frame, never a backlog. `StreamSlots`
-caps concurrent streams — across worker processes when given a shared counter — so streams
-can never take every thread.
+Flow control. Once the response headers have left, a stream's connection is handed to the
+process's one `MjpegFanout` thread (fanout.py), which writes parts straight to the socket (a duplicate of
+Waitress's descriptor, non-blocking, with a small `SO_SNDBUF`): a part is written only when
+the previous one has left the server entirely, and it is always the newest frame. A reader of
+any speed therefore sees each part at most about one frame interval plus the kernel's socket
+buffers old; the frames that came while its previous part was still on its way are skipped
+and counted (`StreamStats`). The fan-out also makes a part cheap: one `sendmsg` per client
+straight from shared buffers built once per frame, with no copy of the JPEG, no hand-off
+between threads per part and no buffering in Waitress. The request's own thread only waits
+for the stream to end (client gone, gateway stopping).
+
+Where the server is not Waitress (Falcon's in-process test client), the stream falls back to
+an iterator of parts written by the server. `StreamSlots` caps concurrent streams — across
+worker processes when given a shared counter.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import socket
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..protocol import wire
+from ..protocol.errors import FrameTimeout
 from .cache import FrameCache
+from .fanout import MjpegFanout, StreamClient, StreamStats
+
+__all__ = ["BOUNDARY", "CONTENT_TYPE", "FanoutRegistry", "MjpegStream", "StreamSlots", "StreamStats",
+           "part"]
 
 BOUNDARY = "frame"
 CONTENT_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 DELIMITER = f"--{BOUNDARY}\r\n".encode("ascii")
-# How often a waiting stream looks up from its frame wait to notice shutdown or a gone client.
+TAIL = b"\r\n" + DELIMITER
+# How often a stream served by its own iterator looks up from its wait to notice shutdown or
+# a gone client.
 WAKE_INTERVAL_S = 0.25
+# A request thread whose stream the fan-out serves sleeps this long between checks of its own:
+# hundreds of threads waking often would contend for the GIL with the fan-out.
+HANDED_OVER_CHECK_S = 5.0
+# What of a part may wait in the kernel, unsent, after the server has handed it over: bytes
+# the client is not taking yet (`TCP_NOTSENT_LOWAT`, Linux and macOS), and the send buffer
+# as a whole (`SO_SNDBUF`; Linux doubles it for its bookkeeping), which also holds what is in
+# flight and not yet acknowledged on a LAN. Small, so a slow reader's parts stay fresh; the
+# unsent bound keeps a part that a fast reader takes at once to a single write.
+STREAM_NOTSENT_BYTES = 32 * 1024
+STREAM_SNDBUF_BYTES = 128 * 1024
+# Time allowed for the response headers to leave Waitress before the stream is handed over.
+HANDOFF_TIMEOUT_S = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +75,19 @@ log = logging.getLogger(__name__)
 def part(frame: wire.Frame) -> bytes:
     """One multipart part carrying `frame`'s JPEG, with its capture time in X-Timestamp,
     closed by the boundary."""
+    return b"".join(_part_buffers(frame, chunked=False))
+
+
+def _part_buffers(frame: wire.Frame, chunked: bool) -> tuple[bytes, bytes | memoryview, bytes]:
+    """`part(frame)` as three buffers for one `sendmsg`, the JPEG not copied; with `chunked`,
+    framed as one HTTP/1.1 chunk."""
     data = frame.data
-    header = (
-        "Content-Type: image/jpeg\r\n"
-        f"Content-Length: {len(data)}\r\n"
-        f"X-Timestamp: {frame.t_capture_ns / 1e9:.6f}\r\n"
-        "\r\n"
-    ).encode("ascii")
-    return b"".join((header, data, b"\r\n", DELIMITER))
+    head = (b"Content-Type: image/jpeg\r\nContent-Length: %d\r\nX-Timestamp: %.6f\r\n\r\n"
+            % (len(data), frame.t_capture_ns / 1e9))
+    if not chunked:
+        return head, data, TAIL
+    size = b"%X\r\n" % (len(head) + len(data) + len(TAIL))
+    return size + head, data, TAIL + b"\r\n"
 
 
 class StreamSlots:
@@ -79,12 +115,44 @@ class StreamSlots:
         return int(self.counter.value)
 
 
-class MjpegStream:
-    """The response body of one MJPEG client: an iterator of parts that ends on `close()`,
-    on gateway shutdown, or when the server reports the client gone.
+class FanoutRegistry:
+    """One `MjpegFanout` per FrameCache, made on the first stream that needs it."""
 
-    It holds a stream slot from construction until `close()` (called by the WSGI server
-    whether or not iteration ever started).
+    _lock = threading.Lock()
+    _fanouts: weakref.WeakKeyDictionary[FrameCache, MjpegFanout] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, cache: FrameCache) -> MjpegFanout:
+        with cls._lock:
+            fanout = cls._fanouts.get(cache)
+            if fanout is None:
+                fanout = cls._fanouts[cache] = MjpegFanout(cache, _part_buffers)
+            return fanout
+
+
+def _waitress_connection(client_gone: Callable[[], bool] | None) -> tuple[Any, Any] | None:
+    """(channel, task) of the Waitress connection serving this request, or None elsewhere.
+
+    Waitress offers no public handle on the connection; the `waitress.client_disconnected`
+    callable it puts in the environ is a method of the channel, and the gateway's channel
+    class (server.py) records the task it is running, whose `chunked_response` says how the
+    body must be framed.
+    """
+    channel = getattr(client_gone, "__self__", None)
+    task = getattr(channel, "current_task", None)
+    if task is None or not hasattr(channel, "total_outbufs_len") or not hasattr(task, "chunked_response"):
+        return None
+    return channel, task
+
+
+class MjpegStream:
+    """The response body of one MJPEG client. Its first item is the opening boundary (which
+    sends the response headers); then, under Waitress, the connection is handed to the
+    fan-out and the iterator ends when the stream does (client gone, gateway stopping).
+
+    Construction raises FrameTimeout (503) when the camera has no frame yet: a client gets an
+    answer at once instead of a silent connection. It holds a stream slot from construction
+    until `close()` (called by the WSGI server whether or not iteration ever started).
     """
 
     def __init__(
@@ -94,39 +162,122 @@ class MjpegStream:
         slots: StreamSlots,
         stopping: threading.Event,
         client_gone: Callable[[], bool] | None = None,
+        stats: StreamStats | None = None,
     ) -> None:
         self.cache = cache
         self.cam = cam
         self.slots = slots
         self.stopping = stopping
+        self._client_gone = client_gone
         self.client_gone = client_gone or (lambda: False)
+        self.stats = stats if stats is not None else FanoutRegistry.of(cache).stats
         self.sent = 0
         self._last: wire.Frame | None = None
         self._closed = False
         self._started = False
+        self._client: StreamClient | None = None
+        self._fanout: MjpegFanout | None = None
+        self._released = False
+        self._counted = False  # counted open in `stats` by this iterator (not the fan-out)
+        if cache.latest(cam) is None:
+            self._closed = self._released = True
+            slots.release()
+            raise FrameTimeout(f"camera {cam} has not delivered a frame yet; retry shortly")
 
     def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
         if not self._started:
-            # The opening boundary goes out at once, and with it the response headers, so a
-            # client knows it is connected even while the camera has no frame yet.
+            # The opening boundary goes out at once, and with it the response headers.
             self._started = True
             return DELIMITER
-        while not self._closed:
-            if self.stopping.is_set() or self.cache.closed or self.client_gone():
-                break
-            frame = self.cache.wait_newer(self.cam, self._last, WAKE_INTERVAL_S)
+        if self._client is None and not self._closed and not self._counted:
+            self._hand_over()
+        if self._client is not None:
+            self._wait_handed_over()
+        else:
+            frame = self._next_frame()
             if frame is not None:
                 self._last = frame
                 self.sent += 1
+                self.stats.add(self.cam, delivered=1)
                 return part(frame)
         self.close()
         raise StopIteration
 
+    def _alive(self) -> bool:
+        return not (self._closed or self.stopping.is_set() or self.cache.closed or self.client_gone())
+
+    def _hand_over(self) -> None:
+        """Give the connection to the fan-out once Waitress has sent the headers."""
+        found = _waitress_connection(self._client_gone)
+        if found is None:
+            self.stats.opened(self.cam)  # served by this iterator, counted here
+            self._counted = True
+            return
+        channel, task = found
+        if not task.has_body or getattr(task.request, "command", "") == "HEAD":  # headers only
+            self._closed_without_client()
+            return
+        deadline = time.monotonic() + HANDOFF_TIMEOUT_S
+        while channel.total_outbufs_len and self._alive() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        sock = channel.socket
+        if channel.total_outbufs_len or sock is None or not self._alive():
+            self._closed_without_client()
+            return
+        try:
+            dup = sock.dup()
+            dup.setblocking(False)
+            dup.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF_BYTES)
+            if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+                dup.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, STREAM_NOTSENT_BYTES)
+        except OSError as exc:
+            log.debug("MJPEG stream of camera %d: connection gone before hand-over: %s", self.cam, exc)
+            self._closed_without_client()
+            return
+        self._fanout = FanoutRegistry.of(self.cache)
+        self._client = StreamClient(self.cam, dup, task.chunked_response, self.stats,
+                                    gone=lambda: not self._alive())
+        self._fanout.add(self._client)
+
+    def _closed_without_client(self) -> None:
+        self._client = None
+        self._closed = True
+
+    def _wait_handed_over(self) -> None:
+        client = self._client
+        assert client is not None and self._fanout is not None
+        while not client.done.wait(HANDED_OVER_CHECK_S):
+            if not self._alive():
+                self._fanout.remove(client)
+                client.done.wait(2.0)
+                break
+        self.sent = client.delivered
+
+    def _next_frame(self) -> wire.Frame | None:
+        while self._alive():
+            frame = self.cache.wait_newer(self.cam, self._last, WAKE_INTERVAL_S)
+            if frame is not None:
+                return frame
+        return None
+
+    def __del__(self) -> None:
+        # A body dropped unread (Falcon discards the stream of a HEAD answer without closing
+        # it) must still give its stream slot back.
+        if not getattr(self, "_released", True):
+            self.close()
+
     def close(self) -> None:
+        if self._client is not None and self._fanout is not None and not self._client.done.is_set():
+            self._fanout.remove(self._client)
+        if not self._released:
+            self._released = True
+            self.slots.release()
+        if self._counted:
+            self._counted = False
+            self.stats.closed(self.cam)
         if not self._closed:
             self._closed = True
-            self.slots.release()
             log.debug("MJPEG stream of camera %d closed after %d parts", self.cam, self.sent)

@@ -1,37 +1,42 @@
-"""Serving the gateway: Waitress tuned for MJPEG, in one process or several on one port.
+"""Serving the gateway: Waitress tuned for MJPEG and abuse, in one process or several on one port.
 
 Waitress settings, and why:
 
-- `threads` = max_streams + spares (config): every MJPEG stream holds a request thread for its
-  lifetime, and the stream cap (`StreamSlots`) keeps streams from ever taking the spares, so
-  /latest, /snap and /status always find a thread.
-- `outbuf_high_watermark` small (256 KiB) and `SO_SNDBUF` 256 KiB on each connection: a
-  stream's thread blocks once about one frame is waiting for a slow client, then sends the
-  newest frame when the client catches up — frames are skipped, never queued. Waitress sends
-  each write at once (its `send_bytes` is 1), so every part leaves immediately.
+- `threads` = max_streams + spares (config): every MJPEG stream's request thread waits for its
+  stream to end while the fan-out (mjpeg.py) writes its parts, and the stream cap
+  (`StreamSlots`) keeps streams from ever taking the spares, so /latest, /snap and /status
+  always find a thread.
+- `outbuf_high_watermark` small (256 KiB) and `SO_SNDBUF` 256 KiB on each connection; a stream
+  socket's send buffer is cut to STREAM_SNDBUF_BYTES when the fan-out takes it over.
 - `channel_request_lookahead = 1`: Waitress keeps reading the socket during a response and
   offers `waitress.client_disconnected`, so a stream of a silent camera notices a client that
   left.
+- An API that only serves GET cannot be starved by clients that hold connections: a request
+  head must be whole within HEADER_TIMEOUT_S (a slowloris is cut off), idle connections close
+  after IDLE_TIMEOUT_S, heads beyond MAX_HEADER_BYTES and bodies beyond MAX_BODY_BYTES are
+  refused unread, and the connection limit is high (CONNECTION_LIMIT, within the descriptor
+  limit), so a hundred idle sockets no longer lock everyone else out.
 
-Every serving process keeps its threads on one CPU (`pin_to_one_cpu`): the request threads,
-Waitress's loop and the fabric subscriber take turns on one GIL, so they never run Python in
-parallel, yet spread over several CPUs every request costs cross-CPU wake-ups — the loop
-handing the request to a thread, the GIL passing back and forth, the thread waking the loop
-again — and those cost more than the request's own work. On one CPU they are plain context
-switches. Measured with benchmarks/e2e.py on a 2-core VM, one worker went from 0.4–0.8 times
-the bare threaded server's `/latest` requests per second to 1.1–2.6 times, and MJPEG streams
-kept 30 fps with 50 clients.
+Workers and CPUs (`plan_workers`). `workers = 0` (the default) runs one serving process per CPU
+this process may use (its affinity mask, which also reflects a container's cpuset), minus one
+when a capture node shares the host — `node_on_host`, by default true when any `subscribe`
+endpoint is local — so that the node's capture and encoding keep a CPU. Each worker has its own
+fabric subscriber, and the stream cap is one counter shared by all of them.
 
-`workers > 1` runs that many processes on one listening socket, bound once by the parent (so a
-busy port fails once, before anything starts), each on its own CPU; each worker has its own
-fabric subscriber, and the stream cap is one counter shared by all of them. One worker stays
-the default: it already out-serves the bare server, and a second one adds requests per second
-only where a CPU is idle — on a camera host the capture node's encoders want that CPU, and
-every worker is one more subscriber receiving every frame.
+Pinning (`pin_cpus`, default on where the process may use two CPUs or more): a pinned worker
+keeps all its threads on one CPU, where the request threads, Waitress's loop, the fan-out and
+the subscriber hand the GIL over with plain context switches instead of cross-CPU wake-ups.
+Measured with benchmarks/e2e.py on a 2-core VM with a real capture node beside the gateway
+(drawing and encoding 3 × 1080p30, the case of a Pi): pinned, one worker answered 1082 /latest
+requests per second at saturation against 624 floating, and alongside 50 MJPEG clients its
+/latest p99 was 21 ms against 131 ms; without a node it was as good or better too. So it pins
+by default, with or without a node beside it; `pin_cpus = false` lets it float.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import multiprocessing
 import os
@@ -40,8 +45,10 @@ import threading
 import time
 from typing import Any
 
+import waitress.adjustments
 import waitress.channel
 import waitress.server
+import waitress.task
 import waitress.wasyncore
 import zmq
 
@@ -59,6 +66,18 @@ log = logging.getLogger(__name__)
 OUTBUF_HIGH_WATERMARK = 256 * 1024
 SEND_BUFFER_BYTES = 256 * 1024
 BACKLOG = 1024
+# An API that only serves GET (and HEAD, OPTIONS): a request head must be whole within
+# HEADER_TIMEOUT_S of its first byte and fit MAX_HEADER_BYTES; a body beyond MAX_BODY_BYTES is
+# refused (413) without being read; a connection with no request running and nothing sent or
+# received for IDLE_TIMEOUT_S is closed; CLEANUP_INTERVAL_S is how often that is checked.
+HEADER_TIMEOUT_S = 5.0
+MAX_HEADER_BYTES = 16 * 1024
+MAX_BODY_BYTES = 1024
+IDLE_TIMEOUT_S = 15
+CLEANUP_INTERVAL_S = 1
+# Open connections per worker, bounded further by the descriptors the process may open (an
+# MJPEG stream uses two: Waitress's and the fan-out's duplicate).
+CONNECTION_LIMIT = 1000
 RESPAWN_INTERVAL_S = 1.0
 # A worker that exits this soon after starting, this many times in a row, is not restarted:
 # the gateway stops with an error instead of looping (e.g. a port or key it cannot use).
@@ -96,6 +115,97 @@ class Throttle(logging.Filter):
 QUEUE_LOG_THROTTLE = Throttle()
 
 
+class GatewayTask(waitress.task.WSGITask):
+    """Waitress's WSGI task, made known to its channel: an MJPEG stream reads from it how its
+    body is framed (`chunked_response`) before taking the connection over (mjpeg.py)."""
+
+    def __init__(self, channel: Any, request: Any) -> None:
+        super().__init__(channel, request)
+        channel.current_task = self
+
+
+class JsonErrorTask(waitress.task.ErrorTask):
+    """Waitress's own errors (400, 413, 431, 500 …) as the API's JSON, not plain text."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        body = json.dumps({"title": error.reason, "description": str(error.body)}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.extend([("Content-Type", "application/json"),
+                                      ("Access-Control-Allow-Origin", "*")])
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class GatewayChannel(waitress.channel.HTTPChannel):
+    """A client connection that remembers when its current request began to arrive, so that a
+    request head trickling in (a slowloris) is cut off after HEADER_TIMEOUT_S."""
+
+    task_class = GatewayTask
+    error_task_class = JsonErrorTask
+    current_task: Any = None
+    request_started = 0.0
+
+    def received(self, data: bytes) -> bool:
+        before = self.request
+        result = super().received(data)
+        if self.request is not None and self.request is not before:
+            self.request_started = time.monotonic()
+        return result
+
+
+class GatewayServer(waitress.server.TcpWSGIServer):
+    """Waitress's TCP server with the gateway's channel and a header timeout."""
+
+    channel_class = GatewayChannel
+    header_timeout_s = HEADER_TIMEOUT_S
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)  # idle connections (channel_timeout)
+        cutoff = time.monotonic() - self.header_timeout_s
+        for channel in list(self.active_channels.values()):
+            if channel.request is not None and not channel.requests \
+                    and channel.request_started < cutoff:
+                log.debug("closing %s: request head incomplete after %g s", channel.addr,
+                          self.header_timeout_s)
+                channel.will_close = True
+
+
+def connection_limit() -> int:
+    """CONNECTION_LIMIT, or fewer where the process may not open that many descriptors; the
+    soft descriptor limit is raised to the hard one first."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return CONNECTION_LIMIT
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:
+            log.debug("cannot raise the descriptor limit from %d: %s", soft, exc)
+    return max(50, min(CONNECTION_LIMIT, (soft - 64) // 2))
+
+
+def create_server(app: Any, sock: socket.socket, threads: int) -> GatewayServer:
+    """A GatewayServer for `app` on the listening `sock`, with `threads` request threads."""
+    adj = waitress.adjustments.Adjustments(
+        sockets=[sock], threads=threads, outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
+        channel_request_lookahead=1, connection_limit=connection_limit(),
+        channel_timeout=IDLE_TIMEOUT_S, cleanup_interval=CLEANUP_INTERVAL_S,
+        max_request_header_size=MAX_HEADER_BYTES, max_request_body_size=MAX_BODY_BYTES,
+        asyncore_use_poll=True, ident="camfabric", clear_untrusted_proxy_headers=True,
+    )
+    adj.socket_options = [*adj.socket_options, (socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)]
+    dispatcher = waitress.server.ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(threads)
+    return GatewayServer(app, {}, True, sock, dispatcher=dispatcher, adj=adj, bind_socket=False,
+                         sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()))
+
+
 def pin_to_one_cpu(index: int = 0) -> int | None:
     """Keep every thread of this process on one of the CPUs it may use, so that the threads
     sharing its GIL hand over on one CPU; returns that CPU, or None where the system has no
@@ -121,6 +231,23 @@ def pin_to_one_cpu(index: int = 0) -> int | None:
         except OSError as exc:  # a thread that has just ended, or a sandbox that refuses it
             log.debug("cannot keep thread %d on CPU %d: %s", tid, cpu, exc)
     return cpu
+
+
+def usable_cpus() -> int:
+    """How many CPUs this process may run on (its affinity mask where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def plan_workers(config: GatewayConfig, cpus: int | None = None) -> tuple[int, bool]:
+    """(serving processes, whether to pin each to one CPU) for `config` on a host where this
+    process may use `cpus` CPUs (default: counted). See the module docstring for the rule."""
+    cpus = usable_cpus() if cpus is None else cpus
+    node = config.shares_host
+    workers = config.workers or max(1, cpus - (1 if node else 0))
+    pin = config.pin_cpus if config.pin_cpus is not None else cpus >= 2
+    return workers, pin
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -188,12 +315,7 @@ class Gateway:
         sock = self.sock or bind_socket(self.config.host, self.config.port)
         self.cache.start()
         try:
-            self.server = waitress.server.create_server(
-                self.app, sockets=[sock], threads=self.config.request_threads,
-                outbuf_high_watermark=OUTBUF_HIGH_WATERMARK, channel_request_lookahead=1,
-                connection_limit=max(100, 4 * self.config.request_threads),
-                asyncore_use_poll=True, ident="camfabric", clear_untrusted_proxy_headers=True,
-            )
+            self.server = create_server(self.app, sock, self.config.request_threads)
         except Exception:
             self.cache.close()
             raise
@@ -201,10 +323,6 @@ class Gateway:
         queue_log = logging.getLogger("waitress.queue")
         if QUEUE_LOG_THROTTLE not in queue_log.filters:
             queue_log.addFilter(QUEUE_LOG_THROTTLE)
-        self.server.adj.socket_options = [
-            *self.server.adj.socket_options,
-            (socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES),
-        ]
         self._thread = threading.Thread(target=self.server.run, name="camfabric-gateway-http",
                                         daemon=True)
         self._thread.start()
@@ -261,10 +379,10 @@ class Gateway:
 
 
 def _worker_main(config: GatewayConfig, sock: socket.socket, counter: Any, index: int,
-                 log_level: str) -> None:
+                 log_level: str, pin: bool) -> None:
     """A worker process: serve on the inherited socket until SIGTERM/SIGINT or the parent dies."""
     setup_logging(log_level)
-    cpu = pin_to_one_cpu(index)
+    cpu = pin_to_one_cpu(index) if pin else None
     stop = stop_event()
     parent = os.getppid()
     gateway = Gateway(config, sock=sock, stream_counter=counter).start()
@@ -279,10 +397,12 @@ def _worker_main(config: GatewayConfig, sock: socket.socket, counter: Any, index
 class WorkerPool:
     """`workers` processes serving one listening socket; a worker that dies is restarted."""
 
-    def __init__(self, config: GatewayConfig, sock: socket.socket, log_level: str = "INFO") -> None:
+    def __init__(self, config: GatewayConfig, sock: socket.socket, log_level: str = "INFO",
+                 pin: bool = False) -> None:
         self.config = config
         self.sock = sock
         self.log_level = log_level
+        self.pin = pin
         self.mp = multiprocessing.get_context("spawn")
         self.counter = self.mp.Value("i", 0)
         self.processes: list[Any] = [None] * config.workers
@@ -293,7 +413,7 @@ class WorkerPool:
     def _spawn(self, index: int) -> None:
         process = self.mp.Process(
             target=_worker_main, name=f"camfabric-gateway-worker-{index}",
-            args=(self.config, self.sock, self.counter, index, self.log_level), daemon=True)
+            args=(self.config, self.sock, self.counter, index, self.log_level, self.pin), daemon=True)
         process.start()
         self.processes[index] = process
         self._last_spawn[index] = time.monotonic()
@@ -350,8 +470,14 @@ def serve(config: GatewayConfig, stop: threading.Event, log_level: str = "INFO",
         raise CamfabricError(f"gateway cannot listen on {config.host}:{config.port}: "
                              f"{exc.strerror or exc}") from exc
     url = url_of(sock)
-    if config.workers == 1:
-        pin_to_one_cpu()
+    workers, pin = plan_workers(config)
+    config = dataclasses.replace(config, workers=workers)
+    log.info("gateway: %d worker%s, %s (%d CPUs usable; a capture node on this host: %s)",
+             workers, "s" if workers > 1 else "", "each pinned to one CPU" if pin else "not pinned",
+             usable_cpus(), "yes" if config.shares_host else "no")
+    if workers == 1:
+        if pin:
+            pin_to_one_cpu()
         gateway = Gateway(config, sock=sock).start()
         if on_ready is not None:
             on_ready(url)
@@ -360,7 +486,7 @@ def serve(config: GatewayConfig, stop: threading.Event, log_level: str = "INFO",
         finally:
             gateway.stop()
         return
-    pool = WorkerPool(config, sock, log_level).start()
+    pool = WorkerPool(config, sock, log_level, pin).start()
     if on_ready is not None:
         on_ready(url)
     try:

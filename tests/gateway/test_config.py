@@ -24,7 +24,8 @@ def test_defaults_follow_the_fabric():
     assert config.services == ("tcp://127.0.0.1:5561",)
     assert config.owners == {} and config.max_cameras == 256
     assert config.snap_timeout_s == 2.0 and config.heartbeat_timeout_s == 3.0
-    assert config.default_camera == 0 and config.workers == 1
+    assert config.default_camera == 0 and config.workers == 0  # 0: decided by the host
+    assert config.shares_host and config.pin_cpus is None
     assert config.request_threads > config.max_streams
     assert config.loopback_only
 
@@ -59,10 +60,11 @@ server_public_key_file = "{public}"
     ('[gateway]\nallow_from = ["10.0.0.0/8", "lan"]\n', "gateway.allow_from[1]"),
     ('[gateway]\nsubscribe = ["127.0.0.1:5550"]\n', "gateway.subscribe[0]"),
     ("[gateway]\nsubscribe = []\n", "gateway.subscribe"),
-    ("[gateway]\nworkers = 0\n", "gateway.workers"),
     ('[gateway]\ntracker = ["localhost:5560"]\n', "gateway.tracker[0]"),
     ('[gateway]\nowners = { cam0 = "cell" }\n', "gateway.owners.cam0"),
     ("[gateway]\nmax_cameras = 0\n", "gateway.max_cameras"),
+    ("[gateway]\nworkers = -1\n", "gateway.workers"),
+    ("[gateway]\nnode_on_host = \"yes\"\n", "gateway.node_on_host"),
     ('[gateway.curve."tcp://10.9.9.9:5550"]\nsecret_key_file = "a"\nserver_public_key_file = "b"\n',
      "gateway.curve.tcp://10.9.9.9:5550"),
     ('[gateway]\nsubscribe = ["tcp://10.9.9.9:5550"]\n[gateway.curve."tcp://10.9.9.9:5550"]\n'
@@ -79,7 +81,8 @@ def test_the_public_surface_is_all():
     import camfabric.gateway as gateway
 
     assert sorted(gateway.__all__) == ["FrameCache", "Gateway", "GatewayConfig", "MjpegStream",
-                                       "StreamSlots", "create_app", "load_gateway_config", "serve"]
+                                       "StreamSlots", "StreamStats", "create_app",
+                                       "load_gateway_config", "serve"]
     for name in gateway.__all__:
         assert getattr(gateway, name) is not None
 

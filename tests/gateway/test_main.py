@@ -13,6 +13,8 @@ import psutil
 import pytest
 import requests
 
+from camfabric.gateway.config import GatewayConfig
+from camfabric.gateway.server import plan_workers
 from camfabric.protocol import Publisher
 
 from ..conftest import unused_tcp_port
@@ -67,7 +69,7 @@ def test_the_gateway_serves_and_stops_on_sigterm(tmp_path, zmq_context, tcp_endp
                 node.frame(0)
                 try:
                     return requests.get(url + "latest/0", timeout=2).status_code == 200
-                except requests.ConnectionError:
+                except (requests.ConnectionError, requests.Timeout):
                     return False  # workers still starting
 
             wait_until(served, timeout=20, what="the gateway serving camera 0")
@@ -99,12 +101,14 @@ def _serving_processes(proc: subprocess.Popen, workers: int) -> list[psutil.Proc
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs a system with CPU affinity and at least two CPUs")
-@pytest.mark.parametrize("workers", [1, 2])
-def test_each_serving_process_keeps_its_threads_on_one_cpu(tmp_path, zmq_context, tcp_endpoint,
-                                                           workers):
+@pytest.mark.parametrize(("workers", "pin"), [(1, None), (2, None), (1, False)])
+def test_each_serving_process_keeps_its_threads_on_one_cpu_unless_told(tmp_path, zmq_context,
+                                                                        tcp_endpoint, workers, pin):
     port = unused_tcp_port()
     config = tmp_path / "gateway.toml"
-    config.write_text(f'[gateway]\nport = {port}\nsubscribe = ["{tcp_endpoint}"]\nworkers = {workers}\n')
+    pinning = "" if pin is None else f"pin_cpus = {str(pin).lower()}\n"
+    config.write_text(f'[gateway]\nport = {port}\nsubscribe = ["{tcp_endpoint}"]\nworkers = {workers}\n'
+                      + pinning)
     with Publisher(tcp_endpoint, context=zmq_context) as pub:
         node = FakeNode(pub)
         proc = camfabric("gateway", "--config", str(config))
@@ -117,7 +121,7 @@ def test_each_serving_process_keeps_its_threads_on_one_cpu(tmp_path, zmq_context
                 node.frame(0)
                 try:
                     return requests.get(url + "latest/0", timeout=2).status_code == 200
-                except requests.ConnectionError:
+                except (requests.ConnectionError, requests.Timeout):
                     return False
 
             wait_until(served, timeout=20, what="the gateway serving camera 0")
@@ -129,6 +133,11 @@ def test_each_serving_process_keeps_its_threads_on_one_cpu(tmp_path, zmq_context
                 return [{tuple(sorted(os.sched_getaffinity(t.id))) for t in process.threads()}
                         for process in _serving_processes(proc, workers)]
 
+            if pin is False:  # told to float
+                time.sleep(1.0)
+                allowed = tuple(sorted(os.sched_getaffinity(0)))
+                assert all(s == {allowed} for s in cpu_sets()), cpu_sets()
+                return
             # A worker pins itself as it starts; give the last one time to get there.
             wait_until(lambda: all(len(s) == 1 and len(min(s)) == 1 for s in cpu_sets()), timeout=10,
                        what="every thread of every serving process on one CPU")
@@ -153,3 +162,17 @@ def test_a_busy_port_is_one_clear_error(tmp_path):
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("keys", "cpus", "expected"), [
+    ({}, 2, (1, True)),                        # loopback endpoint: a node shares the host
+    ({}, 16, (15, True)),
+    ({}, 1, (1, False)),                       # one CPU: nothing to pin to
+    ({"subscribe": ("tcp://10.0.0.5:5550",)}, 4, (4, True)),  # nodes elsewhere: every CPU
+    ({"node_on_host": False}, 2, (2, True)),
+    ({"node_on_host": True, "pin_cpus": False}, 4, (3, False)),
+    ({"workers": 3}, 2, (3, True)),
+    ({"subscribe": ("ipc:///tmp/cam",)}, 4, (3, True)),
+])
+def test_workers_and_pinning_follow_the_host(keys, cpus, expected):
+    assert plan_workers(GatewayConfig(**keys), cpus=cpus) == expected
