@@ -38,7 +38,7 @@ from . import resources as r
 from .cache import FrameCache
 from .config import GatewayConfig, Network
 from .metrics import GatewayMetrics, MetricsResource, RequestCounter
-from .mjpeg import StreamSlots
+from .mjpeg import FanoutRegistry, StreamSlots, StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -171,13 +171,13 @@ def create_app(
     *,
     slots: StreamSlots | None = None,
     stopping: threading.Event | None = None,
-    stats: r.StreamStats | None = None,
+    stats: StreamStats | None = None,
 ) -> falcon.App:
     """The WSGI app serving `cache`; `slots` caps MJPEG streams, `stopping` ends them,
-    `stats` counts their clients and frames (one per app when not given)."""
+    `stats` counts their clients and frames (the cache's fan-out's when not given)."""
     config = config or GatewayConfig()
     stopping = stopping or threading.Event()
-    stats = stats or r.StreamStats()
+    stats = stats or FanoutRegistry.of(cache).stats  # one per cache: every stream counted once
     metrics = GatewayMetrics(cache, stats, stopping=stopping)
     middleware: list[Any] = [Cors(), RequestCounter(metrics)]
     if not config.loopback_only:

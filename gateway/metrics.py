@@ -39,7 +39,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .cache import FrameCache
-from .resources import Resource, StreamStats
+from .mjpeg import StreamStats
+from .resources import Resource
 
 log = logging.getLogger(__name__)
 

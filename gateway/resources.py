@@ -29,7 +29,7 @@ from ..protocol import wire
 from ..protocol.errors import FrameTimeout
 from .cache import FrameCache
 from .mjpeg import CONTENT_TYPE as MJPEG_CONTENT_TYPE
-from .mjpeg import MjpegStream, StreamSlots
+from .mjpeg import MjpegStream, StreamSlots, StreamStats
 
 IMAGE_HEADERS = {"Cache-Control": "no-cache"}
 RETRY_AFTER_S = 1
@@ -161,61 +161,6 @@ class Frames:
             raise _not_live(cam, why, self.cache.view(cam).last_error) from None
 
 
-class StreamStats:
-    """Per camera: MJPEG clients open now, parts delivered, frames skipped for slow clients.
-
-    `snapshot() -> {cam: {"clients", "delivered", "skipped"}}`. A minimal stand-in, counted
-    around `MjpegStream` by `CountedStream`, for the stream's own counters.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._cams: dict[int, dict[str, int]] = {}
-
-    def add(self, cam: int, **counts: int) -> None:
-        with self._lock:
-            entry = self._cams.setdefault(cam, {"clients": 0, "delivered": 0, "skipped": 0})
-            for name, n in counts.items():
-                entry[name] += n
-
-    def snapshot(self) -> dict[int, dict[str, int]]:
-        with self._lock:
-            return {cam: dict(entry) for cam, entry in self._cams.items()}
-
-
-class CountedStream:
-    """An `MjpegStream` whose clients, parts and skipped frames are counted in `StreamStats`."""
-
-    def __init__(self, stream: MjpegStream, stats: StreamStats) -> None:
-        self.stream = stream
-        self.stats = stats
-        self._seq: int | None = None
-        self._open = True
-        stats.add(stream.cam, clients=1)
-
-    def __iter__(self) -> CountedStream:
-        return self
-
-    def __next__(self) -> bytes:
-        try:
-            data = next(self.stream)
-        except StopIteration:
-            self.close()
-            raise
-        frame = self.stream._last
-        if frame is not None and frame.seq != self._seq:
-            skipped = frame.seq - self._seq - 1 if self._seq is not None else 0
-            self._seq = frame.seq
-            self.stats.add(self.stream.cam, delivered=1, skipped=max(0, skipped))
-        return data
-
-    def close(self) -> None:
-        if self._open:
-            self._open = False
-            self.stats.add(self.stream.cam, clients=-1)
-        self.stream.close()
-
-
 class Streams:
     """Starts MJPEG responses: the stream cap, the shutdown event, the client-gone probe."""
 
@@ -240,9 +185,9 @@ class Streams:
                             "for single frames or raise gateway.max_streams",
                 retry_after=5,
             )
-        stream = MjpegStream(self.cache, cam, self.slots, self.stopping,
-                             client_gone=req.env.get("waitress.client_disconnected"))
-        resp.stream = CountedStream(stream, self.stats)
+        resp.stream = MjpegStream(self.cache, cam, self.slots, self.stopping,
+                                  client_gone=req.env.get("waitress.client_disconnected"),
+                                  stats=self.stats)
 
 
 class Resource:

@@ -36,7 +36,6 @@ by default, with or without a node beside it; `pin_cpus = false` lets it float.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import multiprocessing
 import os
@@ -113,46 +112,6 @@ class Throttle(logging.Filter):
 
 
 QUEUE_LOG_THROTTLE = Throttle()
-
-
-class GatewayTask(waitress.task.WSGITask):
-    """Waitress's WSGI task, made known to its channel: an MJPEG stream reads from it how its
-    body is framed (`chunked_response`) before taking the connection over (mjpeg.py)."""
-
-    def __init__(self, channel: Any, request: Any) -> None:
-        super().__init__(channel, request)
-        channel.current_task = self
-
-
-class JsonErrorTask(waitress.task.ErrorTask):
-    """Waitress's own errors (400, 413, 431, 500 …) as the API's JSON, not plain text."""
-
-    def execute(self) -> None:
-        error = self.request.error
-        body = json.dumps({"title": error.reason, "description": str(error.body)}).encode()
-        self.status = f"{error.code} {error.reason}"
-        self.response_headers.extend([("Content-Type", "application/json"),
-                                      ("Access-Control-Allow-Origin", "*")])
-        self.set_close_on_finish()
-        self.content_length = len(body)
-        self.write(body)
-
-
-class GatewayChannel(waitress.channel.HTTPChannel):
-    """A client connection that remembers when its current request began to arrive, so that a
-    request head trickling in (a slowloris) is cut off after HEADER_TIMEOUT_S."""
-
-    task_class = GatewayTask
-    error_task_class = JsonErrorTask
-    current_task: Any = None
-    request_started = 0.0
-
-    def received(self, data: bytes) -> bool:
-        before = self.request
-        result = super().received(data)
-        if self.request is not None and self.request is not before:
-            self.request_started = time.monotonic()
-        return result
 
 
 class GatewayServer(waitress.server.TcpWSGIServer):

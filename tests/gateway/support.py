@@ -4,6 +4,7 @@ waits on what a real client would see."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -192,3 +193,37 @@ def read_part_by_markers(conn: RawHttp) -> bytes:
     """MobileRaker's way: ignore all headers, cut each JPEG from FFD8 to FFD9."""
     conn.read_until(b"\xff\xd8")
     return b"\xff\xd8" + conn.read_until(b"\xff\xd9") + b"\xff\xd9"
+
+
+class Feeder:
+    """Publishes frames of one camera at a steady rate on a background thread."""
+
+    def __init__(self, node: FakeNode, cam: int = 0, fps: float = 50.0, image: np.ndarray | None = None):
+        self.node, self.cam, self.period = node, cam, 1.0 / fps
+        self.jpeg = encode_jpeg(image) if image is not None else None
+        self.shape = image.shape if image is not None else None
+        self.published = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            if self.jpeg is None:
+                self.node.frame(self.cam, (self.published * 9) % 256)
+            else:
+                h, w = self.shape[:2]
+                seq = self.node.seq[self.cam] = self.node.seq.get(self.cam, -1) + 1
+                self.node.publisher.publish(Frame(cam=self.cam, seq=seq, t_capture_ns=time.time_ns(),
+                                                  w=w, h=h, encoding="jpeg", data=self.jpeg,
+                                                  node=self.node.name))
+            if self.published % 10 == 0:
+                self.node.meta(self.cam)
+            self.published += 1
+
+    def __enter__(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -14,7 +14,7 @@ from camfabric.gateway import server
 from camfabric.gateway.server import Gateway, Throttle
 from camfabric.protocol import Frame, encode_jpeg
 
-from .support import deliver, wait_until
+from .support import Feeder, deliver, wait_until
 
 
 def deliver_image(node, cache, image: np.ndarray) -> None:
@@ -96,6 +96,7 @@ def test_idle_sockets_a_slowloris_and_slow_readers_do_not_starve_latest(busy_gat
     gw.server.adj.channel_timeout = 2  # the idle timeout, shortened for the test
     big = np.random.default_rng(5).integers(0, 255, (480, 640, 3), dtype=np.uint8)  # ~400 KB JPEG
     deliver_image(node, gw.cache, big)
+    feeder = Feeder(node, fps=5, image=big).__enter__()  # the camera stays live throughout
     idle = [_connect(gw) for _ in range(100)]
     loris = _connect(gw)
     loris.sendall(b"GET /latest/0 HTTP/1.1\r\n")
@@ -122,6 +123,7 @@ def test_idle_sockets_a_slowloris_and_slow_readers_do_not_starve_latest(busy_gat
         assert all(_closed_by_server(s, 4.0) for s in idle[:10]), "idle sockets were kept open"
         assert _latest_ms(gw, 5)
     finally:
+        feeder.__exit__(None, None, None)
         for s in [*idle, loris, *slow]:
             s.close()
 
