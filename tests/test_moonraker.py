@@ -58,15 +58,20 @@ def test_prints_one_section_per_camera_with_direct_urls(gateway, capsys):
     assert conf["webcam Nozzle close"]["aspect_ratio"] == "4:3"
     # The URLs answer what they promise: a JPEG for the snapshot, an MJPEG stream for the stream.
     # (503 is the gateway's "no fresh frame yet" on a busy machine: asked again until a deadline.)
+    snap = get_until_not_503(conf["webcam Nozzle close"]["snapshot_url"])
+    assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8"
+    with get_until_not_503(printer["stream_url"], stream=True) as stream:
+        assert stream.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+
+
+def get_until_not_503(url: str, **kwargs) -> requests.Response:
     deadline = time.monotonic() + 15
     while True:
-        snap = requests.get(conf["webcam Nozzle close"]["snapshot_url"], timeout=5)
-        if snap.status_code != 503 or time.monotonic() > deadline:
-            break
+        answer = requests.get(url, timeout=5, **kwargs)
+        if answer.status_code != 503 or time.monotonic() > deadline:
+            return answer
+        answer.close()
         time.sleep(0.2)
-    assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8"
-    with requests.get(printer["stream_url"], stream=True, timeout=5) as stream:
-        assert stream.headers["Content-Type"].startswith("multipart/x-mixed-replace")
 
 
 def test_a_path_prefix_gives_relative_urls_through_the_web_uis_nginx(gateway, capsys):

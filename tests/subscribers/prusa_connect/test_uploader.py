@@ -43,6 +43,9 @@ def make(connect, fabric, *, cam=0, token=TOKEN_A, interval=10.0, timeout=2.0, f
                             clock_ns=fabric.clock, **kwargs)
 
 
+CAPTURE_AFTER_S = 0.5
+
+
 def deliver(up, fabric, seq, *, cam=0, **frame) -> float | None:
     """Move the clock to the uploader's next upload, let it subscribe, publish frame `seq`
     (captured after the subscription) and tick once more; what that tick returned."""
@@ -53,7 +56,9 @@ def deliver(up, fabric, seq, *, cam=0, **frame) -> float | None:
         fabric.clock.advance(wait)
         wait = up.tick()
     assert up.subscribed, "the uploader never subscribed to its camera"
-    fabric.clock.advance(max(wait or 0.0, 0.01))
+    # The frame is captured after the subscription: on this hand-moved clock, by more than its
+    # real time in flight (which a frame's local capture estimate subtracts).
+    fabric.clock.advance(max(wait or 0.0, CAPTURE_AFTER_S))
     fabric.publish(cam, seq, **frame)
     return up.tick()
 
@@ -333,12 +338,12 @@ def test_a_late_wake_up_never_brings_two_snapshots_closer_than_the_interval(conn
     deliver(up, fabric, 1)
     fabric.clock.advance(10.3)  # the thread woke 0.3 s late ...
     up.tick()
-    fabric.clock.advance(0.01)
+    fabric.clock.advance(CAPTURE_AFTER_S)
     fabric.publish(0, 2)
     assert up.tick() == pytest.approx(10.0, abs=0.01)  # ... so the next one is 10 s after this one
     assert uploaded_seqs(connect, fabric) == [1, 2]
     deliver(up, fabric, 3)
-    assert gaps(connect.snapshots()) == [10.31, 10.0]
+    assert gaps(connect.snapshots()) == [10.3 + CAPTURE_AFTER_S, 10.0]
     assert connect.refused(429) == []
 
 
@@ -363,7 +368,7 @@ def test_two_cameras_at_10_s_for_a_minute_then_a_403_and_its_recheck(connect, fa
                 continue
             fabric.clock.advance(max(0.01, min(waits)))
 
-    run_until(60.5)
+    run_until(61.0)  # six intervals, and the slack of hand-moved steps
     for token in (TOKEN_A, TOKEN_B):
         snaps = connect.snapshots(token)
         assert len(snaps) == 7, [round((r.time - start / 1e9), 2) for r in snaps]  # t = 0, 10, ... 60
