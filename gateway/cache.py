@@ -142,6 +142,7 @@ class FrameCache:
             services, cameras=(), topics_extra=SERVICE_TOPICS, context=context, curve=keys,
             clock=clock, log=self.log) if services else None
         self._cameras: dict[int, CameraState] = {}
+        self._woken: dict[int, int] = {}  # camera -> when its JPEG was last subscribed (clock)
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._watchdog_enabled = watchdog
@@ -323,11 +324,16 @@ class FrameCache:
     def latest(self, cam: int, wake_timeout_s: float | None = None) -> wire.Frame | None:
         """The owner's newest frame of `cam` (None before the first); UnknownCamera if unannounced.
 
-        Counts as wanting the camera. When nobody wanted it before this call, the cached frame
-        is from before that idle time, so this waits up to `wake_timeout_s` (default the
-        cache's) for a fresh one and returns the newest it has then — always with its true age."""
+        Counts as wanting the camera. While the cached frame is from before the camera was last
+        subscribed (after an idle time, or none yet) — for the request that subscribed it and
+        for every other one that comes before the first fresh frame — this waits up to
+        `wake_timeout_s` (default the cache's) for a fresh one and returns the newest it has
+        then, always with its true age. A camera whose node is not heard from answers at once."""
         before = self._frame_of(cam)
-        if self.want(cam) and self._connected(cam):  # a dead camera answers at once
+        if self.want(cam):
+            self._woken[cam] = self.clock()
+        from_before = before is None or before.t_receive_ns < self._woken.get(cam, 0)
+        if from_before and self._connected(cam):
             timeout = self.wake_timeout_s if wake_timeout_s is None else wake_timeout_s
             return self.wait_newer(cam, before, timeout) or self._frame_of(cam)
         return self._frame_of(cam)

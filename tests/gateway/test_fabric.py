@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import falcon.testing
 import pytest
@@ -266,3 +267,19 @@ def test_a_frame_delayed_in_flight_is_old_to_the_cache_and_to_snap(cache, node):
     assert cache.status()["0"]["health"]["gateway"]["frame_age_ms"] > 59_000
     with pytest.raises(FrameTimeout):  # not "captured after the request"
         cache.snap(0, timeout=0.5, requested_ns=asked)
+
+
+def test_requests_arriving_together_after_idle_all_wait_for_the_fresh_frame(
+        zmq_context, tcp_endpoint, make_cache):
+    # Only the first request after an idle time subscribes the camera; the ones that arrive
+    # before its first fresh frame must wait for that frame too, not answer 503.
+    cameras = demo_cameras(160, 120, 15)[:1]
+    with CaptureNode(NodeConfig(name="n", publish=tcp_endpoint, cameras=cameras), zmq_context) as node:
+        cache = make_cache(node.endpoint, idle_s=10.0, wake_timeout_s=5.0)
+        client = falcon.testing.TestClient(create_app(cache, GatewayConfig(snap_timeout_s=2.0)))
+        wait_until(lambda: 0 in cache.camera_ids() and cache.view(0).connected, timeout=5,
+                   what="camera 0 announced")
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: client.simulate_get("/latest/0"), range(8)))
+        assert [a.status_code for a in answers] == [200] * 8
+        assert all(int(a.headers["X-Frame-Age-Ms"]) < 2000 for a in answers)
