@@ -44,7 +44,7 @@ from .protocol.security import (
     secure_server,
 )
 from .runtime import stop_event
-from .threads import Ready, start_thread
+from .threads import Background, Ready, start_thread
 
 HELP = "forward many nodes' fabric through one endpoint"
 DESCRIPTION = """\
@@ -84,7 +84,7 @@ class ProxyConfig:
                                          "([proxy.curve]) or set insecure = true")
 
 
-class FabricProxy:
+class FabricProxy(Background):
     """Forwards messages down and subscriptions up between an XSUB and an XPUB socket."""
 
     def __init__(self, config: ProxyConfig, context: zmq.Context | None = None) -> None:
@@ -110,12 +110,6 @@ class FabricProxy:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-
-    def __enter__(self) -> FabricProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _run(self, ready: Ready) -> None:
         xsub = self.context.socket(zmq.XSUB)

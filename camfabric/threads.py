@@ -8,12 +8,15 @@ whether it came up (and what stopped it if not), instead of finding a dead threa
         ...
 
     thread = start_thread(_run, name="camfabric-publisher", timeout=5.0)
+
+A part that owns such threads derives from `Background`: `with part:` starts it and stops it.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Self
 
 
 class Ready:
@@ -67,4 +70,21 @@ def start_thread(target: Callable[[Ready], None], *, name: str, timeout: float =
     return thread
 
 
-__all__ = ["Ready", "start_thread"]
+class Background:
+    """A part with threads of its own: `start()` brings it up and returns it, `stop()` ends
+    them and joins them; `with part:` does both."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["Background", "Ready", "start_thread"]

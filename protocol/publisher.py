@@ -36,7 +36,7 @@ import msgpack
 import zmq
 
 from ..logonce import LogOnce
-from ..threads import Ready, start_thread
+from ..threads import Background, Ready, start_thread
 from . import topics, wire
 from .endpoint import check_endpoint
 from .errors import CamfabricError
@@ -65,7 +65,7 @@ class _Cached:
     t_sent_mono_ns: int
 
 
-class Publisher:
+class Publisher(Background):
     """Publishes wire messages on one XPUB endpoint; thread-safe `publish`, subscription-aware.
 
     `replay_max_age_s` bounds how old (since capture) a cached frame may be and still be
@@ -138,12 +138,6 @@ class Publisher:
         self._inbox.wake()  # out of its poll at once, not at the next timeout
         if self._thread is not None:
             self._thread.join(timeout)
-
-    def __enter__(self) -> Publisher:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- what callers use --------------------------------------------------------------------
     def wants(self, topic: bytes) -> bool:

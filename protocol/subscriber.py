@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import zmq
 
 from ..logonce import LogOnce
-from ..threads import Ready, start_thread
+from ..threads import Background, Ready, start_thread
 from . import topics, wire
 from .delay import LinkDelay
 from .demand import Demand
@@ -84,7 +84,7 @@ def captured_locally_ns(frame: wire.Frame) -> int:
             - frame.t_delay_ns)
 
 
-class Subscriber:
+class Subscriber(Background):
     """Subscribes to camera frames (and any other topics) on one or more fabric endpoints."""
 
     def __init__(
@@ -179,11 +179,7 @@ class Subscriber:
         with self._cond:
             self._cond.notify_all()
 
-    def __enter__(self) -> Subscriber:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    stop = close  # what leaving a `with` block calls
 
     @property
     def closed(self) -> bool:

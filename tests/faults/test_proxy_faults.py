@@ -13,6 +13,7 @@ from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import CurveClient, CurveServer
 from camfabric.proxy import FabricProxy, ProxyConfig
 
+from .revocation import revoke_and_watch
 from .test_curve import keys  # noqa: F401  (a fixture)
 from .test_power_cut import NODE_TOML, start_node
 
@@ -55,18 +56,6 @@ def test_a_key_removed_from_the_proxys_directory_receives_nothing_within_5_s(
     with CaptureNode(node_config, context=zmq_context), \
             FabricProxy(proxy_config, context=zmq_context) as proxy, \
             client("alice") as alice, client("bob") as bob:
-        alice.latest(0, timeout=10)
-        bob.latest(0, timeout=10)
-        with caplog.at_level(logging.INFO):
-            (authorized / "alice.key").unlink()
-            removed = time.monotonic_ns()
-            time.sleep(7)
-            last_alice = alice.latest(0, timeout=0)
-            time.sleep(1)
-            assert alice.latest(0, timeout=0) is last_alice  # nothing since
-            assert last_alice.t_receive_ns < removed + 5_000_000_000
-            # Bob reconnected after the proxy dropped every connection: fresh frames again.
-            fresh = bob.latest(0, timeout=3, captured_after_ns=removed + 6_000_000_000)
-            assert fresh.t_receive_ns > removed
+        revoke_and_watch(authorized, alice, bob, caplog)
     said = [r.getMessage() for r in caplog.records if r.name == "test.alice"]
     assert any("refused this client's key" in line for line in said), said
