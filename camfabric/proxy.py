@@ -60,6 +60,9 @@ Example configuration (camfabric.toml):
     # CURVE towards the nodes (this proxy's key pair and each node's public key):
     # upstream_curve = { secret_key_file = "keys/proxy.key_secret",
     #                    server_public_key_file = "keys/node.key" }
+    # CURVE towards subscribers, required beyond loopback; the directory is followed while the
+    # proxy runs (a key removed there is cut off within seconds):
+    # curve = { secret_key_file = "keys/proxy.key_secret", authorized_keys_dir = "keys/clients" }
 """
 
 log = logging.getLogger(__name__)
