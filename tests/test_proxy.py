@@ -52,8 +52,7 @@ def test_subscribers_that_leave_through_the_proxy_stop_the_nodes_encoding(zmq_co
     with CaptureNode(config, zmq_context) as node, \
             FabricProxy(ProxyConfig(upstream=[node.endpoint], publish="tcp://127.0.0.1:0"),
                         context=zmq_context) as proxy, \
-            protocol.Subscriber(node.endpoint, cameras=[], topics_extra=[topics.meta(0)],
-                                context=zmq_context) as beats:
+            protocol.Subscriber(node.endpoint, on_demand=True, context=zmq_context) as beats:
         jpeg = topics.frame(0, "jpeg")
         for _ in range(2):  # consumers come and go, overlapping
             with protocol.Subscriber(proxy.endpoint, cameras=[0], context=zmq_context) as a:
