@@ -16,6 +16,11 @@ subscriber per topic:
   subscriber and answers it from its last-value cache at once (a late joiner behind the proxy
   waits no longer than one in front of it);
 - the last subscriber leaving → unsubscribe upstream: the node stops producing that topic.
+
+Both hops get the fabric's link liveness (`protocol.link.configure_link`): a node whose host
+lost power is noticed and reconnected as a Subscriber would. With CURVE towards subscribers,
+`authorized_keys_dir` is followed as a node's Publisher follows it: a removed key ends every
+downstream connection, so a revoked client receives nothing more.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from dataclasses import dataclass, field
 import zmq
 
 from .config import load_section
-from .protocol.errors import ConfigError
+from .protocol.errors import CamfabricError, ConfigError
+from .protocol.link import MAX_SUBSCRIPTION, configure_link
 from .protocol.security import (
     CurveClient,
     CurveServer,
@@ -38,6 +44,7 @@ from .protocol.security import (
     secure_server,
 )
 from .runtime import stop_event
+from .threads import Background, Ready, start_thread
 
 HELP = "forward many nodes' fabric through one endpoint"
 DESCRIPTION = """\
@@ -53,6 +60,9 @@ Example configuration (camfabric.toml):
     # CURVE towards the nodes (this proxy's key pair and each node's public key):
     # upstream_curve = { secret_key_file = "keys/proxy.key_secret",
     #                    server_public_key_file = "keys/node.key" }
+    # CURVE towards subscribers, required beyond loopback; the directory is followed while the
+    # proxy runs (a key removed there is cut off within seconds):
+    # curve = { secret_key_file = "keys/proxy.key_secret", authorized_keys_dir = "keys/clients" }
 """
 
 log = logging.getLogger(__name__)
@@ -77,7 +87,7 @@ class ProxyConfig:
                                          "([proxy.curve]) or set insecure = true")
 
 
-class FabricProxy:
+class FabricProxy(Background):
     """Forwards messages down and subscriptions up between an XSUB and an XPUB socket."""
 
     def __init__(self, config: ProxyConfig, context: zmq.Context | None = None) -> None:
@@ -87,17 +97,16 @@ class FabricProxy:
         self.forwarded = 0
         self.subscribers: Counter[bytes] = Counter()  # downstream subscribers per topic
         self._stop = threading.Event()
-        self._ready = threading.Event()
         self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
 
     def start(self, timeout: float = 5.0) -> FabricProxy:
-        """Bind, connect upstream and start forwarding on a background thread."""
-        self._thread = threading.Thread(target=self._run, name="camfabric-proxy", daemon=True)
-        self._thread.start()
-        self._ready.wait(timeout)
-        if self._error is not None:
-            raise self._error
+        """Bind, connect upstream and start forwarding on a background thread; raises what
+        binding or connecting raised (e.g. address in use) as a CamfabricError."""
+        try:
+            self._thread = start_thread(self._run, name="camfabric-proxy", timeout=timeout)
+        except zmq.ZMQError as exc:
+            raise CamfabricError(f"proxy cannot publish on {self.config.publish} or reach "
+                                 f"{', '.join(self.config.upstream)}: {exc}") from exc
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -105,13 +114,7 @@ class FabricProxy:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def __enter__(self) -> FabricProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
+    def _run(self, ready: Ready) -> None:
         xsub = self.context.socket(zmq.XSUB)
         xpub = self.context.socket(zmq.XPUB)
         auth = None
@@ -119,9 +122,16 @@ class FabricProxy:
             for sock in (xsub, xpub):
                 sock.linger = 0
             xsub.rcvhwm = self.config.sndhwm
+            # A node that came back is reached again within a second, as a Subscriber does.
+            xsub.reconnect_ivl = 100
+            xsub.reconnect_ivl_max = 1000
             xpub.sndhwm = self.config.sndhwm
             xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
             xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
+            # Liveness on both hops: an upstream node whose host lost power is dropped and
+            # reconnected (XSUB then sends its subscriptions again), a dead subscriber too.
+            configure_link(xsub)
+            configure_link(xpub, max_message=MAX_SUBSCRIPTION)
             if self.config.curve is not None:
                 auth = secure_server(xpub, self.config.curve, self.context)
             xpub.bind(self.config.publish)
@@ -130,13 +140,13 @@ class FabricProxy:
                 secure_client(xsub, self.config.upstream_curve)
             for endpoint in self.config.upstream:
                 xsub.connect(endpoint)
-        except Exception as exc:  # raised in start()
-            self._error = exc
+        except BaseException:  # start_thread raises it in start()
             xsub.close(linger=0)
             xpub.close(linger=0)
-            self._ready.set()
-            return
-        self._ready.set()
+            if auth is not None:
+                auth.stop()
+            raise
+        ready.set()
         poller = zmq.Poller()
         poller.register(xsub, zmq.POLLIN)
         poller.register(xpub, zmq.POLLIN)
@@ -147,6 +157,8 @@ class FabricProxy:
                     self._pump(xsub, xpub, count=True)
                 if xpub in events:
                     self._subscriptions(xpub, xsub)
+                if auth is not None:
+                    auth.check(xpub, self.endpoint)  # follows authorized_keys_dir
         finally:
             xsub.close(linger=0)
             xpub.close(linger=0)

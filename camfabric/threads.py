@@ -8,14 +8,15 @@ whether it came up (and what stopped it if not), instead of finding a dead threa
         ...
 
     thread = start_thread(_run, name="camfabric-publisher", timeout=5.0)
+
+A part that owns such threads derives from `Background`: `with part:` starts it and stops it.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-
-from camfabric.protocol.errors import CamfabricError
+from typing import Self
 
 
 class Ready:
@@ -59,6 +60,9 @@ def start_thread(target: Callable[[Ready], None], *, name: str, timeout: float =
     thread = threading.Thread(target=_body, name=name, daemon=daemon)
     thread.start()
     if not ready.wait(timeout):
+        # Imported here: the protocol package starts its own threads with this module.
+        from camfabric.protocol.errors import CamfabricError
+
         raise CamfabricError(f"thread {name} did not start within {timeout:g} s")
     if ready.error is not None:
         thread.join(1.0)
@@ -66,4 +70,21 @@ def start_thread(target: Callable[[Ready], None], *, name: str, timeout: float =
     return thread
 
 
-__all__ = ["Ready", "start_thread"]
+class Background:
+    """A part with threads of its own: `start()` brings it up and returns it, `stop()` ends
+    them and joins them; `with part:` does both."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["Background", "Ready", "start_thread"]

@@ -32,6 +32,7 @@ from ..protocol.errors import CamfabricError
 from ..protocol.publisher import Publisher
 from ..protocol.security import is_loopback_endpoint
 from ..protocol.wire import Meta, Scan
+from ..threads import Background
 from . import scan
 from .camera import Backoff, CaptureLoop
 from .config import CameraConfig, NodeConfig
@@ -49,7 +50,7 @@ def create_source(camera: CameraConfig) -> Source:
     return source_module(camera.kind).create(camera.options, camera)
 
 
-class CaptureNode:
+class CaptureNode(Background):
     """A node of the fabric: one capture thread per camera, one publisher, a heartbeat.
 
     `sources` replaces the source of the given camera ids (e.g. a camera reached some other
@@ -153,12 +154,6 @@ class CaptureNode:
                              "interrupt?)", self.config.name, ", ".join(stuck))
         else:
             self.log.info("node %s stopped", self.config.name)
-
-    def __enter__(self) -> CaptureNode:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def endpoint(self) -> str:

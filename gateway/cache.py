@@ -47,6 +47,7 @@ from ..protocol import topics, wire
 from ..protocol.errors import FrameTimeout, UnknownCamera
 from ..protocol.security import CurveClient
 from ..protocol.subscriber import Subscriber
+from ..threads import Background, Ready, start_thread
 
 EXTRA_TOPICS = (topics.SCAN.encode(),)
 TRACKER_TOPICS = (topics.WORLD.encode(), topics.STATUS.encode())
@@ -96,7 +97,7 @@ class CameraView:
     last_error: str | None
 
 
-class FrameCache:
+class FrameCache(Background):
     """Newest frame, heartbeat and owner of every camera on the fabric, plus world/scan/status."""
 
     def __init__(
@@ -155,9 +156,7 @@ class FrameCache:
         for sub in self._service_subscribers:
             sub.start()
         if self._watchdog_enabled:
-            self._watchdog = threading.Thread(target=self._watch, name="camfabric-gateway-watchdog",
-                                              daemon=True)
-            self._watchdog.start()
+            self._watchdog = start_thread(self._watch, name="camfabric-gateway-watchdog")
         return self
 
     def close(self) -> None:
@@ -171,11 +170,7 @@ class FrameCache:
         with self._changed:
             self._changed.notify_all()
 
-    def __enter__(self) -> FrameCache:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    stop = close  # what leaving a `with` block calls
 
     @property
     def closed(self) -> bool:
@@ -287,7 +282,8 @@ class FrameCache:
             for state in self._cameras.values():
                 self._update(state, now)
 
-    def _watch(self) -> None:
+    def _watch(self, ready: Ready) -> None:
+        ready.set()
         while not self._stop.wait(WATCHDOG_INTERVAL_S):
             self.check()
 

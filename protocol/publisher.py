@@ -36,6 +36,7 @@ import msgpack
 import zmq
 
 from ..logonce import LogOnce
+from ..threads import Background, Ready, start_thread
 from . import topics, wire
 from .endpoint import check_endpoint
 from .errors import CamfabricError
@@ -64,7 +65,7 @@ class _Cached:
     t_sent_mono_ns: int
 
 
-class Publisher:
+class Publisher(Background):
     """Publishes wire messages on one XPUB endpoint; thread-safe `publish`, subscription-aware.
 
     `replay_max_age_s` bounds how old (since capture) a cached frame may be and still be
@@ -110,9 +111,7 @@ class Publisher:
         self._cache_full_logged = False
         self._inbox: Mailbox[tuple[bool, list[Any]]] = Mailbox(MAILBOX_CAPACITY)
         self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
         self._stopping = threading.Event()
-        self._start_error: BaseException | None = None
         self._count_lock = threading.Lock()
         self.sent = 0
         self.dropped = 0
@@ -127,15 +126,10 @@ class Publisher:
                 f"refusing to publish on non-loopback {self.requested_endpoint} without CURVE keys; "
                 "configure curve keys, or set insecure = true to accept unencrypted traffic"
             )
-        self._thread = threading.Thread(target=self._run, name="camfabric-publisher", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise CamfabricError(f"publisher on {self.requested_endpoint} did not start in {timeout} s")
-        if isinstance(self._start_error, zmq.ZMQError):
-            raise CamfabricError(f"cannot publish on {self.requested_endpoint}: {self._start_error}"
-                                 ) from self._start_error
-        if self._start_error is not None:
-            raise self._start_error
+        try:
+            self._thread = start_thread(self._run, name="camfabric-publisher", timeout=timeout)
+        except zmq.ZMQError as exc:
+            raise CamfabricError(f"cannot publish on {self.requested_endpoint}: {exc}") from exc
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -144,12 +138,6 @@ class Publisher:
         self._inbox.wake()  # out of its poll at once, not at the next timeout
         if self._thread is not None:
             self._thread.join(timeout)
-
-    def __enter__(self) -> Publisher:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- what callers use --------------------------------------------------------------------
     def wants(self, topic: bytes) -> bool:
@@ -195,7 +183,7 @@ class Publisher:
                 del self._cache[topic]
 
     # -- the owner thread --------------------------------------------------------------------
-    def _run(self) -> None:
+    def _run(self, ready: Ready) -> None:
         xpub = auth = None
         try:
             xpub = self.context.socket(zmq.XPUB)
@@ -208,16 +196,14 @@ class Publisher:
                 auth = secure_server(xpub, self.curve, self.context, self.log)
             xpub.bind(self.requested_endpoint)
             self.endpoint = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
-        except Exception as exc:  # handed to start(), which raises it in the caller
-            self._start_error = exc
+        except BaseException:  # start_thread raises it in start()
             if xpub is not None:
                 xpub.close(linger=0)
             if auth is not None:
                 auth.stop()
             self._inbox.close()
-            self._ready.set()
-            return
-        self._ready.set()
+            raise
+        ready.set()
         poller = zmq.Poller()
         poller.register(xpub, zmq.POLLIN)
         poller.register(self._inbox, zmq.POLLIN)

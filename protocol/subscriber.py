@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import zmq
 
 from ..logonce import LogOnce
+from ..threads import Background, Ready, start_thread
 from . import topics, wire
 from .delay import LinkDelay
 from .demand import Demand
@@ -83,7 +84,7 @@ def captured_locally_ns(frame: wire.Frame) -> int:
             - frame.t_delay_ns)
 
 
-class Subscriber:
+class Subscriber(Background):
     """Subscribes to camera frames (and any other topics) on one or more fabric endpoints."""
 
     def __init__(
@@ -141,10 +142,8 @@ class Subscriber:
         self._ctrl: Mailbox[tuple[bytes, bytes]] | None = None  # made by start()
         self.reachability = Reachability(self.context, self.endpoints, on_event=self._on_link_event)
         self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
         self._started = False
         self._closed = False
-        self._start_error: BaseException | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 5.0) -> Subscriber:
@@ -155,17 +154,14 @@ class Subscriber:
             return self
         self._started = True
         self._ctrl = Mailbox(1024)
-        self._thread = threading.Thread(target=self._run, name="camfabric-subscriber", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise CamfabricError("subscriber did not start")
-        if self._start_error is not None:
+        try:
+            self._thread = start_thread(self._run, name="camfabric-subscriber", timeout=timeout)
+        except zmq.ZMQError as exc:
             self.close()
-            error = self._start_error
-            if isinstance(error, zmq.ZMQError):
-                raise CamfabricError(f"cannot subscribe to {', '.join(self.endpoints)}: {error}"
-                                     ) from error
-            raise error
+            raise CamfabricError(f"cannot subscribe to {', '.join(self.endpoints)}: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def close(self, timeout: float = 2.0) -> None:
@@ -183,11 +179,7 @@ class Subscriber:
         with self._cond:
             self._cond.notify_all()
 
-    def __enter__(self) -> Subscriber:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    stop = close  # what leaving a `with` block calls
 
     @property
     def closed(self) -> bool:
@@ -473,7 +465,7 @@ class Subscriber:
             self._failures.warning(f"handshake {endpoint}", "CURVE handshake with %s failed: %s",
                                    endpoint, reason)
 
-    def _run(self) -> None:
+    def _run(self, ready: Ready) -> None:
         sub = None
         try:
             sub = self.context.socket(zmq.SUB)
@@ -486,14 +478,12 @@ class Subscriber:
                 sub.subscribe(prefix)
             self.reachability.attach(sub)
             self._connect(sub)
-        except Exception as exc:  # handed to start(), which raises it in the caller
-            self._start_error = exc
+        except BaseException:  # start_thread raises it in start()
             self.reachability.close()
             if sub is not None:
                 sub.close(linger=0)
-            self._ready.set()
-            return
-        self._ready.set()
+            raise
+        ready.set()
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
         poller.register(self._ctrl, zmq.POLLIN)

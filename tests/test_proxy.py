@@ -74,3 +74,16 @@ def test_subscribers_that_leave_through_the_proxy_stop_the_nodes_encoding(zmq_co
         time.sleep(1.0)
         assert encodes(beats) == frozen
     assert proxy.subscribers[jpeg] == 0
+
+
+def test_the_subscriber_side_curve_keys_load_from_the_config(tmp_path):
+    from camfabric.config import load_section
+    from camfabric.protocol import CurveServer
+
+    config = tmp_path / "camfabric.toml"
+    config.write_text('[proxy]\npublish = "tcp://0.0.0.0:5570"\n'
+                      'curve = { secret_key_file = "k/proxy.key_secret", '
+                      'authorized_keys_dir = "k/clients" }\n')
+    loaded = load_section(config, "proxy", ProxyConfig)
+    assert isinstance(loaded.curve, CurveServer)
+    assert str(loaded.curve.authorized_keys_dir) == "k/clients"

@@ -97,3 +97,32 @@ def test_start_thread_waits_for_the_handshake_and_reraises_its_failure():
 
     with pytest.raises(CamfabricError, match="did not start"):
         start_thread(silent, name="t-silent", timeout=0.1)
+
+
+def test_the_fabrics_owner_threads_report_a_failed_start_and_leave_no_thread(zmq_context):
+    from camfabric.protocol import Publisher
+    from camfabric.proxy import FabricProxy, ProxyConfig
+
+    def owner_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate()
+                if t.name in ("camfabric-publisher", "camfabric-proxy") and t.is_alive()]
+
+    with Publisher("tcp://127.0.0.1:0", context=zmq_context) as taken:
+        before = owner_threads()
+        attempts = [Publisher(taken.endpoint, context=zmq_context).start,
+                    FabricProxy(ProxyConfig(upstream=[taken.endpoint], publish=taken.endpoint),
+                                context=zmq_context).start]
+        for attempt in attempts:
+            with pytest.raises(CamfabricError, match="in use") as info:
+                attempt()
+            assert info.value.__cause__ is not None  # the library's error, kept as the cause
+        assert owner_threads() == before
+
+
+def test_the_runtime_imports_before_the_protocol_that_uses_it():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import camfabric.threads, camfabric.proxy"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
