@@ -104,9 +104,15 @@ def test_a_camera_that_stops_is_named_in_the_timeout(zmq_context):
         sub = subscribe(stack, zmq_context, (a, b), [0, 1, 2])
         first = sub.synced([0, 1, 2], tolerance_ms=1000 / FPS, timeout=5.0)
         b.stop()  # host-b's camera 2 stops; host-a goes on
-        with pytest.raises(SyncTimeout) as caught:
-            sub.synced([0, 1, 2], tolerance_ms=1000 / FPS, timeout=1.0, newer_than=first)
-        err = caught.value
+        # Its last frames may still be on their way and form a set or two; then none forms.
+        last, err = first, None
+        for _ in range(10):
+            try:
+                last = sub.synced([0, 1, 2], tolerance_ms=1000 / FPS, timeout=1.0, newer_than=last)
+            except SyncTimeout as exc:
+                err = exc
+                break
+        assert err is not None, "sets kept forming after camera 2 stopped"
         assert isinstance(err, FrameTimeout)
         assert 2 in err.missing + err.apart and 0 not in err.missing + err.apart
         assert "camera 2" in str(err) and "camera 0" not in str(err).split(":")[1]

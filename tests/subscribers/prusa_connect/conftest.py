@@ -61,13 +61,13 @@ class Fabric:
                 data: bytes | None = None) -> bytes:
         """Publish frame `seq` of `cam` once someone subscribes to it; wait until the subscriber
         holds it."""
-        assert self.publisher.wait_for_subscriber(f"frame/{cam}/jpeg".encode(), timeout=3), \
+        assert self.publisher.wait_for_subscriber(f"frame/{cam}/jpeg".encode(), timeout=10), \
             f"nobody subscribed to camera {cam}'s frames"
         data = data if data is not None else jpeg_for(seq, w, h, noise)
         self.published[sha(data)] = seq
         frame = Frame(cam=cam, seq=seq, t_capture_ns=time.time_ns(), w=w, h=h, encoding="jpeg",
                       data=data, node="test")
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 10  # generous: a loaded machine delays subscriptions
         while time.monotonic() < deadline:
             # Sent again until it arrives: a subscription made a moment ago may not have reached
             # both ends yet (the receiver drops what it is not yet subscribed to).
