@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..config import bounded, load_section
 from ..protocol.errors import ConfigError
-from ..protocol.security import CurveClient
+from ..protocol.security import CurveClient, is_loopback_endpoint, is_loopback_host
 
 # Each topic is taken only from the endpoints configured for it, so a process that binds the
 # tracker's or the uploader's port (whether or not they run) can never publish a camera.
@@ -129,7 +129,7 @@ class GatewayConfig:
         `subscribe` endpoint is local (loopback, ipc, inproc)."""
         if self.node_on_host is not None:
             return self.node_on_host
-        return any(_local_endpoint(e) for e in self.subscribe)
+        return any(is_loopback_endpoint(e) for e in self.subscribe)
 
     @property
     def networks(self) -> tuple[Network, ...]:
@@ -143,25 +143,7 @@ class GatewayConfig:
     @property
     def loopback_only(self) -> bool:
         """True when the listening address is reachable from this host only."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
-        except ValueError:
-            return False
-
-
-def _local_endpoint(endpoint: str) -> bool:
-    scheme, _, rest = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
-    host = rest.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return is_loopback_host(self.host)
 
 
 def load_gateway_config(path: str | Path | None) -> GatewayConfig:

@@ -108,7 +108,6 @@ class Publisher(Background):
         self._active_changed = threading.Condition()
         self._cache: dict[bytes, _Cached] = {}
         self._cache_lock = threading.Lock()
-        self._cache_full_logged = False
         self._inbox: Mailbox[tuple[bool, list[Any]]] = Mailbox(MAILBOX_CAPACITY)
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -233,10 +232,9 @@ class Publisher(Background):
         topic = parts[0] if isinstance(parts[0], bytes) else bytes(parts[0])
         with self._cache_lock:
             if topic not in self._cache and len(self._cache) >= MAX_CACHED_TOPICS:
-                if not self._cache_full_logged:
-                    self._cache_full_logged = True
-                    self.log.warning("last-value cache holds %d topics; %r and later new topics "
-                                     "are not cached for late joiners", MAX_CACHED_TOPICS, topic)
+                self._failures.warning("cache.full", "last-value cache holds %d topics; %r and later "
+                                       "new topics are not cached for late joiners",
+                                       MAX_CACHED_TOPICS, topic)
                 return
             self._cache[topic] = _Cached(parts, now)
 

@@ -61,13 +61,19 @@ def is_loopback_endpoint(endpoint: str) -> bool:
     parsed = urlparse(endpoint)
     if parsed.scheme in ("inproc", "ipc"):
         return True
-    host = (parsed.hostname or "").strip("[]")
+    return is_loopback_host(parsed.hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1 (brackets allowed); an interface name or '*'
+    reaches beyond loopback."""
+    host = host.strip("[]")
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return False  # an interface name or '*' binds beyond loopback
+        return False
 
 
 def _load(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
