@@ -11,12 +11,16 @@ per camera on that camera's worker thread, and tests call it directly with rende
 `seen` is the frame's capture time on this host's monotonic clock, `stamp` on the wall clock:
 positions carry the capture time, never the time they were computed. The camera's gate is taken
 at send time: by the pipeline before a local (ArUco) detection, by the Gemini detector just
-before its request leaves.
+before its request leaves. A pipeline runs one frame at a time (a lock): the side camera's
+worker also hands the overhead pipeline the overhead frame of a synchronised pair, detected
+without the local gate (`free=True`: ArUco costs nothing), and the side frame with that frame's
+capture time (`paired`), so the height is measured at the x, y of the same moment.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -56,29 +60,41 @@ class CameraPipeline:
         self.retry_at = 0.0  # monotonic
         self.last_error = ""
         self._notes = LogOnce(self.log)
+        self._lock = threading.Lock()  # one frame at a time: the finder and the fit are not shared
 
     @property
     def calibrated(self) -> bool:
         return self.model is None or self.model.calibrated
 
+    @property
+    def free(self) -> bool:
+        """Whether a detection costs nothing (no request to a paid service)."""
+        return not isinstance(self.detector, GeminiDetector)
+
     def process(self, image: np.ndarray, jpeg: bytes | None, seen: float, stamp: float,
-                gate: Any) -> list[Detection]:
+                gate: Any, *, free: bool = False, paired: tuple[float, float] | None = None
+                ) -> list[Detection]:
         """Detect in one frame captured at `seen` (monotonic) / `stamp` (wall) once `gate`
-        allows, and update the world; returns the detections ([] when the gate said no)."""
-        local = not isinstance(self.detector, GeminiDetector)
-        if local:
-            wait = gate.reserve()
-            if wait:
-                self.skipped += 1
-                return []
-        try:
-            return self._process(image, jpeg, seen, stamp, gate)
-        finally:
-            if local:
-                gate.done()
+        allows, and update the world; returns the detections ([] when the gate said no).
+
+        `free=True` skips a local detector's gate (a paid detector's request is gated
+        regardless); `paired`, for a side camera, is the capture time (monotonic, wall) of the
+        overhead frame taken together with this one, whose x, y the heights are measured at."""
+        local = self.free
+        with self._lock:
+            if local and not free:
+                wait = gate.reserve()
+                if wait:
+                    self.skipped += 1
+                    return []
+                try:
+                    return self._process(image, jpeg, seen, stamp, gate, paired)
+                finally:
+                    gate.done()
+            return self._process(image, jpeg, seen, stamp, gate, paired)
 
     def _process(self, image: np.ndarray, jpeg: bytes | None, seen: float, stamp: float,
-                 gate: Any) -> list[Detection]:
+                 gate: Any, paired: tuple[float, float] | None) -> list[Detection]:
         self.frames += 1
         h, w = image.shape[:2]
         markers = self.finder.find(image)
@@ -109,10 +125,11 @@ class CameraPipeline:
         if detections:
             self.detections += len(detections)
             self.last_detection = stamp
-        self._to_world(detections, seen, stamp)
+        self._to_world(detections, seen, stamp, paired)
         return detections
 
-    def _to_world(self, detections: list[Detection], seen: float, stamp: float) -> None:
+    def _to_world(self, detections: list[Detection], seen: float, stamp: float,
+                  paired: tuple[float, float] | None) -> None:
         role = self.config.role
         if role == "end_effector":
             items = [{"label": d.label, "pixel": [round(d.pixel[0], 1), round(d.pixel[1], 1)],
@@ -147,7 +164,7 @@ class CameraPipeline:
                     return z + extra, residual
 
                 sightings.append(HeightSighting(d.label, d.pixel, height_at, d.confidence))
-            self.world.observe_heights(self.cam, sightings, seen, stamp)
+            self.world.observe_heights(self.cam, sightings, seen, stamp, paired=paired)
 
     def _note(self, kind: str, message: str) -> None:
         self.last_error = message
