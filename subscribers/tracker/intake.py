@@ -133,8 +133,11 @@ class CameraWorker:
         except FrameTimeout:
             return  # the camera delivers nothing fresh: nothing is sent
         self._last = frame
+        self._detected(lambda: self.process(frame))
+
+    def _detected(self, detect: Callable[[], object]) -> None:
         self.frames += 1
-        self.process(frame)
+        detect()
         if self._failures.recovered():
             self.log.info("camera %d: detection works again", self.cam)
 
@@ -159,11 +162,9 @@ class CameraWorker:
         self._last_pair = pair
         self._last = pair[self.cam]
         self.pairs += 1
-        self.frames += 1
         self.last_spread_ms = pair.spread_ns / 1e6
-        self.process_pair(pair)
-        if self._failures.recovered():
-            self.log.info("camera %d: detection works again", self.cam)
+        process_pair = self.process_pair
+        self._detected(lambda: process_pair(pair))
         return True
 
     def _follow(self, want: bool) -> None:

@@ -203,21 +203,22 @@ class Tracker:
 
     # -- the loop ----------------------------------------------------------------------------
     def _detect(self, pipeline: CameraPipeline, gate: CameraGate, frame: wire.Frame, *,
-                free: bool = False, paired: tuple[float, float] | None = None) -> None:
+                extra: bool = False, paired: tuple[float, float] | None = None) -> None:
         seen = captured_locally_ns(frame) / 1e9
         pipeline.process(frame.image, bytes(frame.data), seen, frame.t_capture_ns / 1e9, gate,
-                         free=free, paired=paired)
+                         extra=extra, paired=paired)
 
     def _detect_pair(self, side_cam: int, overhead_cam: int, pair: FrameSet) -> None:
         """A side frame and the overhead frame captured with it: place the objects in the
-        overhead frame, then measure their heights at those places. The overhead detection is
-        free for ArUco; a paid detector sends it only when its own gate is open now (else the
-        heights are measured at interpolated places, and counted so)."""
+        overhead frame, then measure their heights at those places. With ArUco the overhead
+        detection is free: an extra look that only places the objects for the heights. A paid
+        detector sends it only when its own gate is open now, as its turn (else the heights are
+        measured at interpolated places, and counted so)."""
         overhead, gate = self.pipelines[overhead_cam], self.gates[overhead_cam]
         frame = pair[overhead_cam]
         paired = None
         if overhead.free or gate.wait_s() <= 0:
-            self._detect(overhead, gate, frame, free=overhead.free)
+            self._detect(overhead, gate, frame, extra=overhead.free)
             paired = (captured_locally_ns(frame) / 1e9, frame.t_capture_ns / 1e9)
         self._detect(self.pipelines[side_cam], self.gates[side_cam], pair[side_cam], paired=paired)
 

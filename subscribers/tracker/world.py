@@ -168,8 +168,16 @@ class WorldModel:
         self.heights = {"synced": 0, "interpolated": 0}
 
     def observe_plane(self, camera: str, sightings: Sequence[PlaneSighting], seen: float,
-                      stamp: float) -> None:
-        """Overhead detections of one frame captured at `seen` (monotonic) / `stamp` (wall)."""
+                      stamp: float, *, track_only: bool = False) -> None:
+        """Overhead detections of one frame captured at `seen` (monotonic) / `stamp` (wall).
+
+        `track_only`: an extra look, taken only to measure heights at (the overhead frame of a
+        synchronised pair): its sightings join the known objects' tracks and move nothing —
+        no smoothing step a fraction of a second after the last, no new `last_seen`, no new
+        object."""
+        if track_only:
+            self._add_to_tracks(sightings, seen)
+            return
         with self._lock:
             claimed: set[str] = set()
             for s in sightings:
@@ -200,6 +208,21 @@ class WorldModel:
                     best.track.append((seen, s.table_xy[0], s.table_xy[1]))
                 claimed.add(best.id)
             self.version += 1
+
+    def _add_to_tracks(self, sightings: Sequence[PlaneSighting], seen: float) -> None:
+        with self._lock:
+            claimed: set[str] = set()
+            for s in sightings:
+                near = [o for o in self._objects.values() if o.label == s.label and o.id not in claimed]
+                best = min(near, default=None, key=lambda o: math.hypot(
+                    s.table_xy[0] - o.plane_x, s.table_xy[1] - o.plane_y))
+                if best is None or math.hypot(s.table_xy[0] - best.plane_x, s.table_xy[1] - best.plane_y) \
+                        > self.config.match_distance_mm:
+                    continue
+                # In time order: the pair's frame may be older than the newest sighting.
+                points = sorted([p for p in best.track if p[0] != seen] + [(seen, *s.table_xy)])
+                best.track = collections.deque(points[-TRACK_LEN:], maxlen=TRACK_LEN)
+                claimed.add(best.id)
 
     def observe_heights(self, camera: str, sightings: Sequence[HeightSighting], seen: float,
                         stamp: float, *, paired: tuple[float, float] | None = None) -> None:

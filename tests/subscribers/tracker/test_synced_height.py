@@ -20,6 +20,9 @@ from tests.conftest import unused_tcp_port
 FPS = 10.0
 SPEED = 4.0  # scene time runs 4x: boxes slide at up to ~42 mm/s, ~4 mm per frame interval
 TOLERANCE_S = 0.5 / FPS  # Subscriber.synced's default: half the slower camera's frame interval
+# The set is matched on the tracker's estimate of each capture (each node placed by its quickest
+# delivery); on the nodes' shared wall clock the gap may differ by that estimate's error.
+PLACEMENT_S = 0.02
 BOXES = {b.label: b for b in tabletop.BOXES}
 
 
@@ -78,8 +81,8 @@ def test_a_moving_box_s_height_comes_from_frames_captured_together(zmq_context, 
             for label, obj in _synced_heights(world).items():
                 at = obj["height_at"]
                 # The x, y the height was measured at, and the height itself, come from frames
-                # captured within the set's tolerance of each other (one node's clock each).
-                assert abs(obj["height_seen"] - at["seen"]) <= TOLERANCE_S + 0.001, obj
+                # captured within the set's tolerance of each other (one host's wall clock here).
+                assert abs(obj["height_seen"] - at["seen"]) <= TOLERANCE_S + PLACEMENT_S, obj
                 tx, ty = _truth_xy(label, at["seen"])
                 assert math.hypot(at["x"] - tx, at["y"] - ty) < 3.0, (obj, (tx, ty))
                 assert abs(obj["position_mm"]["z"] - BOXES[label].height_mm) < 3.0, obj

@@ -134,10 +134,11 @@ def test_a_height_is_measured_where_the_box_was_when_the_side_frame_was_captured
 def test_a_height_is_measured_at_the_overhead_sighting_captured_with_the_side_frame():
     """The side frame (t = 1.04 s) came with an overhead frame (t = 1.0 s, x = 25): the height is
     measured at that sighting — not at x = 26, where carrying the track on to 1.04 s puts it —
-    and the object says so (`height_at`); without that sighting, at the interpolated place."""
+    and the object says so (`height_at`); without that sighting, at the interpolated place.
+    The pair's overhead look was an extra one (track only): it moves neither x, y nor their time."""
     world = _world(match_distance_mm=500.0)
     world.observe_plane("0", [_seen("cup", 0.0, 50.0)], *_at(0))
-    world.observe_plane("0", [_seen("cup", 25.0, 50.0)], *_at(1.0))
+    world.observe_plane("0", [_seen("cup", 25.0, 50.0), _seen("mug", 0.0, 0.0)], *_at(1.0), track_only=True)
 
     def height_at(x, y):  # a side camera whose pixel lines up with x = 25 and height 40
         return 40.0 + (x - 25.0), abs(x - 25.0)
@@ -147,6 +148,7 @@ def test_a_height_is_measured_at_the_overhead_sighting_captured_with_the_side_fr
     assert obj["position_mm"]["z"] == 40.0
     assert obj["height_at"] == {"x": 25.0, "y": 50.0, "seen": T0 + 1.0, "synced": True}
     assert obj["height_seen"] == T0 + 1.04
+    assert obj["last_seen"] == T0 and obj["position_mm"]["x"] == 0.0 and obj["observations"] == 1
     # the overhead frame of the next pair missed the box: the place is interpolated, and counted
     world.observe_heights("2", [HeightSighting("cup", (1.0, 2.0), height_at)], *_at(1.54), paired=_at(1.5))
     (obj,) = world.snapshot(*_at(1.54))["objects"]
