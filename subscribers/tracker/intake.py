@@ -14,6 +14,13 @@ tracker, not its full frame rate.
     wait_s > LEAD_S ── unsubscribed, sleep ──┐
     wait_s <= LEAD_S ── subscribed ──────────┤
     due ── newest fresh frame ── pipeline.process(frame, gate) ── gate.reserve() … done()
+
+A camera with a `partner` (the side camera, whose height is measured at the overhead camera's
+x, y) subscribes the partner's frames too around its own turn, and when due takes the two as one
+synchronised set (`Subscriber.synced([partner, cam])`: captured within half the slower camera's
+frame interval, both fresh) and hands the pair on (`process_pair`). When no set forms within
+`PAIR_WAIT_S` it falls back to its own newest fresh frame alone — logged once until a pair
+forms again, and counted (`unpaired`, the reason in `last_unpaired`).
 """
 
 from __future__ import annotations
@@ -28,11 +35,13 @@ from ...logonce import LogOnce
 from ...protocol import topics, wire
 from ...protocol.errors import CamfabricError
 from ...protocol.subscriber import FrameTimeout, Subscriber
+from ...protocol.sync import FrameSet, SyncTimeout
 from .budget import RequestBudget
 
 LEAD_S = 1.0  # subscribe this long before the camera is due
 FRESH_S = 1.0  # a frame captured longer ago than this before the camera was due is not taken
 POLL_S = 0.25  # longest sleep between two looks at the gate (another process may change it)
+PAIR_WAIT_S = 1.0  # how long a due camera waits for a synchronised set with its partner
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +69,10 @@ class CameraWorker:
 
     def __init__(self, cam: int, gate: CameraGate, subscriber: Subscriber,
                  process: Callable[[wire.Frame], object], *, clock: Clock = SYSTEM_CLOCK,
-                 log: logging.Logger | None = None) -> None:
+                 log: logging.Logger | None = None, partner: int | None = None,
+                 process_pair: Callable[[FrameSet], object] | None = None) -> None:
+        if (partner is None) != (process_pair is None):
+            raise CamfabricError("a camera worker takes a partner camera together with process_pair")
         self.cam = cam
         self.gate = gate
         self.subscriber = subscriber
@@ -68,11 +80,20 @@ class CameraWorker:
         self.clock = clock
         self.log = log or logging.getLogger(__name__)
         self.subscribed = True  # the Subscriber starts with every camera's frames subscribed
+        self.partner = partner
+        self.process_pair = process_pair
+        self.partner_subscribed = False  # the partner's own worker holds its own subscription
+        self.pairs = 0
+        self.unpaired = 0
+        self.last_spread_ms: float | None = None
+        self.last_unpaired = ""
         self.frames = 0
         self.last_wait_s = 0.0
         self._stop = threading.Event()
         self._failures = LogOnce(self.log)
+        self._pairing = LogOnce(self.log)
         self._last: wire.Frame | None = None
+        self._last_pair: FrameSet | None = None
         self._thread = threading.Thread(target=self._run, name=f"tracker-cam{cam}", daemon=True)
 
     def start(self) -> None:
@@ -104,24 +125,61 @@ class CameraWorker:
             self._stop.wait(min(wait - LEAD_S if wait > LEAD_S else wait, POLL_S))
             return
         due_ns = int(self.clock.monotonic() * 1e9)
+        if self.partner is not None and self._take_pair():
+            return
         try:
             frame = self.subscriber.latest(self.cam, timeout=POLL_S, newer_than=self._last,
                                            captured_after_ns=due_ns - int(FRESH_S * 1e9))
         except FrameTimeout:
             return  # the camera delivers nothing fresh: nothing is sent
         self._last = frame
+        self._detected(lambda: self.process(frame))
+
+    def _detected(self, detect: Callable[[], object]) -> None:
         self.frames += 1
-        self.process(frame)
+        detect()
         if self._failures.recovered():
             self.log.info("camera %d: detection works again", self.cam)
 
+    def _take_pair(self) -> bool:
+        """Detect on a synchronised set of the partner's frame and ours; False when none formed
+        in time (the caller falls back to our frame alone)."""
+        assert self.partner is not None and self.process_pair is not None
+        try:
+            pair = self.subscriber.synced([self.partner, self.cam], timeout=PAIR_WAIT_S,
+                                          newer_than=self._last_pair, max_age_ms=FRESH_S * 1e3)
+        except SyncTimeout as exc:
+            self.unpaired += 1
+            self.last_unpaired = str(exc)
+            self._pairing.warning("unpaired", "camera %d: no frame of camera %d captured together "
+                                  "with its own (%s); its height is measured where camera %d's "
+                                  "sightings put the object at its capture time, interpolated, "
+                                  "until a pair forms again", self.cam, self.partner, exc, self.partner)
+            return False
+        if self._pairing.recovered():
+            self.log.info("camera %d: frames captured together with camera %d again", self.cam,
+                          self.partner)
+        self._last_pair = pair
+        self._last = pair[self.cam]
+        self.pairs += 1
+        self.last_spread_ms = pair.spread_ns / 1e6
+        process_pair = self.process_pair
+        self._detected(lambda: process_pair(pair))
+        return True
+
     def _follow(self, want: bool) -> None:
-        """Subscribe to the camera's frames only around its turn."""
-        if want == self.subscribed:
-            return
-        topic = topics.frame(self.cam, "jpeg")
+        """Subscribe to the camera's frames (and its partner's) only around its turn. The
+        partner's worker holds a subscription of its own: subscriptions are counted."""
+        if want != self.subscribed:
+            self._subscribe(self.cam, want)
+            self.subscribed = want
+        if self.partner is not None and want != self.partner_subscribed:
+            self._subscribe(self.partner, want)
+            self.partner_subscribed = want
+
+    def _subscribe(self, cam: int, want: bool) -> None:
+        topic = topics.frame(cam, "jpeg")
         if want:
             self.subscriber.subscribe(topic)
         else:
             self.subscriber.unsubscribe(topic)
-        self.subscribed = want

@@ -11,12 +11,17 @@ per camera on that camera's worker thread, and tests call it directly with rende
 `seen` is the frame's capture time on this host's monotonic clock, `stamp` on the wall clock:
 positions carry the capture time, never the time they were computed. The camera's gate is taken
 at send time: by the pipeline before a local (ArUco) detection, by the Gemini detector just
-before its request leaves.
+before its request leaves. A pipeline runs one frame at a time (a lock): the side camera's
+worker also hands the overhead pipeline the overhead frame of a synchronised pair, detected
+without the local gate and only to measure heights at (`extra=True`: ArUco costs nothing), and
+the side frame with that frame's capture time (`paired`), so the height is measured at the
+x, y of the same moment.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -56,29 +61,43 @@ class CameraPipeline:
         self.retry_at = 0.0  # monotonic
         self.last_error = ""
         self._notes = LogOnce(self.log)
+        self._lock = threading.Lock()  # one frame at a time: the finder and the fit are not shared
 
     @property
     def calibrated(self) -> bool:
         return self.model is None or self.model.calibrated
 
+    @property
+    def free(self) -> bool:
+        """Whether a detection costs nothing (no request to a paid service)."""
+        return not isinstance(self.detector, GeminiDetector)
+
     def process(self, image: np.ndarray, jpeg: bytes | None, seen: float, stamp: float,
-                gate: Any) -> list[Detection]:
+                gate: Any, *, extra: bool = False, paired: tuple[float, float] | None = None
+                ) -> list[Detection]:
         """Detect in one frame captured at `seen` (monotonic) / `stamp` (wall) once `gate`
-        allows, and update the world; returns the detections ([] when the gate said no)."""
-        local = not isinstance(self.detector, GeminiDetector)
-        if local:
-            wait = gate.reserve()
-            if wait:
-                self.skipped += 1
-                return []
-        try:
-            return self._process(image, jpeg, seen, stamp, gate)
-        finally:
-            if local:
-                gate.done()
+        allows, and update the world; returns the detections ([] when the gate said no).
+
+        `extra=True`, for a free (local) detector: a look outside the camera's turns, taken only
+        to measure heights at — no gate, and the sightings only join the objects' tracks (see
+        `WorldModel.observe_plane`); `paired`, for a side camera, is the capture time (monotonic, wall) of the
+        overhead frame taken together with this one, whose x, y the heights are measured at."""
+        local = self.free
+        with self._lock:
+            extra = extra and local
+            if local and not extra:
+                wait = gate.reserve()
+                if wait:
+                    self.skipped += 1
+                    return []
+                try:
+                    return self._process(image, jpeg, seen, stamp, gate, paired, extra)
+                finally:
+                    gate.done()
+            return self._process(image, jpeg, seen, stamp, gate, paired, extra)
 
     def _process(self, image: np.ndarray, jpeg: bytes | None, seen: float, stamp: float,
-                 gate: Any) -> list[Detection]:
+                 gate: Any, paired: tuple[float, float] | None, extra: bool) -> list[Detection]:
         self.frames += 1
         h, w = image.shape[:2]
         markers = self.finder.find(image)
@@ -106,13 +125,14 @@ class CameraPipeline:
         if self.model is not None:
             refs = set(self.model.references)
             detections = [d for d in detections if d.marker_id not in refs]
-        if detections:
+        if detections and not extra:
             self.detections += len(detections)
             self.last_detection = stamp
-        self._to_world(detections, seen, stamp)
+        self._to_world(detections, seen, stamp, paired, extra)
         return detections
 
-    def _to_world(self, detections: list[Detection], seen: float, stamp: float) -> None:
+    def _to_world(self, detections: list[Detection], seen: float, stamp: float,
+                  paired: tuple[float, float] | None, extra: bool) -> None:
         role = self.config.role
         if role == "end_effector":
             items = [{"label": d.label, "pixel": [round(d.pixel[0], 1), round(d.pixel[1], 1)],
@@ -132,7 +152,7 @@ class CameraPipeline:
             sightings = [PlaneSighting(d.label, (float(t[0]), float(t[1])), d.pixel, d.confidence,
                                        plane.correct_parallax)
                          for d, t in zip(detections, table, strict=True)]
-            self.world.observe_plane(self.cam, sightings, seen, stamp)
+            self.world.observe_plane(self.cam, sightings, seen, stamp, track_only=extra)
         else:
             side: SideProjection = self.model  # type: ignore[assignment]
             offset = self.config.marker_top_offset_mm
@@ -147,7 +167,7 @@ class CameraPipeline:
                     return z + extra, residual
 
                 sightings.append(HeightSighting(d.label, d.pixel, height_at, d.confidence))
-            self.world.observe_heights(self.cam, sightings, seen, stamp)
+            self.world.observe_heights(self.cam, sightings, seen, stamp, paired=paired)
 
     def _note(self, kind: str, message: str) -> None:
         self.last_error = message

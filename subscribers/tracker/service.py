@@ -5,6 +5,9 @@
         ▼
     CameraWorker[cam] (one thread per camera: one detection in flight per camera)
         │ CameraPipeline.process ── CameraGate.reserve() at send time (RequestBudget)
+        │ (the side camera, when due, takes its frame and the overhead camera's as one
+        │  synchronised set: the overhead frame is detected first — free for ArUco, within the
+        │  overhead gate for a paid detector — and the height measured at its x, y)
         ▼
     WorldModel ──► Publisher: World on `world` whenever it changes and at least every second,
                               Status on `status/tracker/` every `status_interval_s`
@@ -36,6 +39,7 @@ from ...protocol import wire
 from ...protocol.errors import CamfabricError
 from ...protocol.publisher import Publisher
 from ...protocol.subscriber import Subscriber, captured_locally_ns
+from ...protocol.sync import FrameSet
 from .budget import RequestBudget, demand_warnings
 from .config import PAID_DETECTORS, TrackerConfig, default_state_dir
 from .detectors.aruco import ArucoDetector, MarkerFinder
@@ -130,10 +134,14 @@ class Tracker:
             if isinstance(exc, CamfabricError):
                 raise
             raise CamfabricError(f"cannot subscribe to {', '.join(self.config.nodes)}: {exc}") from exc
+        overhead = next((c for c, p in self.pipelines.items() if p.config.role == "overhead"), None)
         for cam, pipeline in self.pipelines.items():
+            partner = overhead if pipeline.config.role == "side_profile" else None
             worker = CameraWorker(cam, self.gates[cam], self.subscriber,
                                   lambda frame, p=pipeline, g=self.gates[cam]: self._detect(p, g, frame),
-                                  clock=self.clock, log=self.log)
+                                  clock=self.clock, log=self.log, partner=partner,
+                                  process_pair=None if partner is None else
+                                  lambda pair, c=cam, o=partner: self._detect_pair(c, o, pair))
             self.workers[cam] = worker
             worker.start()
         self._thread = threading.Thread(target=self._run, name="tracker", daemon=True)
@@ -176,8 +184,15 @@ class Tracker:
             cameras[p.cam] = p.status(wall + max(wait, p.retry_at - now, 0.0))
             cameras[p.cam]["frames_taken"] = worker.frames if worker else 0
             cameras[p.cam]["subscribed"] = worker.subscribed if worker else False
+            if worker is not None and worker.partner is not None:
+                spread = worker.last_spread_ms
+                cameras[p.cam]["paired_with"] = str(worker.partner)
+                cameras[p.cam]["pairs"] = worker.pairs
+                cameras[p.cam]["unpaired"] = worker.unpaired
+                cameras[p.cam]["last_pair_spread_ms"] = None if spread is None else round(spread, 2)
+                cameras[p.cam]["last_unpaired"] = worker.last_unpaired
         state: dict[str, Any] = {"cameras": cameras, "objects": len(self.world), "updated": wall,
-                                 "stale_s": round(self.world.stale_s, 3)}
+                                 "stale_s": round(self.world.stale_s, 3), "heights": dict(self.world.heights)}
         gemini = [p.detector for p in self.pipelines.values() if isinstance(p.detector, GeminiDetector)]
         if gemini:
             errors = [d.refused or d.last_error for d in gemini if d.refused or d.last_error]
@@ -187,9 +202,25 @@ class Tracker:
         return state
 
     # -- the loop ----------------------------------------------------------------------------
-    def _detect(self, pipeline: CameraPipeline, gate: CameraGate, frame: wire.Frame) -> None:
+    def _detect(self, pipeline: CameraPipeline, gate: CameraGate, frame: wire.Frame, *,
+                extra: bool = False, paired: tuple[float, float] | None = None) -> None:
         seen = captured_locally_ns(frame) / 1e9
-        pipeline.process(frame.image, bytes(frame.data), seen, frame.t_capture_ns / 1e9, gate)
+        pipeline.process(frame.image, bytes(frame.data), seen, frame.t_capture_ns / 1e9, gate,
+                         extra=extra, paired=paired)
+
+    def _detect_pair(self, side_cam: int, overhead_cam: int, pair: FrameSet) -> None:
+        """A side frame and the overhead frame captured with it: place the objects in the
+        overhead frame, then measure their heights at those places. With ArUco the overhead
+        detection is free: an extra look that only places the objects for the heights. A paid
+        detector sends it only when its own gate is open now, as its turn (else the heights are
+        measured at interpolated places, and counted so)."""
+        overhead, gate = self.pipelines[overhead_cam], self.gates[overhead_cam]
+        frame = pair[overhead_cam]
+        paired = None
+        if overhead.free or gate.wait_s() <= 0:
+            self._detect(overhead, gate, frame, extra=overhead.free)
+            paired = (captured_locally_ns(frame) / 1e9, frame.t_capture_ns / 1e9)
+        self._detect(self.pipelines[side_cam], self.gates[side_cam], pair[side_cam], paired=paired)
 
     def _derive_world_times(self) -> None:
         """`stale_s` (unless set): an object is stale once it missed two detections of the

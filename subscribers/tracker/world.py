@@ -6,9 +6,13 @@ seconds after the object's previous one moves it by `1 - exp(-dt / smoothing_s)`
 (of the point where the marker's ray meets the table; the position is that point corrected for
 the object's height), so the lag behind a moving box is the same at any detection rate. A side
 detection sets only the height (z) and the side camera's own fields of the object of its label
-whose (x, y) best explains the pixel — the (x, y) where the object was when the side frame was
-captured, interpolated between its overhead sightings, so a moving box's height is measured
-against frames taken together — and never refreshes the (x, y)'s time. Objects whose (x, y)
+whose (x, y) best explains the pixel, and never refreshes the (x, y)'s time. That (x, y) is
+the object's overhead sighting in the frame captured together with the side frame (`paired`:
+the tracker takes the two cameras' frames as one synchronised set), so a moving box's height is
+measured against frames taken at the same moment; when there is no such sighting (no set formed
+in time, or the overhead frame missed the object) it is where the object was at the side
+frame's capture time, interpolated between its overhead sightings — and counted
+(`heights["interpolated"]`). Each object publishes which it was (`height_at`). Objects whose (x, y)
 was not seen for `stale_s` are marked stale, and after `remove_s` removed. Detections of the
 arm-mounted camera stay in that camera's frame: they are listed under `camera_frames`, never
 mixed into workspace millimetres.
@@ -32,6 +36,7 @@ from typing import Any
 from .config import WorldConfig
 
 TRACK_LEN = 8
+HEIGHT_ROUNDS = 3  # x, y <-> height: each round shrinks the parallax error ~c_z / z-fold
 Correction = Callable[[tuple[float, float], float], tuple[float, float]]
 
 
@@ -58,6 +63,9 @@ class TrackedObject:
     height_known: bool = False
     height_seen: float | None = None  # wall-clock capture time of the last height
     z_seen: float = 0.0  # the same moment on the monotonic clock
+    # The (x, y) the last height was measured at, the wall-clock capture time it stands for and
+    # whether it came from an overhead frame captured together with the side frame.
+    height_at: dict[str, Any] | None = None
     correct: Correction | None = None
     pixel: dict[str, list[float]] = field(default_factory=dict)
     # The last overhead sightings as seen (monotonic time, table point), unsmoothed: where the
@@ -70,11 +78,24 @@ class TrackedObject:
         plane = (self.plane_x, self.plane_y)
         return self.correct(plane, self.z) if self.correct else plane
 
-    def xy_at(self, seen: float) -> tuple[float, float]:
-        """Where the object was at `seen` (monotonic): its overhead sightings interpolated,
-        carried on along the last two for at most the gap between them, else the nearest."""
-        plane = _interpolate(self.track, seen) or (self.plane_x, self.plane_y)
-        return self.correct(plane, self.z) if self.correct else plane
+    def plane_sighted_at(self, seen: float) -> tuple[float, float] | None:
+        """Where its ray met the table in the overhead frame captured at `seen`, if it was seen."""
+        for t, x, y in reversed(self.track):
+            if t == seen:
+                return x, y
+            if t < seen:
+                break
+        return None
+
+    def plane_at(self, seen: float) -> tuple[float, float]:
+        """Where its ray met the table at `seen` (monotonic): its overhead sightings
+        interpolated, carried on along the last two for at most the gap between them, else the
+        nearest."""
+        return _interpolate(self.track, seen) or (self.plane_x, self.plane_y)
+
+    def at_height(self, plane: tuple[float, float], z: float) -> tuple[float, float]:
+        """The (x, y) of a table point `plane` for an object `z` mm tall (parallax)."""
+        return self.correct(plane, z) if self.correct else plane
 
     def as_dict(self, stale: bool) -> dict[str, Any]:
         x, y = self.xy
@@ -84,6 +105,7 @@ class TrackedObject:
             "confidence": round(self.confidence, 3), "camera": self.camera,
             "first_seen": self.first_seen, "last_seen": self.last_seen,
             "observations": self.observations, "stale": stale, "height_seen": self.height_seen,
+            "height_at": dict(self.height_at) if self.height_at else None,
             "pixel": {cam: [round(p[0], 1), round(p[1], 1)] for cam, p in self.pixel.items()},
         }
 
@@ -142,10 +164,20 @@ class WorldModel:
         self._lock = threading.Lock()
         self.version = 0
         self.unmatched_heights = 0
+        # Heights measured at a sighting of the same moment / at an interpolated (x, y).
+        self.heights = {"synced": 0, "interpolated": 0}
 
     def observe_plane(self, camera: str, sightings: Sequence[PlaneSighting], seen: float,
-                      stamp: float) -> None:
-        """Overhead detections of one frame captured at `seen` (monotonic) / `stamp` (wall)."""
+                      stamp: float, *, track_only: bool = False) -> None:
+        """Overhead detections of one frame captured at `seen` (monotonic) / `stamp` (wall).
+
+        `track_only`: an extra look, taken only to measure heights at (the overhead frame of a
+        synchronised pair): its sightings join the known objects' tracks and move nothing —
+        no smoothing step a fraction of a second after the last, no new `last_seen`, no new
+        object."""
+        if track_only:
+            self._add_to_tracks(sightings, seen)
+            return
         with self._lock:
             claimed: set[str] = set()
             for s in sightings:
@@ -177,20 +209,37 @@ class WorldModel:
                 claimed.add(best.id)
             self.version += 1
 
-    def observe_heights(self, camera: str, sightings: Sequence[HeightSighting], seen: float,
-                        stamp: float) -> None:
-        """Side detections of one frame: each sets the height of the object of its label whose
-        (x, y) puts it closest to the detection's pixel (within `side_match_px`)."""
+    def _add_to_tracks(self, sightings: Sequence[PlaneSighting], seen: float) -> None:
         with self._lock:
             claimed: set[str] = set()
             for s in sightings:
-                best, best_r, best_z = None, self.config.side_match_px, 0.0
+                near = [o for o in self._objects.values() if o.label == s.label and o.id not in claimed]
+                best = min(near, default=None, key=lambda o: math.hypot(
+                    s.table_xy[0] - o.plane_x, s.table_xy[1] - o.plane_y))
+                if best is None or math.hypot(s.table_xy[0] - best.plane_x, s.table_xy[1] - best.plane_y) \
+                        > self.config.match_distance_mm:
+                    continue
+                # In time order: the pair's frame may be older than the newest sighting.
+                points = sorted([p for p in best.track if p[0] != seen] + [(seen, *s.table_xy)])
+                best.track = collections.deque(points[-TRACK_LEN:], maxlen=TRACK_LEN)
+                claimed.add(best.id)
+
+    def observe_heights(self, camera: str, sightings: Sequence[HeightSighting], seen: float,
+                        stamp: float, *, paired: tuple[float, float] | None = None) -> None:
+        """Side detections of one frame: each sets the height of the object of its label whose
+        (x, y) puts it closest to the detection's pixel (within `side_match_px`). `paired`:
+        the capture time (monotonic, wall) of the overhead frame taken together with this one."""
+        with self._lock:
+            claimed: set[str] = set()
+            for s in sightings:
+                best, best_r, best_z, best_at = None, self.config.side_match_px, 0.0, None
                 for obj in self._objects.values():
                     if obj.label != s.label or obj.id in claimed:
                         continue
-                    z, residual = s.height_at(*obj.xy_at(seen))  # where it was at the capture
+                    at = self._measured_at(obj, seen, stamp, paired)
+                    z, residual = self._measure(obj, s, at)
                     if residual <= best_r:
-                        best, best_r, best_z = obj, residual, z
+                        best, best_r, best_z, best_at = obj, residual, z, at
                 if best is None:
                     self.unmatched_heights += 1
                     continue
@@ -198,9 +247,36 @@ class WorldModel:
                 best.z += a * (best_z - best.z)
                 best.height_known = True
                 best.height_seen, best.z_seen = stamp, seen
+                best.height_at = {k: round(v, 2) if k in ("x", "y") else v for k, v in best_at.items()}
+                self.heights["synced" if best_at["synced"] else "interpolated"] += 1
                 best.pixel[camera] = [float(s.pixel[0]), float(s.pixel[1])]
                 claimed.add(best.id)
             self.version += 1
+
+    @staticmethod
+    def _measured_at(obj: TrackedObject, seen: float, stamp: float,
+                     paired: tuple[float, float] | None) -> dict[str, Any]:
+        """Where a side frame captured at `seen` / `stamp` measures `obj`'s height: its sighting
+        in the overhead frame captured together (at `paired`), else interpolated to `seen`
+        (the table point its ray met; `_measure` puts it at the object's height)."""
+        plane = obj.plane_sighted_at(paired[0]) if paired is not None else None
+        if plane is not None:
+            assert paired is not None
+            return {"x": plane[0], "y": plane[1], "seen": paired[1], "synced": True}
+        x, y = obj.plane_at(seen)
+        return {"x": x, "y": y, "seen": stamp, "synced": False}
+
+    @staticmethod
+    def _measure(obj: TrackedObject, sighting: HeightSighting, at: dict[str, Any]) -> tuple[float, float]:
+        """The height (and residual, px) a side sighting gives at `at`, with `at` moved to the
+        object's (x, y): the overhead ray meets the object's top, not the table, so x, y depend
+        on the height being measured — a few rounds settle both (from the last known height)."""
+        plane, z = (at["x"], at["y"]), obj.z
+        residual = 0.0
+        for _ in range(HEIGHT_ROUNDS):
+            at["x"], at["y"] = obj.at_height(plane, z)
+            z, residual = sighting.height_at(at["x"], at["y"])
+        return z, residual
 
     def observe_camera_frame(self, camera: str, frame: str, detections: Sequence[dict[str, Any]],
                              seen: float, stamp: float) -> None:

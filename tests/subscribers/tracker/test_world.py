@@ -38,7 +38,8 @@ def test_a_new_detection_becomes_an_object_with_every_published_field():
     (obj,) = model["objects"]
     assert obj["label"] == "cup" and obj["position_mm"] == {"x": 100.0, "y": 50.0, "z": 0.0}
     assert set(obj) == {"id", "label", "position_mm", "confidence", "camera", "first_seen", "last_seen",
-                        "observations", "stale", "pixel", "height_seen"}
+                        "observations", "stale", "pixel", "height_seen", "height_at"}
+    assert obj["height_seen"] is None and obj["height_at"] is None
     assert obj["camera"] == "0" and obj["pixel"] == {"0": [10.0, 20.0]}
     assert obj["first_seen"] == obj["last_seen"] == T0 and obj["observations"] == 1 and not obj["stale"]
 
@@ -128,6 +129,46 @@ def test_a_height_is_measured_where_the_box_was_when_the_side_frame_was_captured
     (obj,) = world.snapshot(*_at(3))["objects"]
     assert obj["position_mm"]["z"] == 40.0  # at t = 3 it was (carried on) at x = 30
     assert world.unmatched_heights == 0
+
+
+def test_a_height_is_measured_at_the_overhead_sighting_captured_with_the_side_frame():
+    """The side frame (t = 1.04 s) came with an overhead frame (t = 1.0 s, x = 25): the height is
+    measured at that sighting — not at x = 26, where carrying the track on to 1.04 s puts it —
+    and the object says so (`height_at`); without that sighting, at the interpolated place.
+    The pair's overhead look was an extra one (track only): it moves neither x, y nor their time."""
+    world = _world(match_distance_mm=500.0)
+    world.observe_plane("0", [_seen("cup", 0.0, 50.0)], *_at(0))
+    world.observe_plane("0", [_seen("cup", 25.0, 50.0), _seen("mug", 0.0, 0.0)], *_at(1.0), track_only=True)
+
+    def height_at(x, y):  # a side camera whose pixel lines up with x = 25 and height 40
+        return 40.0 + (x - 25.0), abs(x - 25.0)
+
+    world.observe_heights("2", [HeightSighting("cup", (1.0, 2.0), height_at)], *_at(1.04), paired=_at(1.0))
+    (obj,) = world.snapshot(*_at(1.04))["objects"]
+    assert obj["position_mm"]["z"] == 40.0
+    assert obj["height_at"] == {"x": 25.0, "y": 50.0, "seen": T0 + 1.0, "synced": True}
+    assert obj["height_seen"] == T0 + 1.04
+    assert obj["last_seen"] == T0 and obj["position_mm"]["x"] == 0.0 and obj["observations"] == 1
+    # the overhead frame of the next pair missed the box: the place is interpolated, and counted
+    world.observe_heights("2", [HeightSighting("cup", (1.0, 2.0), height_at)], *_at(1.54), paired=_at(1.5))
+    (obj,) = world.snapshot(*_at(1.54))["objects"]
+    assert obj["height_at"] == {"x": 38.5, "y": 50.0, "seen": T0 + 1.54, "synced": False}
+    assert world.heights == {"synced": 1, "interpolated": 1}
+
+
+def test_a_first_height_puts_its_place_at_that_height_parallax_and_all():
+    """An overhead camera at x = 0, 200 mm up: a marker on a 50 mm box at x = 75 is seen where
+    its ray meets the table, x = 100. The first height (z unknown until then) is measured at
+    x = 75, not at the uncorrected 100."""
+    def towards_camera(xy, z):
+        return xy[0] * (1 - z / 200), xy[1]
+
+    world = WorldModel(WorldConfig(match_distance_mm=500, smoothing_s=0.0))
+    world.observe_plane("0", [PlaneSighting("cup", (100.0, 0.0), (0, 0), 1.0, towards_camera)], *_at(0))
+    world.observe_heights("2", [HeightSighting("cup", (0.0, 0.0), lambda x, y: (50.0, abs(x - 75)))],
+                          *_at(0), paired=_at(0))
+    (obj,) = world.snapshot(*_at(0))["objects"]
+    assert obj["height_at"]["x"] == 75.0 and obj["position_mm"] == {"x": 75.0, "y": 0.0, "z": 50.0}
 
 
 def test_a_side_detection_without_an_overhead_fix_is_counted_not_invented():
