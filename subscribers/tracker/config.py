@@ -31,7 +31,6 @@ stay in that camera's own frame.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -45,6 +44,7 @@ import cv2
 from ...config import bounded, check_unique, load_section
 from ...protocol.errors import ConfigError
 from ...protocol.publisher import DEFAULT_ENDPOINT
+from ...protocol.security import is_loopback_host
 
 DEFAULT_PUBLISH = "tcp://127.0.0.1:5560"
 Role = Literal["overhead", "side_profile", "end_effector"]
@@ -85,7 +85,7 @@ class GeminiConfig:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError("base_url", "must be an https:// URL such as "
                               "https://generativelanguage.googleapis.com")
-        if parts.scheme == "http" and not _loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise ConfigError("base_url", "must be https:// (the API key would travel in clear); "
                               "plain http:// is allowed only to a loopback address")
         if self.max_backoff_s < self.backoff_s:
@@ -225,15 +225,6 @@ class TrackerConfig:
                               f"tracker.gemini.api_key or the environment variable "
                               f"{self.gemini.api_key_env} (tracker.gemini.api_key_env)")
         return key
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def load_tracker_config(path: str | Path | None) -> TrackerConfig:
