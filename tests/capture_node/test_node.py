@@ -14,6 +14,7 @@ from camfabric.capture_node.config import CameraConfig, NodeConfig, demo_cameras
 from camfabric.capture_node.node import CaptureNode
 from camfabric.capture_node.source import Capture, Source, SourceError
 from camfabric.protocol import topics
+from tests.conftest import unused_tcp_port
 
 
 class UnpluggedCamera(Source):
@@ -385,9 +386,10 @@ def test_stop_is_quick_even_with_a_source_stuck_in_read(zmq_context, tcp_endpoin
     assert node.health(0)["state"] == "stopped"
 
 
-def test_insecure_warns_at_every_start(zmq_context, tcp_endpoint, caplog):
-    config = NodeConfig(name="testnode", publish=tcp_endpoint, insecure=True, cameras=(camera(0),))
-    for _ in range(2):
+def test_insecure_warns_at_every_start(zmq_context, caplog):
+    for _ in range(2):  # a fresh port each time: libzmq releases a closed one asynchronously
+        config = NodeConfig(name="testnode", publish=f"tcp://127.0.0.1:{unused_tcp_port()}",
+                            insecure=True, cameras=(camera(0),))
         with CaptureNode(config, zmq_context):
             pass
     warnings = [r for r in caplog.records if r.levelname == "WARNING" and "insecure" in r.message]

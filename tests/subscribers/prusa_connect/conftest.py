@@ -68,16 +68,20 @@ class Fabric:
         frame = Frame(cam=cam, seq=seq, t_capture_ns=time.time_ns(), w=w, h=h, encoding="jpeg",
                       data=data, node="test")
         deadline = time.monotonic() + 10  # generous: a loaded machine delays subscriptions
+        held = None
         while time.monotonic() < deadline:
             # Sent again until it arrives: a subscription made a moment ago may not have reached
-            # both ends yet (the receiver drops what it is not yet subscribed to).
+            # both ends yet (the receiver drops what it is not yet subscribed to). Each copy
+            # waits for something newer than what the subscriber holds: re-sending in a tight
+            # loop would queue thousands of copies ahead of the frame.
             self.publisher.publish(frame)
             try:
-                got = self.subscriber.latest(cam, timeout=0.2)
+                got = self.subscriber.latest(cam, timeout=0.2, newer_than=held)
             except Exception:
                 continue
             if got.seq == seq:
                 return data
+            held = got
         raise AssertionError(f"frame {seq} of camera {cam} never reached the subscriber")
 
 
