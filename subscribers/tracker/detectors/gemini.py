@@ -41,6 +41,7 @@ import requests
 
 from ....clock import SYSTEM_CLOCK, Clock
 from ....logonce import LogOnce
+from ....protocol.errors import CamfabricError
 from ..budget import RequestBudget
 from ..config import DEFAULT_MODEL, GeminiConfig
 from . import Detection, DetectionSkipped
@@ -54,7 +55,7 @@ _API_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}")
 LATENCY_GUESS_S = 10.0  # until measured: realistic for an image request to a Gemini model
 
 
-class GeminiError(Exception):
+class GeminiError(CamfabricError):
     """An answer from Gemini that is not a usable detection list (logged, counted)."""
 
 
