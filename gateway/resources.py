@@ -19,6 +19,7 @@ Which frame each image route serves:
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources as package_files
 from typing import Any
@@ -197,12 +198,14 @@ class Resource:
         self.on_get(req, resp, **params)  # type: ignore[attr-defined]
 
 
-class CamerasResource(Resource):
-    def __init__(self, cache: FrameCache) -> None:
-        self.cache = cache
+class CacheViewResource(Resource):
+    """A JSON view of the cache: `/cameras` (registry), `/world`, `/scan` (scans)."""
+
+    def __init__(self, view: Callable[[], Any]) -> None:
+        self.view = view
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self.cache.registry()
+        resp.media = self.view()
 
 
 class SnapResource(Resource):
@@ -285,22 +288,6 @@ class FrameResource(Resource):
             "X-Frame-Channels": str(image.shape[2] if image.ndim == 3 else 1),
             "X-Frame-Dtype": str(image.dtype), "X-Timestamp": f"{frame.t_capture_ns / 1e9:.6f}",
         })
-
-
-class WorldResource(Resource):
-    def __init__(self, cache: FrameCache) -> None:
-        self.cache = cache
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self.cache.world()
-
-
-class ScanResource(Resource):
-    def __init__(self, cache: FrameCache) -> None:
-        self.cache = cache
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self.cache.scans()
 
 
 class DefaultSnapshotResource(Resource):
