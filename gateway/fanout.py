@@ -2,11 +2,23 @@
 each client at its own pace.
 
 A client is a non-blocking socket that takes parts. A part is written only when the previous
-one has left the server entirely, and it is always the newest frame: what a slow client has
-not taken yet is never queued behind it, and the frames that came meanwhile are skipped and
-counted (`StreamStats`). The part's buffers are built once per frame and shared by every
-client (no copy of the JPEG); a client that keeps up takes its part in one `sendmsg`, and only
-a slow one is watched for room with the selector. mjpeg.py hands connections over to it.
+one has left the server entirely and, where the kernel tells (Linux's TCP_INFO), when the
+reader has also read what it was sent before; and it is always the newest frame. What a slow
+client has not taken yet is never queued behind it, and the frames that came meanwhile are
+skipped and counted (`StreamStats`). The part's buffers are built once per frame and shared by
+every client (no copy of the JPEG); a client that keeps up takes its part in one `sendmsg`, and
+only a slow one is watched for room with the selector. mjpeg.py hands connections over to it.
+
+The reader's own receive buffer. Linux grows a reader's receive buffer when it drains whole
+parts in bursts (robot code taking one part per 0.5 s: 0.8 MB, two or three 720p parts), and
+what waits there is as stale as what waits in the server. Its size is not visible to the
+server, but the TCP window the reader advertises is its free room there: a part is sent only
+when that room, less what is still on its way, is back to the largest the reader has shown
+(its room with nothing unread), within `UNREAD_ALLOWANCE_BYTES`. A reader announces freed room
+only when its window at least doubles, so a reader that has read its part may stay silent:
+while a newer frame waits for it, the fan-out sends the next part's first bytes ahead
+(`Content-Type: image/jpeg\r\nContent-Length: `, one at a time, see mjpeg.py), each answered
+by an acknowledgement that carries the reader's window as it is now.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
+import struct
 import threading
 import time
 import weakref
@@ -27,8 +40,29 @@ from .cache import FrameCache
 
 # How often the fan-out looks up from its wait to notice clients that left a silent stream.
 WAKE_INTERVAL_S = 0.25
+# Unread bytes a reader may still hold when its next part is sent: the window's granularity
+# (Linux aligns it to its scale, and rounds small windows to the segment size).
+UNREAD_ALLOWANCE_BYTES = 32 * 1024
+# While a newer frame waits for a reader to read its part, one byte of the next part goes
+# ahead every PROBE_MIN_S at first, then every PROBE_BACKOFF of the time waited so far: a
+# reader taking a part per second is seen within ~0.1 s, and the part's 42 leading bytes last
+# about ten seconds of waiting.
+PROBE_MIN_S = 0.05
+PROBE_BACKOFF = 0.1
+# How often waiting readers' windows are looked at, at most.
+TEND_INTERVAL_S = 0.02
+# A newer frame waiting this long is sent anyway, and the window seen then counts as the
+# reader's room with nothing unread: a reader whose buffer shrank is never stalled for good.
+HOLD_MAX_S = 10.0
 
-Framer = Callable[[wire.Frame, bool], Sequence[bytes | memoryview]]
+Framer = Callable[[wire.Frame, bool, int], Sequence[bytes | memoryview]]
+Prober = Callable[[bool, int], bytes | None]
+
+# struct tcp_info (linux/tcp.h) from tcpi_bytes_acked (offset 120) to tcpi_snd_wnd (228, Linux
+# 5.4+): bytes_acked, notsent_bytes (144), bytes_sent (200), bytes_retrans (208), snd_wnd.
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_TCP_INFO_LEN = 232
+_TCP_INFO_FIELDS = struct.Struct("=Q16xI52xQQ12xI")
 
 log = logging.getLogger(__name__)
 
@@ -84,21 +118,47 @@ class StreamClient:
     registered: bool = False
     delivered: int = 0
     skipped: int = 0
+    part_pending: bool = False  # `pending` is the rest of a part (not of a probe byte)
+    window_max: int = 0  # the largest window its reader advertised: its room with nothing unread
+    held_since: float | None = None  # a newer frame waits for the reader to read its part
+    probe_at: float = 0.0
+    probed: int = 0  # bytes of the next part sent ahead (`Prober`)
+
+
+def tcp_room(sock: socket.socket) -> tuple[int, int] | None:
+    """(the window the reader last advertised, bytes on their way to it: unacknowledged or not
+    sent yet) from Linux's TCP_INFO; None where the kernel does not tell (another system, a
+    kernel before 5.4, a socket that is not TCP)."""
+    if _TCP_INFO is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_LEN)
+    except OSError:
+        return None
+    if len(info) < _TCP_INFO_LEN:
+        return None
+    acked, notsent, sent, resent, window = _TCP_INFO_FIELDS.unpack_from(info, 120)
+    return window, max(0, sent - resent - acked) + notsent
 
 
 class MjpegFanout:
     """Writes the newest frame of each camera to every handed-over stream of this process,
     each client at its own pace, from one thread.
 
-    It wakes when the fabric delivers a frame of a watched camera (a subscriber listener) or
-    a slow client's socket can take more. `framer(frame, chunked)` gives a frame's part as
-    buffers for one `sendmsg` (HTTP/1.1 chunk framing included when `chunked`).
+    It wakes when the fabric delivers a frame of a watched camera (a subscriber listener), a
+    slow client's socket can take more, or a reader that was sent a probe may have answered.
+    `framer(frame, chunked, probed)` gives a frame's part as buffers for one `sendmsg` (HTTP/1.1
+    chunk framing included when `chunked`), less its first `probed` bytes, which went ahead as
+    `prober(chunked, index)` gave them (None: no more to send ahead).
     """
 
-    def __init__(self, cache: FrameCache, framer: Framer) -> None:
+    def __init__(self, cache: FrameCache, framer: Framer, prober: Prober) -> None:
         # Weakly: a registry may keep a fan-out per cache only for as long as the cache lives.
         self._cache = weakref.ref(cache)
         self.framer = framer
+        self.prober = prober
+        self._held: set[StreamClient] = set()
+        self._tend_at = 0.0
         self.stats = StreamStats()  # for streams not given their own
         self._lock = threading.Lock()
         self._clients: dict[int, set[StreamClient]] = {}
@@ -176,7 +236,8 @@ class MjpegFanout:
                     next_check = time.monotonic() + WAKE_INTERVAL_S
                     for client in [c for cs in self._clients.values() for c in cs if c.gone()]:
                         self._end(client)
-                for key, _ in self._selector.select(WAKE_INTERVAL_S):
+                wait = TEND_INTERVAL_S if self._held else WAKE_INTERVAL_S
+                for key, _ in self._selector.select(wait):
                     if key.fileobj is self._wake_r:
                         self._drain_wake()
                     elif key.data is not None:
@@ -193,6 +254,9 @@ class MjpegFanout:
                     self._watched = frozenset(cam for cam, cs in self._clients.items() if cs)
                 for cam in dirty:
                     self._offer(cam)
+                if self._held and time.monotonic() >= self._tend_at:
+                    self._tend_at = time.monotonic() + TEND_INTERVAL_S
+                    self._tend_held()
         except Exception:  # never leave clients hanging on a dead thread
             log.exception("MJPEG fan-out failed; ending its streams")
         finally:
@@ -227,8 +291,8 @@ class MjpegFanout:
             return
         newest = self._newest.get(cam)
         if newest is None or newest[0] is not frame:
-            self._newest[cam] = (frame, tuple(map(memoryview, self.framer(frame, False))),
-                                 tuple(map(memoryview, self.framer(frame, True))))
+            self._newest[cam] = (frame, tuple(map(memoryview, self.framer(frame, False, 0))),
+                                 tuple(map(memoryview, self.framer(frame, True, 0))))
         counts: dict[int, list[Any]] = {}  # per StreamStats: [stats, delivered, skipped]
         for client in list(self._clients.get(cam, ())):
             if client.last is frame:
@@ -236,11 +300,13 @@ class MjpegFanout:
             count = counts.get(id(client.stats))
             if count is None:
                 count = counts[id(client.stats)] = [client.stats, 0, 0]
-            if client.pending:
+            if client.pending or client.held_since is not None:
                 if client.newer_waiting:
                     client.skipped += 1
                     count[2] += 1
                 client.newer_waiting = True
+            elif not self._reader_has_room(client):
+                self._hold(client)
             elif self._send_newest(client):
                 count[1] += 1
         for stats, delivered, skipped in counts.values():
@@ -250,21 +316,82 @@ class MjpegFanout:
         """Hand the newest part to `client`'s socket; True when all of it left at once."""
         frame, plain, chunked = self._newest[client.cam]
         client.last, client.newer_waiting = frame, False
-        return self._write(client, chunked if client.chunked else plain)
+        if client.probed:  # its first bytes went ahead
+            buffers = tuple(map(memoryview, self.framer(frame, client.chunked, client.probed)))
+            client.probed = 0
+        else:
+            buffers = chunked if client.chunked else plain
+        return self._write(client, buffers)
 
     def _flush(self, client: StreamClient) -> None:
         """`client`'s socket can take more: the rest of its part, then the newest frame."""
-        if not self._write(client, client.pending):
+        was_part = client.part_pending
+        if not self._write(client, client.pending, part=was_part):
             return
-        client.stats.add(client.cam, delivered=1)
+        if was_part:
+            client.stats.add(client.cam, delivered=1)
         newest = self._newest.get(client.cam)
-        if client in self._clients.get(client.cam, ()) and newest is not None \
-                and newest[0] is not client.last and self._send_newest(client):
+        if client not in self._clients.get(client.cam, ()) or newest is None \
+                or newest[0] is client.last or client.held_since is not None:
+            return
+        if not self._reader_has_room(client):
+            self._hold(client)
+        elif self._send_newest(client):
             client.stats.add(client.cam, delivered=1)
 
-    def _write(self, client: StreamClient, buffers: Sequence[memoryview]) -> bool:
+    # -- the reader's receive buffer -----------------------------------------------------------
+    @staticmethod
+    def _reader_has_room(client: StreamClient, room: tuple[int, int] | None = None) -> bool:
+        """Whether `client`'s reader has read (nearly) all it was sent, as its window tells;
+        True where the kernel does not tell."""
+        room = room or tcp_room(client.sock)
+        if room is None:
+            return True
+        window, queued = room
+        client.window_max = max(client.window_max, window)
+        return window - queued >= client.window_max - UNREAD_ALLOWANCE_BYTES
+
+    def _hold(self, client: StreamClient) -> None:
+        """A newer frame waits for `client`'s reader to read its part (`_tend_held`)."""
+        now = time.monotonic()
+        client.held_since, client.newer_waiting = now, True
+        client.probe_at = now
+        self._held.add(client)
+        self._tend_at = now  # its first probe at once
+
+    def _tend_held(self) -> None:
+        """Send the newest part to every waiting reader whose window shows it has read its
+        last; probe the others; give up waiting after HOLD_MAX_S."""
+        now = time.monotonic()
+        for client in list(self._held):
+            newest = self._newest.get(client.cam)
+            if client.done.is_set() or newest is None or newest[0] is client.last:
+                self._release(client)
+                continue
+            if client.pending:  # the rest of a probe: the selector watches its socket
+                continue
+            room = tcp_room(client.sock)
+            if self._reader_has_room(client, room) or now - client.held_since >= HOLD_MAX_S:
+                if room is not None and now - client.held_since >= HOLD_MAX_S:
+                    client.window_max = room[0]
+                self._release(client)
+                if self._send_newest(client):
+                    client.stats.add(client.cam, delivered=1)
+            elif now >= client.probe_at and room is not None and room[1] == 0:
+                # Nothing is on its way, so no acknowledgement is due: ask for one.
+                probe = self.prober(client.chunked, client.probed)
+                client.probe_at = now + max(PROBE_MIN_S, PROBE_BACKOFF * (now - client.held_since))
+                if probe is not None:
+                    client.probed += 1
+                    self._write(client, (memoryview(probe),), part=False)
+
+    def _release(self, client: StreamClient) -> None:
+        client.held_since = None
+        self._held.discard(client)
+
+    def _write(self, client: StreamClient, buffers: Sequence[memoryview], part: bool = True) -> bool:
         """One sendmsg; keeps what did not fit as `pending` and watches the socket for room.
-        True when the part has left entirely (counted in `client.delivered`)."""
+        True when all has left (a whole `part` is counted in `client.delivered`)."""
         try:
             sent = client.sock.sendmsg(buffers)
         except BlockingIOError:
@@ -280,13 +407,13 @@ class MjpegFanout:
         if rest:
             if sent:
                 rest[0] = rest[0][sent:]
-            client.pending = rest
+            client.pending, client.part_pending = rest, part
             if not client.registered:
                 self._selector.register(client.sock, selectors.EVENT_WRITE, client)
                 client.registered = True
             return False
         client.pending = []
-        client.delivered += 1
+        client.delivered += part
         if client.registered:
             self._selector.unregister(client.sock)
             client.registered = False
@@ -299,6 +426,7 @@ class MjpegFanout:
         cams = self._clients.get(client.cam)
         if cams is not None:
             cams.discard(client)
+        self._release(client)
         if client.registered:
             self._selector.unregister(client.sock)
             client.registered = False

@@ -15,15 +15,16 @@ and one that scans for FFD8…FFD9 (MobileRaker) both see whole JPEGs:
     --frame\r\n
 
 Flow control. Once the response headers have left, a stream's connection is handed to the
-process's one `MjpegFanout` thread (fanout.py), which writes parts straight to the socket (a duplicate of
-Waitress's descriptor, non-blocking, with a small `SO_SNDBUF`): a part is written only when
-the previous one has left the server entirely, and it is always the newest frame. A reader of
-any speed therefore sees each part at most about one frame interval plus the kernel's socket
-buffers old; the frames that came while its previous part was still on its way are skipped
-and counted (`StreamStats`). The fan-out also makes a part cheap: one `sendmsg` per client
-straight from shared buffers built once per frame, with no copy of the JPEG, no hand-off
-between threads per part and no buffering in Waitress. The request's own thread only waits
-for the stream to end (client gone, gateway stopping).
+process's one `MjpegFanout` thread (fanout.py), which writes parts straight to the socket (a
+duplicate of Waitress's descriptor, non-blocking, with a small `SO_SNDBUF`): a part is written
+only when the previous one has left the server entirely and the reader's TCP window shows it
+has read it, and it is always the newest frame. A reader of any speed therefore sees each part
+at most about one frame interval plus its own reading time old; the frames that came while its
+previous part was still on its way are skipped and counted (`StreamStats`). The fan-out also
+makes a part cheap: one `sendmsg` per client straight from shared buffers built once per
+frame, with no copy of the JPEG, no hand-off between threads per part and no buffering in
+Waitress. The request's own thread only waits for the stream to end (client gone, gateway
+stopping).
 
 Where the server is not Waitress (Falcon's in-process test client), the stream falls back to
 an iterator of parts written by the server. `StreamSlots` caps concurrent streams — across
@@ -53,6 +54,9 @@ BOUNDARY = "frame"
 CONTENT_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 DELIMITER = f"--{BOUNDARY}\r\n".encode("ascii")
 TAIL = b"\r\n" + DELIMITER
+# Every part starts with these bytes, whatever its frame (`_probe`).
+CONTENT_TYPE_LINE = b"Content-Type: image/jpeg\r\n"
+PART_PREFIX = CONTENT_TYPE_LINE + b"Content-Length: "
 # How often a stream served by its own iterator looks up from its wait to notice shutdown or
 # a gone client.
 WAKE_INTERVAL_S = 0.25
@@ -78,16 +82,28 @@ def part(frame: wire.Frame) -> bytes:
     return b"".join(_part_buffers(frame, chunked=False))
 
 
-def _part_buffers(frame: wire.Frame, chunked: bool) -> tuple[bytes, bytes | memoryview, bytes]:
+def _part_buffers(frame: wire.Frame, chunked: bool,
+                  probed: int = 0) -> tuple[bytes, bytes | memoryview, bytes]:
     """`part(frame)` as three buffers for one `sendmsg`, the JPEG not copied; with `chunked`,
-    framed as one HTTP/1.1 chunk."""
+    framed as one HTTP/1.1 chunk. `probed`: how many bytes of `PART_PREFIX` already went out
+    ahead of the part (`_probe`), left out here."""
     data = frame.data
-    head = (b"Content-Type: image/jpeg\r\nContent-Length: %d\r\nX-Timestamp: %.6f\r\n\r\n"
-            % (len(data), frame.t_capture_ns / 1e9))
+    head = (b"%sContent-Length: %d\r\nX-Timestamp: %.6f\r\n\r\n"
+            % (CONTENT_TYPE_LINE, len(data), frame.t_capture_ns / 1e9))[probed:]
     if not chunked:
         return head, data, TAIL
     size = b"%X\r\n" % (len(head) + len(data) + len(TAIL))
     return size + head, data, TAIL + b"\r\n"
+
+
+def _probe(chunked: bool, index: int) -> bytes | None:
+    """Byte `index` of `PART_PREFIX`, framed for the stream (its own chunk when `chunked`), or
+    None when every byte of it has gone. The fan-out sends these ahead of a part, one at a time,
+    when it needs a slow reader's TCP acknowledgement to see how much it has read (fanout.py)."""
+    byte = PART_PREFIX[index:index + 1]
+    if not byte:
+        return None
+    return b"1\r\n" + byte + b"\r\n" if chunked else byte
 
 
 class StreamSlots:
@@ -126,7 +142,7 @@ class FanoutRegistry:
         with cls._lock:
             fanout = cls._fanouts.get(cache)
             if fanout is None:
-                fanout = cls._fanouts[cache] = MjpegFanout(cache, _part_buffers)
+                fanout = cls._fanouts[cache] = MjpegFanout(cache, _part_buffers, _probe)
             return fanout
 
 
