@@ -125,6 +125,16 @@ class StreamClient:
     probed: int = 0  # bytes of the next part sent ahead (`Prober`)
 
 
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether the client closed its side (or reset it), without taking any of its bytes."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
 def tcp_room(sock: socket.socket) -> tuple[int, int] | None:
     """(the window the reader last advertised, bytes on their way to it: unacknowledged or not
     sent yet) from Linux's TCP_INFO; None where the kernel does not tell (another system, a
@@ -234,7 +244,8 @@ class MjpegFanout:
                 del cache  # not held across the wait
                 if time.monotonic() >= next_check:  # clients that left a silent camera's stream
                     next_check = time.monotonic() + WAKE_INTERVAL_S
-                    for client in [c for cs in self._clients.values() for c in cs if c.gone()]:
+                    for client in [c for cs in self._clients.values() for c in cs
+                                   if c.gone() or _hung_up(c.sock)]:
                         self._end(client)
                 wait = TEND_INTERVAL_S if self._held else WAKE_INTERVAL_S
                 for key, _ in self._selector.select(wait):

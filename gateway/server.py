@@ -326,7 +326,8 @@ class Gateway:
 
     def _hang_up(self) -> None:
         self.server.accepting = False
-        for dispatcher in list(self.server._map.values()):
+        # The map, and the streams' connections taken out of it (mjpeg.py `_park`).
+        for dispatcher in {*self.server._map.values(), *self.server.active_channels.values()}:
             if isinstance(dispatcher, waitress.channel.HTTPChannel):
                 dispatcher.handle_close()
 

@@ -10,6 +10,7 @@ import threading
 import time
 
 import numpy as np
+import psutil
 import pytest
 import requests
 
@@ -138,6 +139,26 @@ def test_a_stream_slot_is_freed_when_its_client_leaves_even_without_frames(gatew
     assert fresh.status == 200
     for s in [*streams[1:], fresh]:
         s.close()
+
+
+def test_streams_that_come_and_go_leave_no_descriptor_behind(gateway, node):
+    # While the fan-out writes a stream, Waitress does not watch its connection (mjpeg.py
+    # `_park`); when the stream ends, the connection must still be closed.
+    process = psutil.Process()
+    with Feeder(node, fps=30):
+        warm = RawHttp(gateway.url, "/cam/0")
+        read_part_by_length(warm)
+        warm.close()
+        wait_until(lambda: gateway.slots.in_use == 0, what="the first stream closed")
+        fds = process.num_fds()
+        for _ in range(10):
+            streams = [RawHttp(gateway.url, "/cam/0", version=v) for v in ("1.0", "1.1", "1.1")]
+            for stream in streams:
+                read_part_by_length(stream)
+                stream.close()
+            wait_until(lambda: gateway.slots.in_use == 0, what="the streams closed")
+        wait_until(lambda: process.num_fds() <= fds, what=f"descriptors back to {fds}")
+        assert requests.get(gateway.url + "latest/0", timeout=5).status_code == 200
 
 
 def test_stopping_the_gateway_ends_streams_within_two_seconds(make_gateway, node):
