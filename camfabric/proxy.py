@@ -26,6 +26,7 @@ downstream connection, so a revoked client receives nothing more.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import threading
 from collections import Counter
@@ -208,12 +209,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--publish", metavar="ENDPOINT", help="endpoint to bind for subscribers")
 
 
-def run(args: argparse.Namespace) -> int:
+def settings(args: argparse.Namespace) -> ProxyConfig:
+    """The `[proxy]` section of `args.config`, with --upstream and --publish in place of its
+    endpoints where given (every other key, `sndhwm` too, as configured)."""
     config = load_section(args.config, "proxy", ProxyConfig)
     if args.upstream or args.publish:
-        config = ProxyConfig(upstream=args.upstream or config.upstream,
-                             publish=args.publish or config.publish, insecure=config.insecure,
-                             curve=config.curve, upstream_curve=config.upstream_curve)
+        config = dataclasses.replace(config, upstream=args.upstream or config.upstream,
+                                     publish=args.publish or config.publish)
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    config = settings(args)
     if config.insecure and not is_loopback_endpoint(config.publish):
         log.warning("publishing on %s WITHOUT encryption (insecure = true)", config.publish)
     stop = stop_event()

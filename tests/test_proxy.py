@@ -87,3 +87,23 @@ def test_the_subscriber_side_curve_keys_load_from_the_config(tmp_path):
     loaded = load_section(config, "proxy", ProxyConfig)
     assert isinstance(loaded.curve, CurveServer)
     assert str(loaded.curve.authorized_keys_dir) == "k/clients"
+
+
+def test_endpoints_from_the_command_line_keep_every_other_configured_key(tmp_path):
+    import argparse
+
+    from camfabric import proxy
+
+    config = tmp_path / "camfabric.toml"
+    config.write_text('[proxy]\nupstream = ["tcp://127.0.0.1:5551"]\nsndhwm = 2\n')
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    proxy.add_arguments(parser)
+    args = parser.parse_args(["--config", str(config), "--publish", "tcp://127.0.0.1:5599"])
+    chosen = proxy.settings(args)
+    assert chosen.publish == "tcp://127.0.0.1:5599"
+    assert chosen.upstream == ["tcp://127.0.0.1:5551"]
+    assert chosen.sndhwm == 2  # was reset to the default when an endpoint was given
+    args = parser.parse_args(["--config", str(config), "--upstream", "tcp://127.0.0.1:5552"])
+    assert proxy.settings(args).upstream == ["tcp://127.0.0.1:5552"]
+    assert proxy.settings(args).sndhwm == 2
