@@ -102,9 +102,12 @@ def test_a_moving_box_s_height_comes_from_frames_captured_together(zmq_context, 
                        lambda s: s.state["cameras"]["2"]["unpaired"] >= unpaired_before + 2, 10.0)
         side = status.state["cameras"]["2"]
         assert "camera 0" in side["last_unpaired"]
-        assert status.state["heights"]["interpolated"] >= 1
+        # A side sighting is measured only where a box's last known place still explains it:
+        # with the overhead camera gone the boxes drift from theirs, and a box slowing at the end
+        # of its run matches first — within seconds, longer where all three are moving fast.
+        _poll(sub, topics.status("tracker"), lambda s: s.state["heights"]["interpolated"] >= 1, 15.0)
         world = _poll(sub, topics.world(), lambda w: any(
-            o["height_at"] is not None and not o["height_at"]["synced"] for o in w.model["objects"]), 5.0)
+            o["height_at"] is not None and not o["height_at"]["synced"] for o in w.model["objects"]), 15.0)
         for obj in world.model["objects"]:
             if obj["height_at"] is not None and not obj["height_at"]["synced"]:
                 assert obj["height_at"]["seen"] == obj["height_seen"]  # interpolated to the side frame
