@@ -196,7 +196,9 @@ def test_nothing_is_encoded_or_converted_while_nobody_asks(make_node, zmq_contex
         assert wait_until(lambda: loop.counters["frames"] >= frames + 10)
         counts = loop.counters.snapshot()
         assert counts["published"]["bgr8"] == raw_before and counts["published"]["gray8"] == 0
-        assert counts["encodes"] >= 10 and counts["encodes"] == counts["published"]["jpeg"]
+        # Every encode is published: at most the one in hand as the counters are read is not yet.
+        assert counts["encodes"] >= 10
+        assert 0 <= counts["encodes"] - counts["published"]["jpeg"] <= 1
 
 
 def test_gray8_is_produced_when_asked(make_node, zmq_context):
