@@ -135,6 +135,16 @@ def _hung_up(sock: socket.socket) -> bool:
         return True
 
 
+def _reader_has_room(client: StreamClient, room: tuple[int, int] | None) -> bool:
+    """Whether `client`'s reader has read (nearly) all it was sent, as its window `room`
+    (`tcp_room`) tells; True where the kernel does not tell."""
+    if room is None:
+        return True
+    window, queued = room
+    client.window_max = max(client.window_max, window)
+    return window - queued >= client.window_max - UNREAD_ALLOWANCE_BYTES
+
+
 def tcp_room(sock: socket.socket) -> tuple[int, int] | None:
     """(the window the reader last advertised, bytes on their way to it: unacknowledged or not
     sent yet) from Linux's TCP_INFO; None where the kernel does not tell (another system, a
@@ -316,9 +326,7 @@ class MjpegFanout:
                     client.skipped += 1
                     count[2] += 1
                 client.newer_waiting = True
-            elif not self._reader_has_room(client):
-                self._hold(client)
-            elif self._send_newest(client):
+            elif self._send_or_hold(client):
                 count[1] += 1
         for stats, delivered, skipped in counts.values():
             stats.add(cam, delivered=delivered, skipped=skipped)
@@ -345,22 +353,17 @@ class MjpegFanout:
         if client not in self._clients.get(client.cam, ()) or newest is None \
                 or newest[0] is client.last or client.held_since is not None:
             return
-        if not self._reader_has_room(client):
-            self._hold(client)
-        elif self._send_newest(client):
+        if self._send_or_hold(client):
             client.stats.add(client.cam, delivered=1)
 
     # -- the reader's receive buffer -----------------------------------------------------------
-    @staticmethod
-    def _reader_has_room(client: StreamClient, room: tuple[int, int] | None = None) -> bool:
-        """Whether `client`'s reader has read (nearly) all it was sent, as its window tells;
-        True where the kernel does not tell."""
-        room = room or tcp_room(client.sock)
-        if room is None:
-            return True
-        window, queued = room
-        client.window_max = max(client.window_max, window)
-        return window - queued >= client.window_max - UNREAD_ALLOWANCE_BYTES
+    def _send_or_hold(self, client: StreamClient) -> bool:
+        """The newest part to `client` if its reader has room for it, else wait (`_hold`);
+        True when a whole part left at once."""
+        if _reader_has_room(client, tcp_room(client.sock)):
+            return self._send_newest(client)
+        self._hold(client)
+        return False
 
     def _hold(self, client: StreamClient) -> None:
         """A newer frame waits for `client`'s reader to read its part (`_tend_held`)."""
@@ -382,8 +385,9 @@ class MjpegFanout:
             if client.pending:  # the rest of a probe: the selector watches its socket
                 continue
             room = tcp_room(client.sock)
-            if self._reader_has_room(client, room) or now - client.held_since >= HOLD_MAX_S:
-                if room is not None and now - client.held_since >= HOLD_MAX_S:
+            given_up = now - client.held_since >= HOLD_MAX_S
+            if _reader_has_room(client, room) or given_up:
+                if given_up and room is not None:
                     client.window_max = room[0]
                 self._release(client)
                 if self._send_newest(client):

@@ -173,16 +173,17 @@ def _park(channel: Any) -> Callable[[], None]:
     """
     fd, socket_map = channel._fileno, channel._map
     socket_map.pop(fd, None)
-    parked = [True]
+    parked = True
 
     def back() -> None:
         if channel._fileno == fd and channel.connected:
             socket_map[fd] = channel
 
     def unpark() -> None:
+        nonlocal parked
         if not parked:
             return
-        parked.clear()
+        parked = False
         try:
             channel.server.trigger.pull_trigger(back)
         except OSError:  # Waitress's loop has ended: nothing else will close it

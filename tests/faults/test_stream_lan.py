@@ -21,7 +21,8 @@ from camfabric.protocol import Publisher
 from ..gateway.support import FakeNode, Feeder, deliver
 from ..gateway.test_streaming import scene
 
-READER = Path(__file__).with_name("slow_reader.py")
+READER = [sys.executable, "-m", "tests.faults.slow_reader"]
+REPO = Path(__file__).resolve().parents[2]
 SECONDS = 15
 
 
@@ -48,10 +49,10 @@ def test_a_slow_reader_across_a_lan_sees_fresh_parts_and_a_fast_one_every_frame(
             url = f"http://{host.peer}:{gateway.port}/cam/0"
             with Feeder(node, fps=15, image=scene(1280, 720)) as feeder:
                 readers = {
-                    "slow": host.spawn([sys.executable, str(READER), url, "0.5", str(SECONDS),
-                                        str(256 * 1024)], stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True),
-                    "fast": host.spawn([sys.executable, str(READER), url, "0", str(SECONDS)],
+                    "slow": host.spawn([*READER, url, "0.5", str(SECONDS), str(256 * 1024)],
+                                       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True),
+                    "fast": host.spawn([*READER, url, "0", str(SECONDS)], cwd=REPO,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
                 }
                 outputs = {name: proc.communicate(timeout=SECONDS + 25)
