@@ -4,4 +4,6 @@ One process owns each camera (the capture node); everything else — the HTTP ga
 Prusa Connect uploader, the location tracker, robotics code — is a subscriber on the fabric.
 """
 
-__version__ = "0.1.0"
+from camfabric.runtime.version import __version__
+
+__all__ = ["__version__"]

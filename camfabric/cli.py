@@ -91,8 +91,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _command_parser(name, module).parse_args(argv[1:])
     args.command = name
 
-    from .protocol.errors import CamfabricError, ConfigError
-    from .runtime import setup_logging
+    from camfabric.protocol.errors import CamfabricError, ConfigError
+    from camfabric.runtime.process import setup_logging
 
     setup_logging(args.log_level)
     try:

@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 import requests
 
-from .protocol.errors import CamfabricError, FrameTimeout, UnknownCamera
-from .protocol.jpeg import decode_jpeg, is_complete_jpeg
+from camfabric.protocol.errors import FrameTimeout, UnknownCamera
+from camfabric.protocol.jpeg import decode_jpeg, is_complete_jpeg
+from camfabric.runtime.errors import CamfabricError
 
 DEFAULT_URL = "http://127.0.0.1:8081"
 URL_ENV = "CAMFABRIC_URL"

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 
 import zmq
 
-from .capture_node.config import NodeConfig, demo_cameras
-from .capture_node.node import CaptureNode
-from .config import bounded, load_section
-from .gateway.config import GatewayConfig
-from .gateway.server import Gateway
-from .protocol import DEFAULT_ENDPOINT, FrameTimeout, Subscriber
-from .protocol.errors import CamfabricError, ConfigError
-from .runtime import stop_event
+from camfabric.capture_node.config import NodeConfig, demo_cameras
+from camfabric.capture_node.node import CaptureNode
+from camfabric.gateway.config import GatewayConfig
+from camfabric.gateway.server import Gateway
+from camfabric.protocol import DEFAULT_ENDPOINT, FrameTimeout, Subscriber
+from camfabric.runtime.config import bounded, load_section
+from camfabric.runtime.errors import CamfabricError, ConfigError
+from camfabric.runtime.process import stop_event
 
 HELP = "run three synthetic cameras, the gateway and the tracker on loopback"
 DESCRIPTION = """\

@@ -12,8 +12,8 @@ import zmq
 import zmq.auth
 from zmq.utils.monitor import recv_monitor_message
 
-from .protocol.errors import CamfabricError
-from .protocol.security import HANDSHAKE_EVENTS, CurveClient, generate_keypair, handshake_failure
+from camfabric.protocol.security import HANDSHAKE_EVENTS, CurveClient, generate_keypair, handshake_failure
+from camfabric.runtime.errors import CamfabricError
 
 HELP = "write a CURVE key pair (for a node beyond loopback, or one of its clients), or check one"
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .protocol.errors import CamfabricError, ConfigError
+from camfabric.runtime.errors import CamfabricError, ConfigError
 
 HELP = "print (or register) Moonraker [webcam] sections for the gateway's cameras"
 
@@ -235,7 +235,7 @@ def _gateway_of(config: str | None) -> str:
     """The local gateway's URL from a config file's [gateway] section (loopback for 0.0.0.0)."""
     if config is None:
         return "http://127.0.0.1:8081"
-    from .gateway.config import load_gateway_config
+    from camfabric.gateway.config import load_gateway_config
 
     gateway = load_gateway_config(config)
     host = gateway.host if gateway.host not in ("0.0.0.0", "::", "") else "127.0.0.1"

@@ -34,18 +34,18 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from .config import load_section
-from .protocol.errors import CamfabricError, ConfigError
-from .protocol.link import MAX_SUBSCRIPTION, configure_link
-from .protocol.security import (
+from camfabric.protocol.link import MAX_SUBSCRIPTION, configure_link
+from camfabric.protocol.security import (
     CurveClient,
     CurveServer,
     is_loopback_endpoint,
     secure_client,
     secure_server,
 )
-from .runtime import stop_event
-from .threads import Background, Ready, start_thread
+from camfabric.runtime.config import load_section
+from camfabric.runtime.errors import CamfabricError, ConfigError
+from camfabric.runtime.process import stop_event
+from camfabric.runtime.threads import Background, Ready, start_thread
 
 HELP = "forward many nodes' fabric through one endpoint"
 DESCRIPTION = """\

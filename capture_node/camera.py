@@ -27,14 +27,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..backoff import Backoff
-from ..logonce import LogOnce
 from ..protocol import topics
-from ..protocol.errors import CamfabricError, ProtocolError, SourceError
+from ..protocol.errors import ProtocolError
 from ..protocol.jpeg import decode_jpeg, encode_jpeg, is_complete_jpeg
 from ..protocol.publisher import Publisher
 from ..protocol.wire import Frame
+from ..runtime.backoff import Backoff
+from ..runtime.errors import CamfabricError
+from ..runtime.logonce import LogOnce
 from .config import CameraConfig
+from .errors import SourceError
 from .source import Capture, ProbeReport, Source
 from .transform import Transform
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import bounded, build, check_unique, load_section
-from ..protocol.errors import ConfigError
 from ..protocol.publisher import DEFAULT_ENDPOINT
 from ..protocol.security import CurveServer, is_loopback_endpoint
 from ..protocol.wire import MAX_DIMENSION
+from ..runtime.config import bounded, build, check_unique, load_section
+from ..runtime.errors import ConfigError
 from .sources import source_module
 
 Rotation = Literal[0, 90, 180, 270]

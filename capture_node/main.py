@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..protocol.errors import ConfigError
-from ..runtime import stop_event
+from ..runtime.errors import ConfigError
+from ..runtime.process import stop_event
 from .config import NodeConfig, demo_cameras, load_node_config, replace
 from .node import CaptureNode
 

@@ -28,11 +28,11 @@ from typing import Any
 
 import zmq
 
-from ..protocol.errors import CamfabricError
 from ..protocol.publisher import Publisher
 from ..protocol.security import is_loopback_endpoint
 from ..protocol.wire import Meta, Scan
-from ..threads import Background
+from ..runtime.errors import CamfabricError
+from ..runtime.threads import Background
 from . import scan
 from .camera import Backoff, CaptureLoop
 from .config import CameraConfig, NodeConfig

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..protocol.errors import SourceError
+from .errors import SourceError
 
 
 class FramePacer:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..protocol.errors import SourceError  # noqa: F401  (re-exported for source modules)
+from .errors import SourceError
 
 
 @dataclass(frozen=True, slots=True, eq=False)

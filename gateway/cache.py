@@ -42,12 +42,12 @@ from typing import Any
 
 import zmq
 
-from ..logonce import LogOnce
 from ..protocol import topics, wire
 from ..protocol.errors import FrameTimeout, UnknownCamera
 from ..protocol.security import CurveClient
 from ..protocol.subscriber import Subscriber
-from ..threads import Background, Ready, start_thread
+from ..runtime.logonce import LogOnce
+from ..runtime.threads import Background, Ready, start_thread
 
 EXTRA_TOPICS = (topics.SCAN.encode(),)
 TRACKER_TOPICS = (topics.WORLD.encode(), topics.STATUS.encode())

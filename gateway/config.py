@@ -29,9 +29,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import bounded, load_section
-from ..protocol.errors import ConfigError
 from ..protocol.security import CurveClient, is_loopback_endpoint, is_loopback_host
+from ..runtime.config import bounded, load_section
+from ..runtime.errors import ConfigError
 
 # Each topic is taken only from the endpoints configured for it, so a process that binds the
 # tracker's or the uploader's port (whether or not they run) can never publish a camera.

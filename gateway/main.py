@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import logging
 
-from ..runtime import stop_event
+from ..runtime.process import stop_event
 from .config import load_gateway_config
 from .server import plan_workers, serve
 

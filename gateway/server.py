@@ -51,8 +51,8 @@ import waitress.task
 import waitress.wasyncore
 import zmq
 
-from ..protocol.errors import CamfabricError
-from ..runtime import setup_logging, stop_event
+from ..runtime.errors import CamfabricError
+from ..runtime.process import setup_logging, stop_event
 from . import metrics
 from .app import create_app
 from .cache import FrameCache

@@ -20,7 +20,6 @@ from .errors import (
     FrameTimeout,
     LimitError,
     ProtocolError,
-    SourceError,
     UnknownCamera,
     VersionError,
 )
@@ -51,7 +50,6 @@ __all__ = [
     "ProtocolError",
     "Publisher",
     "Scan",
-    "SourceError",
     "Status",
     "Subscriber",
     "SubscriberStats",

@@ -1,4 +1,4 @@
-"""The one exception hierarchy of camfabric.
+"""The wire format's errors, under the one root that runtime/errors.py defines.
 
     CamfabricError
     ├── ProtocolError          a message that breaks wire format v1
@@ -10,9 +10,8 @@
     ├── EndpointError          a malformed endpoint ("127.0.0.1:5550" without "tcp://")
     ├── EncodingError          an encoding the wire format does not know
     ├── ClosedError            a Subscriber used after close()
-    ├── SourceError            a camera source that failed to open or to read
-    └── ConfigError            a configuration file or value that cannot be used;
-                               `.path` names the key ("node.cameras[1].fps")
+    └── ConfigError            a configuration file or value that cannot be used
+                               (defined in runtime/errors.py, with the root)
 
 Errors from libraries underneath (msgpack, zmq, OpenCV) are translated at the seam with
 `raise ... from exc`, so callers catch ours only.
@@ -20,9 +19,20 @@ Errors from libraries underneath (msgpack, zmq, OpenCV) are translated at the se
 
 from __future__ import annotations
 
+from ..runtime.errors import CamfabricError, ConfigError
 
-class CamfabricError(Exception):
-    """Root of every error camfabric raises on purpose."""
+__all__ = [
+    "CamfabricError",
+    "ClosedError",
+    "ConfigError",
+    "EncodingError",
+    "EndpointError",
+    "FrameTimeout",
+    "LimitError",
+    "ProtocolError",
+    "UnknownCamera",
+    "VersionError",
+]
 
 
 class ProtocolError(CamfabricError):
@@ -73,16 +83,3 @@ class EncodingError(CamfabricError, ValueError):
 
 class ClosedError(CamfabricError, RuntimeError):
     """A Subscriber (or Publisher) used after it was closed."""
-
-
-class SourceError(CamfabricError):
-    """A camera source that could not open or read; the node retries it with backoff."""
-
-
-class ConfigError(CamfabricError, ValueError):
-    """A configuration that cannot be used. `path` is the dotted key path, '' for the file."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
-        self.message = message

@@ -35,8 +35,8 @@ from typing import Any
 import msgpack
 import zmq
 
-from ..logonce import LogOnce
-from ..threads import Background, Ready, start_thread
+from ..runtime.logonce import LogOnce
+from ..runtime.threads import Background, Ready, start_thread
 from . import topics, wire
 from .endpoint import check_endpoint
 from .errors import CamfabricError

@@ -32,7 +32,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
-from ..logonce import LogOnce
+from ..runtime.logonce import LogOnce
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)

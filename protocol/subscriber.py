@@ -42,8 +42,8 @@ from dataclasses import dataclass
 
 import zmq
 
-from ..logonce import LogOnce
-from ..threads import Background, Ready, start_thread
+from ..runtime.logonce import LogOnce
+from ..runtime.threads import Background, Ready, start_thread
 from . import topics, wire
 from .delay import LinkDelay
 from .demand import Demand

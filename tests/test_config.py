@@ -8,8 +8,8 @@ from typing import Literal
 
 import pytest
 
-from camfabric.config import bounded, build, load_section
 from camfabric.protocol import ConfigError
+from camfabric.runtime.config import bounded, build, load_section
 
 
 @dataclass(frozen=True)

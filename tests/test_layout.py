@@ -16,14 +16,38 @@ from camfabric import cli
 from tests.conftest import PYTHON, REPO, unused_tcp_port
 
 PARTS = ("protocol", "capture_node", "gateway", "subscribers")
+TOP_LEVEL = ("runtime", *PARTS)
 
 
-def test_the_four_parts_are_top_level_folders_imported_under_camfabric():
-    for part in PARTS:
+def test_the_four_parts_and_their_runtime_are_top_level_folders_imported_under_camfabric():
+    for part in TOP_LEVEL:
         assert (REPO / part / "__init__.py").is_file(), part
         module = __import__(f"camfabric.{part}", fromlist=["_"])
         assert module.__file__ == str(REPO / part / "__init__.py")
     assert not (REPO / "camfabric" / "protocol").exists()
+    assert not (REPO / "camfabric" / "runtime.py").exists()
+
+
+
+def test_every_relative_import_names_a_file_beside_it_on_disk():
+    """`from ..runtime.logonce import LogOnce` in protocol/publisher.py must name
+    runtime/logonce.py as a reader standing in protocol/ finds it: ../runtime/logonce.py."""
+    missing = []
+    for top in (*TOP_LEVEL, "camfabric"):
+        for path in sorted((REPO / top).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if not isinstance(node, ast.ImportFrom) or not node.level:
+                    continue
+                folder = path.parent
+                for _ in range(node.level - 1):
+                    folder = folder.parent
+                target = folder.joinpath(*(node.module or "").split(".")) if node.module else folder
+                candidates = [target.with_suffix(".py"), target / "__init__.py"]
+                candidates += [target / f"{alias.name}.py" for alias in node.names]
+                if not any(c.is_file() for c in candidates):
+                    dots = "." * node.level
+                    missing.append(f"{path.relative_to(REPO)}:{node.lineno} from {dots}{node.module or ''}")
+    assert missing == []
 
 
 def _imports(path) -> set[str]:

@@ -77,8 +77,8 @@ def test_subscribers_that_leave_through_the_proxy_stop_the_nodes_encoding(zmq_co
 
 
 def test_the_subscriber_side_curve_keys_load_from_the_config(tmp_path):
-    from camfabric.config import load_section
     from camfabric.protocol import CurveServer
+    from camfabric.runtime.config import load_section
 
     config = tmp_path / "camfabric.toml"
     config.write_text('[proxy]\npublish = "tcp://0.0.0.0:5570"\n'

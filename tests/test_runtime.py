@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from camfabric.backoff import Backoff
-from camfabric.clock import SYSTEM_CLOCK, ManualClock
-from camfabric.logonce import LogOnce
 from camfabric.protocol.errors import CamfabricError
-from camfabric.threads import start_thread
+from camfabric.runtime.backoff import Backoff
+from camfabric.runtime.clock import SYSTEM_CLOCK, ManualClock
+from camfabric.runtime.logonce import LogOnce
+from camfabric.runtime.threads import start_thread
 
 
 def test_backoff_doubles_to_its_cap_and_honours_retry_after():
@@ -123,6 +123,6 @@ def test_the_runtime_imports_before_the_protocol_that_uses_it():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", "import camfabric.threads, camfabric.proxy"],
+    done = subprocess.run([sys.executable, "-c", "import camfabric.runtime.threads, camfabric.proxy"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -31,11 +31,12 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from ..capture_node.pacing import FramePacer
-from ..capture_node.source import Capture, Source, SourceError
-from ..capture_node.sources.caption import draw_caption, frame_stamp
-from ..config import bounded
-from ..protocol.errors import ConfigError
+from camfabric.capture_node.errors import SourceError
+from camfabric.capture_node.pacing import FramePacer
+from camfabric.capture_node.source import Capture, Source
+from camfabric.capture_node.sources.caption import draw_caption, frame_stamp
+from camfabric.runtime.config import bounded
+from camfabric.runtime.errors import ConfigError
 
 ARUCO_DICTIONARY = "DICT_4X4_50"
 TABLE_MM = (400.0, 300.0)

@@ -15,10 +15,11 @@ from collections.abc import Mapping
 
 import zmq
 
-from ..capture_node.config import CameraConfig, demo_cameras
-from ..protocol import DEFAULT_ENDPOINT
-from ..subscribers.tracker.config import DEFAULT_PUBLISH, CameraTracking, TrackerConfig
-from ..subscribers.tracker.service import Tracker
+from camfabric.capture_node.config import CameraConfig, demo_cameras
+from camfabric.protocol import DEFAULT_ENDPOINT
+from camfabric.subscribers.tracker.config import DEFAULT_PUBLISH, CameraTracking, TrackerConfig
+from camfabric.subscribers.tracker.service import Tracker
+
 from . import tabletop
 
 VIEWS = {"overhead": "overhead", "end_effector": "end_effector", "side_profile": "side_profile"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ...protocol.errors import ConfigError
+from ...runtime.errors import ConfigError
 
 KINDS = {
     "synthetic": "camfabric.capture_node.sources.synthetic",

@@ -24,7 +24,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from ...protocol.errors import ConfigError, SourceError
+from ...runtime.errors import ConfigError
+from ..errors import SourceError
 from ..pacing import FramePacer
 from ..source import Capture, ProbeReport, Source
 from .jpeg_stream import check_jpeg, frame_size

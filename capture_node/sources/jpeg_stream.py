@@ -29,9 +29,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from ...protocol.errors import ProtocolError, SourceError
+from ...protocol.errors import ProtocolError
 from ...protocol.jpeg import jpeg_size
 from ...protocol.wire import MAX_PAYLOAD
+from ..errors import SourceError
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from ...config import bounded
-from ...protocol.errors import ConfigError, SourceError
 from ...protocol.wire import MAX_PAYLOAD
+from ...runtime.config import bounded
+from ...runtime.errors import ConfigError
+from ..errors import SourceError
 from ..source import Capture, ProbeReport, Source
 from .jpeg_stream import FrameSlot, JpegSplitter, StreamReader, check_jpeg, frame_size, read_chunks
 

@@ -33,10 +33,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ...backoff import Backoff
-from ...config import bounded
-from ...protocol.errors import ConfigError, SourceError
 from ...protocol.security import is_loopback_endpoint
+from ...runtime.backoff import Backoff
+from ...runtime.config import bounded
+from ...runtime.errors import ConfigError
+from ..errors import SourceError
 from ..source import Capture, ProbeReport, Source
 from .jpeg_stream import FrameSlot, JpegSplitter, StreamReader, frame_size, read_chunks
 

@@ -17,9 +17,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ...config import bounded
+from ...runtime.config import bounded
+from ..errors import SourceError
 from ..pacing import FramePacer
-from ..source import Capture, Source, SourceError
+from ..source import Capture, Source
 from .caption import draw_caption, frame_stamp
 
 

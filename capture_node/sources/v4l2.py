@@ -37,9 +37,11 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from ...logonce import LogOnce
-from ...protocol.errors import ConfigError, ProtocolError, SourceError
+from ...protocol.errors import ProtocolError
 from ...protocol.jpeg import encode_jpeg, jpeg_size
+from ...runtime.errors import ConfigError
+from ...runtime.logonce import LogOnce
+from ..errors import SourceError
 from ..source import Capture, ProbeReport, Source
 from .jpeg_stream import check_jpeg
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import requests
 
-from ...protocol.errors import CamfabricError
+from ...runtime.errors import CamfabricError
 
 SNAPSHOT_PATH = "/c/snapshot"
 INFO_PATH = "/c/info"

@@ -14,7 +14,7 @@
     secret_key_file = "/etc/camfabric/prusa-connect.key_secret"
     server_public_key_file = "/etc/camfabric/node-a.key"
 
-The dataclasses are the schema (see `camfabric.config`). A camera's token is resolved once,
+The dataclasses are the schema (see `camfabric.runtime.config`). A camera's token is resolved once,
 while the config is built: from `token`, or from the environment variable named by
 `token_env`. Tokens are kept out of every `repr`, so a logged config never shows one.
 """
@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ...config import bounded, check_unique, load_section
-from ...protocol.errors import ConfigError
 from ...protocol.publisher import DEFAULT_ENDPOINT
 from ...protocol.security import CurveClient, is_loopback_endpoint
+from ...runtime.config import bounded, check_unique, load_section
+from ...runtime.errors import ConfigError
 
 DEFAULT_SERVER = "https://connect.prusa3d.com"
 DEFAULT_PUBLISH = "tcp://127.0.0.1:5561"

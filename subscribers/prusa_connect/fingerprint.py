@@ -18,7 +18,7 @@ import secrets
 import threading
 from pathlib import Path
 
-from ...protocol.errors import CamfabricError
+from ...runtime.errors import CamfabricError
 
 FILE_NAME = "prusa_connect_fingerprints.json"
 PREFIX = "camfabric-"

@@ -6,8 +6,8 @@ import argparse
 import logging
 import threading
 
-from ...protocol.errors import ConfigError
-from ...runtime import stop_event
+from ...runtime.errors import ConfigError
+from ...runtime.process import stop_event
 from .config import load_config
 from .fingerprint import FingerprintError, FingerprintStore
 from .service import UploaderService

@@ -17,11 +17,12 @@ from collections.abc import Callable
 import requests
 import zmq
 
-from ... import __version__
 from ...protocol import topics, wire
-from ...protocol.errors import CamfabricError, FrameTimeout, UnknownCamera
+from ...protocol.errors import FrameTimeout, UnknownCamera
 from ...protocol.publisher import Publisher
 from ...protocol.subscriber import Subscriber
+from ...runtime.errors import CamfabricError
+from ...runtime.version import __version__
 from .client import ConnectClient
 from .config import CameraUpload, PrusaConnectConfig
 from .fingerprint import FingerprintStore

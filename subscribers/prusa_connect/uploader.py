@@ -34,13 +34,13 @@ from typing import Any, Protocol
 
 import cv2
 
-from ... import __version__
-from ...backoff import Backoff
-from ...logonce import LogOnce
 from ...protocol import wire
 from ...protocol.errors import ProtocolError
 from ...protocol.jpeg import decode_jpeg, encode_jpeg, is_complete_jpeg, jpeg_size
 from ...protocol.subscriber import captured_locally_ns
+from ...runtime.backoff import Backoff
+from ...runtime.logonce import LogOnce
+from ...runtime.version import __version__
 from .client import ConnectClient, PermanentError, RequestRejected, TokenRejected, TransientError
 from .config import MAX_NAME_LENGTH, CameraUpload
 

@@ -11,10 +11,10 @@ One `RequestBudget` holds the rules for a set of cameras; a camera's request may
 - at most `per_day` requests per Pacific day (Gemini's daily quotas reset at midnight Pacific
   time, https://ai.google.dev/gemini-api/docs/rate-limits);
 - pauses that hold every camera: a 429's `retryDelay`, a daily quota until Pacific midnight, and
-  an outage's backoff (`camfabric.backoff.Backoff`), which only a success of a request sent
+  an outage's backoff (`camfabric.runtime.backoff.Backoff`), which only a success of a request sent
   *after* the outage began ends.
 
-Every interval, window, pause and expiry is on the monotonic clock (`camfabric.clock`); the wall
+Every interval, window, pause and expiry is on the monotonic clock (`camfabric.runtime.clock`); the wall
 clock answers only the calendar question "which Pacific day is it".
 
 Gemini's quotas belong to the project behind the key, not to a process, so a budget with a
@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ...backoff import Backoff
-from ...clock import SYSTEM_CLOCK, Clock
+from ...runtime.backoff import Backoff
+from ...runtime.clock import SYSTEM_CLOCK, Clock
 from .statefile import StateFile, StateFileError, pid_alive
 
 PACIFIC = ZoneInfo("America/Los_Angeles")

@@ -41,10 +41,10 @@ from urllib.parse import urlsplit
 
 import cv2
 
-from ...config import bounded, check_unique, load_section
-from ...protocol.errors import ConfigError
 from ...protocol.publisher import DEFAULT_ENDPOINT
 from ...protocol.security import is_loopback_host
+from ...runtime.config import bounded, check_unique, load_section
+from ...runtime.errors import ConfigError
 
 DEFAULT_PUBLISH = "tcp://127.0.0.1:5560"
 Role = Literal["overhead", "side_profile", "end_effector"]

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import cv2
 import numpy as np
 
-from ...protocol.errors import CamfabricError
+from ...runtime.errors import CamfabricError
 
 
 class CalibrationError(CamfabricError):

@@ -30,12 +30,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ...clock import SYSTEM_CLOCK, Clock
-from ...logonce import LogOnce
 from ...protocol import topics, wire
-from ...protocol.errors import CamfabricError
 from ...protocol.subscriber import FrameTimeout, Subscriber
 from ...protocol.sync import FrameSet, SyncTimeout
+from ...runtime.clock import SYSTEM_CLOCK, Clock
+from ...runtime.errors import CamfabricError
+from ...runtime.logonce import LogOnce
 from .budget import RequestBudget
 
 LEAD_S = 1.0  # subscribe this long before the camera is due

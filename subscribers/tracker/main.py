@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import logging
 
-from ...runtime import stop_event
+from ...runtime.process import stop_event
 from .config import load_tracker_config
 from .service import Tracker
 

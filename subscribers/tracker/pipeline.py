@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ...logonce import LogOnce
 from ...protocol.jpeg import encode_jpeg
+from ...runtime.logonce import LogOnce
 from .config import CameraTracking
 from .detectors import Detection, DetectionSkipped
 from .detectors.aruco import ArucoDetector, MarkerFinder

@@ -32,14 +32,14 @@ from typing import Any
 import requests
 import zmq
 
-from ...backoff import Backoff
-from ...clock import SYSTEM_CLOCK, Clock
-from ...logonce import LogOnce
 from ...protocol import wire
-from ...protocol.errors import CamfabricError
 from ...protocol.publisher import Publisher
 from ...protocol.subscriber import Subscriber, captured_locally_ns
 from ...protocol.sync import FrameSet
+from ...runtime.backoff import Backoff
+from ...runtime.clock import SYSTEM_CLOCK, Clock
+from ...runtime.errors import CamfabricError
+from ...runtime.logonce import LogOnce
 from .budget import RequestBudget, demand_warnings
 from .config import PAID_DETECTORS, TrackerConfig, default_state_dir
 from .detectors.aruco import ArucoDetector, MarkerFinder

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ...protocol.errors import CamfabricError
+from ...runtime.errors import CamfabricError
 
 LOCK_TIMEOUT_S = 5.0
 State = dict[str, Any]

@@ -11,8 +11,9 @@ import pytest
 from camfabric import protocol
 from camfabric.capture_node.camera import Backoff
 from camfabric.capture_node.config import CameraConfig, NodeConfig, demo_cameras
+from camfabric.capture_node.errors import SourceError
 from camfabric.capture_node.node import CaptureNode
-from camfabric.capture_node.source import Capture, Source, SourceError
+from camfabric.capture_node.source import Capture, Source
 from camfabric.protocol import topics
 from tests.conftest import unused_tcp_port
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from camfabric.capture_node.errors import SourceError
 from camfabric.capture_node.pacing import FramePacer
-from camfabric.protocol.errors import SourceError
 
 
 class StepClock:

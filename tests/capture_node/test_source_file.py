@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from camfabric.capture_node.config import CameraConfig
+from camfabric.capture_node.errors import SourceError
 from camfabric.capture_node.sources import file as file_source
-from camfabric.protocol.errors import ConfigError, SourceError
+from camfabric.protocol.errors import ConfigError
 from camfabric.protocol.jpeg import encode_jpeg, is_complete_jpeg
 
 

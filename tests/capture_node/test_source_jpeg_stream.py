@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from camfabric.capture_node.errors import SourceError
 from camfabric.capture_node.sources.jpeg_stream import FrameSlot, JpegSplitter, check_jpeg
-from camfabric.protocol.errors import SourceError
 from camfabric.protocol.jpeg import decode_jpeg, encode_jpeg, is_complete_jpeg
 from tests.fakes.rpicam_tcp import numbered_jpegs
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from camfabric.capture_node.config import CameraConfig
+from camfabric.capture_node.errors import SourceError
 from camfabric.capture_node.sources import mjpeg_url
-from camfabric.protocol.errors import ConfigError, SourceError
+from camfabric.protocol.errors import ConfigError
 from camfabric.protocol.jpeg import decode_jpeg, is_complete_jpeg
 from tests.capture_node.test_source_rpicam import read_like_the_capture_loop
 from tests.conftest import unused_tcp_port

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from camfabric.capture_node.config import CameraConfig
+from camfabric.capture_node.errors import SourceError
 from camfabric.capture_node.sources import rpicam
-from camfabric.protocol.errors import ConfigError, SourceError
+from camfabric.protocol.errors import ConfigError
 from camfabric.protocol.jpeg import decode_jpeg, is_complete_jpeg
 from tests.conftest import unused_tcp_port
 from tests.fakes.rpicam_tcp import RpicamTcpServer, numbered_jpegs

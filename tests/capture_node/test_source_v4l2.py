@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from camfabric.capture_node.config import CameraConfig
+from camfabric.capture_node.errors import SourceError
 from camfabric.capture_node.sources import v4l2
-from camfabric.protocol.errors import ConfigError, ProtocolError, SourceError
+from camfabric.protocol.errors import ConfigError, ProtocolError
 from camfabric.protocol.jpeg import decode_jpeg, encode_jpeg, is_complete_jpeg
 from tests.fakes.rpicam_tcp import numbered_jpegs
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from camfabric.capture_node.config import CameraConfig
-from camfabric.capture_node.source import SourceError
+from camfabric.capture_node.errors import SourceError
 from camfabric.capture_node.sources import synthetic
 
 

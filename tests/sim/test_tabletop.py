@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from camfabric.capture_node.config import CameraConfig
+from camfabric.capture_node.errors import SourceError
 from camfabric.capture_node.node import create_source
-from camfabric.capture_node.source import SourceError
 from camfabric.protocol.errors import ConfigError
 from camfabric.sim import tabletop
 from camfabric.subscribers.tracker.detectors.aruco import MarkerFinder

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ....protocol.errors import CamfabricError
+from ....runtime.errors import CamfabricError
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,9 @@ from typing import Any
 
 import requests
 
-from ....clock import SYSTEM_CLOCK, Clock
-from ....logonce import LogOnce
-from ....protocol.errors import CamfabricError
+from ....runtime.clock import SYSTEM_CLOCK, Clock
+from ....runtime.errors import CamfabricError
+from ....runtime.logonce import LogOnce
 from ..budget import RequestBudget
 from ..config import DEFAULT_MODEL, GeminiConfig
 from . import Detection, DetectionSkipped

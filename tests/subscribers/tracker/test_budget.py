@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from camfabric.backoff import Backoff
-from camfabric.clock import ManualClock
+from camfabric.runtime.backoff import Backoff
+from camfabric.runtime.clock import ManualClock
 from camfabric.subscribers.tracker.budget import (
     PACIFIC,
     SEND_SLACK_S,

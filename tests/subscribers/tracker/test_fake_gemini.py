@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import requests
 
-from camfabric.clock import ManualClock
 from camfabric.protocol.jpeg import encode_jpeg
+from camfabric.runtime.clock import ManualClock
 from tests.fakes.gemini import PACIFIC, FakeGemini
 
 KEY = "AIzaSyE-fake-contract-key-0123456789abc"

@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 
-from camfabric.backoff import Backoff
-from camfabric.clock import ManualClock
 from camfabric.protocol.jpeg import encode_jpeg
+from camfabric.runtime.backoff import Backoff
+from camfabric.runtime.clock import ManualClock
 from camfabric.sim import tabletop
 from camfabric.subscribers.tracker.budget import PACIFIC, RequestBudget
 from camfabric.subscribers.tracker.config import DEFAULT_MODEL, CameraTracking, GeminiConfig, WorldConfig

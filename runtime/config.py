@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from .protocol.errors import ConfigError
+from .errors import ConfigError
 
 T = TypeVar("T")
 

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Self
 
+from .errors import CamfabricError
+
 
 class Ready:
     """The handshake between `start_thread` and the thread it starts."""
@@ -60,9 +62,6 @@ def start_thread(target: Callable[[Ready], None], *, name: str, timeout: float =
     thread = threading.Thread(target=_body, name=name, daemon=daemon)
     thread.start()
     if not ready.wait(timeout):
-        # Imported here: the protocol package starts its own threads with this module.
-        from camfabric.protocol.errors import CamfabricError
-
         raise CamfabricError(f"thread {name} did not start within {timeout:g} s")
     if ready.error is not None:
         thread.join(1.0)
