@@ -35,9 +35,8 @@ from node_cpu import machine  # noqa: E402
 from report import write_section  # noqa: E402
 
 from camfabric import protocol  # noqa: E402
-from tests.faults.netns import NetnsHost, available  # noqa: E402
-from tests.faults.test_power_cut import power_cut_and_return, watched_node  # noqa: E402
-from tests.faults.test_subscription_flood import FLOOD, measure_flood  # noqa: E402
+from camfabric.sim.faults import FLOOD, measure_flood, power_cut_and_return, watched_node  # noqa: E402
+from camfabric.sim.netns import NetnsHost, available  # noqa: E402
 
 WINDOW_S = 4.0
 OVERSIZED = 300 * 2**20

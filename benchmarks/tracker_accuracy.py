@@ -40,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import write_section  # noqa: E402
 
+from camfabric import sim  # noqa: E402
 from camfabric.capture_node.config import CameraConfig, NodeConfig  # noqa: E402
 from camfabric.capture_node.node import CaptureNode  # noqa: E402
 from camfabric.protocol import Subscriber, topics  # noqa: E402
@@ -78,6 +79,7 @@ def truth_xy(label: str, t_wall: float, speed: float) -> tuple[float, float]:
 
 
 def measure(seconds: float, fps: float, speed: float) -> dict:
+    sim.register()
     node_ep = f"tcp://127.0.0.1:{unused_port()}"
     world_ep = f"tcp://127.0.0.1:{unused_port()}"
     cameras = tuple(CameraConfig(id=cam, name=view, role=view, resolution=(640, 360), fps=fps,

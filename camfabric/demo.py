@@ -73,9 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _cameras(config: DemoConfig) -> tuple:
     if config.tracker:
-        # The seed's three cameras looking at a table with tagged objects the tracker can find.
+        # The seed's three cameras looking at a table with tagged objects the tracker can find:
+        # the simulated scene, which the node knows only once the demo registers it.
+        from . import sim
         from .sim.tracker import tabletop_cameras
 
+        sim.register()
         return tabletop_cameras(config.width, config.height, config.fps)
     return demo_cameras(width=config.width, height=config.height, fps=config.fps)
 

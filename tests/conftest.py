@@ -1,4 +1,5 @@
-"""Fixtures every test folder shares: a private ZeroMQ context and loopback ports."""
+"""Fixtures every test folder shares: a private ZeroMQ context, and the simulated tabletop
+scene registered as a source kind (production code does not know it; the tests bring it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from pathlib import Path
 
 import pytest
 import zmq
+
+from camfabric import sim
+
+sim.register()
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -4,6 +4,7 @@ simulation kept out of production code, and subcommands that load only what they
 from __future__ import annotations
 
 import ast
+import re
 import signal
 import subprocess
 import time
@@ -68,16 +69,88 @@ def _imports(path) -> set[str]:
     return names
 
 
-def test_no_production_package_imports_the_simulation():
+MODULE_PATH = re.compile(r"camfabric(\.[A-Za-z_]\w*)+")
+CAMERA_NAMES = re.compile(r"VideoCapture|CAP_\w+|/dev/video\d*")
+
+
+def _named_modules(path) -> set[str]:
+    """Every module `path` reaches: its import statements, the string it hands to
+    importlib.import_module or __import__, and any string that is a camfabric module path (a
+    registry mapping a name to a module is an import by another route)."""
+    names = _imports(path)
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if func in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                names.add(node.args[0].value)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and MODULE_PATH.fullmatch(node.value):
+            names.add(node.value)
+    return names
+
+
+def _within(name: str, prefixes) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+# What uses the parts (the command, keys, proxy, client, moonraker, demo, sim): no part uses it.
+COMMAND_LAYER = tuple(sorted(
+    f"camfabric.{p.stem}" for p in (REPO / "camfabric").iterdir()
+    if p.stem != "__init__" and (p.suffix == ".py" or (p / "__init__.py").is_file())))
+HTTP = ("falcon", "waitress", "requests", "urllib3", "httpx", "aiohttp", "http", "urllib.request",
+        "socketserver", "wsgiref", "prometheus_client")
+DEVICES = ("fcntl", "subprocess", "picamera2", "v4l2", "linuxpy")
+PART_RULES = {
+    # part: modules it must never reach (besides COMMAND_LAYER)
+    "runtime": ("camfabric.protocol", "camfabric.capture_node", "camfabric.gateway", "camfabric.subscribers"),
+    "protocol": ("camfabric.capture_node", "camfabric.gateway", "camfabric.subscribers", *HTTP, *DEVICES),
+    "capture_node": ("camfabric.gateway", "camfabric.subscribers"),
+    "gateway": ("camfabric.capture_node", "camfabric.subscribers"),
+    "subscribers": ("camfabric.capture_node", "camfabric.gateway"),
+}
+
+
+@pytest.mark.parametrize("part", PART_RULES)
+def test_each_part_reaches_only_what_the_architecture_allows(part):
+    """runtime/ uses no part; protocol/ no camera and no HTTP; capture_node/ and gateway/ know
+    neither each other nor the subscribers; subscribers/ reach cameras only through protocol/;
+    and no part uses the command layer that is built on top of them."""
+    forbidden = PART_RULES[part] + COMMAND_LAYER
     offenders = []
-    for part in PARTS:
-        for path in sorted((REPO / part).rglob("*.py")):
-            if any(name == "camfabric.sim" or name.startswith("camfabric.sim.") for name in _imports(path)):
-                offenders.append(str(path.relative_to(REPO)))
+    for path in sorted((REPO / part).rglob("*.py")):
+        offenders += [f"{path.relative_to(REPO)}: {name}"
+                      for name in sorted(_named_modules(path)) if _within(name, forbidden)]
     assert offenders == []
-    # capture_node knows the tabletop only as a registered source kind, by name
-    registry = (REPO / "capture_node" / "sources" / "__init__.py").read_text()
-    assert '"camfabric.sim.tabletop"' in registry
+
+
+def test_protocol_uses_opencv_only_as_a_jpeg_codec():
+    """protocol/jpeg.py may encode and decode JPEG with OpenCV; opening a camera is the node's."""
+    offenders = []
+    for path in sorted((REPO / "protocol").rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if CAMERA_NAMES.search(line):
+                offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert offenders == []
+
+
+def test_no_production_package_names_the_simulation_not_even_as_a_string():
+    """The demo and the tests register the tabletop scene (camfabric.sim.register()); the parts
+    neither import it nor keep its name in a registry."""
+    offenders = []
+    for part in ("runtime", *PARTS):
+        for path in sorted((REPO / part).rglob("*.py")):
+            names = {n for n in _named_modules(path) if _within(n, ("camfabric.sim",))}
+            names |= set(re.findall(r"camfabric\.sim\b[\w.]*", path.read_text()))
+            offenders += [f"{path.relative_to(REPO)}: {name}" for name in sorted(names)]
+    assert offenders == []
+
+
+def test_benchmarks_import_nothing_from_the_tests():
+    offenders = []
+    for path in sorted((REPO / "benchmarks").rglob("*.py")):
+        offenders += [f"{path.relative_to(REPO)}: {name}"
+                      for name in sorted(_named_modules(path)) if _within(name, ("tests",))]
+    assert offenders == []
 
 
 def test_keys_help_loads_neither_opencv_nor_the_http_stack():

@@ -20,14 +20,15 @@ from camfabric.protocol import DEFAULT_ENDPOINT
 from camfabric.subscribers.tracker.config import DEFAULT_PUBLISH, CameraTracking, TrackerConfig
 from camfabric.subscribers.tracker.service import Tracker
 
-from . import tabletop
+from . import register, tabletop
 
 VIEWS = {"overhead": "overhead", "end_effector": "end_effector", "side_profile": "side_profile"}
 
 
 def tabletop_cameras(width: int = 640, height: int = 360, fps: float = 15) -> tuple[CameraConfig, ...]:
     """The seed registry's three cameras (0 overhead, 1 end_effector, 2 side_profile), each
-    showing its view of the tabletop scene."""
+    showing its view of the tabletop scene (registered as a source kind on the way)."""
+    register()
     return tuple(
         dataclasses.replace(camera, source={"kind": "tabletop", "view": VIEWS[camera.role]})
         for camera in demo_cameras(width=width, height=height, fps=fps)

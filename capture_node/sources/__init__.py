@@ -2,7 +2,8 @@
 
 A module provides `Options` (its config dataclass) and `create(options, camera) -> Source`.
 Modules are imported only when a camera uses them, so a missing optional system piece (say,
-no V4L2 on this machine) affects only the cameras that need it.
+no V4L2 on this machine) affects only the cameras that need it. Kinds that live outside the
+node (the demo's simulated scene) are added with `register_kind` by whoever brings them.
 """
 
 from __future__ import annotations
@@ -18,8 +19,16 @@ KINDS = {
     "rpicam": "camfabric.capture_node.sources.rpicam",
     "mjpeg_url": "camfabric.capture_node.sources.mjpeg_url",
     "file": "camfabric.capture_node.sources.file",
-    "tabletop": "camfabric.sim.tabletop",  # the demo's simulated scene
 }
+
+
+def register_kind(kind: str, module_name: str) -> None:
+    """Make `kind = "<kind>"` name the source module `module_name` (imported when a camera
+    uses it). Registering the same pair again is harmless; rebinding a kind is refused."""
+    known = KINDS.get(kind)
+    if known is not None and known != module_name:
+        raise ValueError(f"source kind {kind!r} is already {known!r}, not {module_name!r}")
+    KINDS[kind] = module_name
 
 
 def source_module(kind: str, path: str = "source.kind") -> ModuleType:

@@ -8,6 +8,7 @@ import pytest
 
 from camfabric import cli
 from camfabric.capture_node.config import CameraConfig, NodeConfig, demo_cameras, load_node_config
+from camfabric.capture_node.sources import register_kind
 from camfabric.protocol import ConfigError, generate_keypair
 from camfabric.protocol.publisher import DEFAULT_ENDPOINT
 
@@ -93,6 +94,15 @@ def test_an_unknown_source_kind_is_named(tmp_path):
     """)
     assert err.path == "node.cameras[0].source.kind"
     assert "synthetic" in err.message  # lists the kinds there are
+
+
+def test_a_registered_kind_is_configurable_and_a_kind_is_never_rebound():
+    # The tests registered the tabletop scene (tests/conftest.py), as the demo does.
+    camera = CameraConfig(id=0, source={"kind": "tabletop", "view": "side_profile"})
+    assert camera.kind == "tabletop"
+    register_kind("tabletop", "camfabric.sim.tabletop")  # the same pair again: harmless
+    with pytest.raises(ValueError, match="already"):
+        register_kind("synthetic", "camfabric.sim.tabletop")
 
 
 @pytest.mark.parametrize("line, path", [

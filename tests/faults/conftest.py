@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .netns import NetnsHost, available
+from camfabric.sim.netns import NetnsHost, available
 
 
 @pytest.fixture(scope="session")

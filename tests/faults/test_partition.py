@@ -13,8 +13,7 @@ import time
 import requests
 
 from camfabric import protocol
-
-from .test_power_cut import watched_node
+from camfabric.sim.faults import watched_node
 
 PARTITION_S = float(os.environ.get("CAMFABRIC_PARTITION_S", "60"))
 SLACK_MS = 500  # what a frame's reported age may fall short of its true age

@@ -6,13 +6,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from camfabric.gateway.cache import FrameCache
 from camfabric.protocol import Frame, Meta, Publisher, encode_jpeg
+from camfabric.sim.faults import wait_until  # noqa: F401  (the gateway tests' wait, shared)
 
 W, H = 64, 48
 
@@ -50,17 +50,6 @@ class FakeNode:
                       encoding="jpeg", data=jpeg_of(value, w, h), node=self.name, frame_id="f")
         self.publisher.publish(frame)
         return frame
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 3.0, what: str = "condition"):
-    """Poll `predicate` (cheap, in-memory checks only) until it is truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def announce(node: FakeNode, cache: FrameCache, cam: int = 0) -> None:
