@@ -3,8 +3,10 @@ scene registered as a source kind (production code does not know it; the tests b
 
 from __future__ import annotations
 
-import socket
+import re
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,13 +20,6 @@ REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
-def unused_tcp_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def zmq_context():
     """A fresh ZeroMQ context per test, torn down with linger 0 so no test leaks sockets."""
@@ -33,7 +28,59 @@ def zmq_context():
     context.destroy(linger=0)
 
 
+# Bind any free port on loopback; the test reads the real endpoint back from the object that
+# bound it (`.endpoint`, `.url`, `.port`) or from the line a process prints when it is ready.
+# Never pick a port, close it and bind it again: anything else on the machine may take it.
+ANY_PORT = "tcp://127.0.0.1:0"
+ENDPOINT = r"tcp://127\.0\.0\.1:\d+"
+URL = r"http://127\.0\.0\.1:\d+/"
+
+
 @pytest.fixture
-def tcp_endpoint() -> str:
-    """A tcp://127.0.0.1:PORT endpoint on an unused port."""
-    return f"tcp://127.0.0.1:{unused_tcp_port()}"
+def ipc_endpoint(tmp_path) -> str:
+    """A Unix-socket endpoint only this test uses: for a node that restarts where it was."""
+    return f"ipc://{tmp_path}/fabric.sock"
+
+
+class Output:
+    """A child process's stream (stderr, usually), read on a thread as it comes: wait for the
+    line that says where the process bound, and read everything it wrote afterwards."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[str] = []
+        self._done = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._done = True
+            self._changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match:
+        """The first match of `pattern` in a line; AssertionError with the output so far when
+        the stream ends or `timeout` passes first (a cold start imports OpenCV: generous)."""
+        regex, seen = re.compile(pattern), 0
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines[seen:]:
+                    if match := regex.search(line):
+                        return match
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if self._done or left <= 0:
+                    why = "the stream ended" if self._done else f"{timeout} s passed"
+                    raise AssertionError(f"{why} before a line matching {pattern!r}:\n{''.join(self.lines)}")
+                self._changed.wait(left)
+
+    def text(self, timeout: float = 10.0) -> str:
+        """All of it, once the stream has ended (call after the process exited)."""
+        self._thread.join(timeout)
+        with self._changed:
+            return "".join(self.lines)

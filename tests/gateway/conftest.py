@@ -1,5 +1,5 @@
 """Fixtures of the gateway tests: a real Publisher on loopback standing in for a node, a
-FrameCache over it, the Falcon app in-process, and real Waitress gateways on unused ports."""
+FrameCache over it, the Falcon app in-process, and real Waitress gateways on port 0."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from camfabric.gateway.config import GatewayConfig
 from camfabric.gateway.server import Gateway
 from camfabric.protocol import Publisher
 
+from ..conftest import ANY_PORT
 from .support import FakeNode
 
 
 @pytest.fixture
-def publisher(zmq_context, tcp_endpoint) -> Iterator[Publisher]:
-    with Publisher(tcp_endpoint, context=zmq_context) as pub:
+def publisher(zmq_context) -> Iterator[Publisher]:
+    with Publisher(ANY_PORT, context=zmq_context) as pub:
         yield pub
 
 

@@ -20,6 +20,7 @@ from camfabric.gateway.cache import FrameCache
 from camfabric.gateway.config import GatewayConfig
 from camfabric.protocol import Frame, FrameTimeout, Publisher, Status, decode_jpeg, encode
 
+from ..conftest import ANY_PORT
 from .support import FakeNode, announce, deliver, jpeg_of, settle, wait_until
 
 SECOND = 10**9
@@ -137,8 +138,8 @@ def node_config(endpoint: str, name: str = "cell") -> NodeConfig:
     return NodeConfig(name=name, publish=endpoint, cameras=demo_cameras(160, 120, 15))
 
 
-def test_end_to_end_through_a_capture_node(zmq_context, tcp_endpoint, make_gateway):
-    with CaptureNode(node_config(tcp_endpoint), context=zmq_context) as node:
+def test_end_to_end_through_a_capture_node(zmq_context, make_gateway):
+    with CaptureNode(node_config(ANY_PORT), context=zmq_context) as node:
         gw = make_gateway(node.endpoint)
         wait_until(lambda: len(gw.cache.camera_ids()) == 3, timeout=5, what="three cameras")
         cameras = requests.get(gw.url + "cameras", timeout=5).json()
@@ -155,8 +156,8 @@ def test_end_to_end_through_a_capture_node(zmq_context, tcp_endpoint, make_gatew
                                .json().values()), what="every camera connected")
 
 
-def test_two_gateways_on_one_node(zmq_context, tcp_endpoint, make_gateway):
-    with CaptureNode(node_config(tcp_endpoint), context=zmq_context) as node:
+def test_two_gateways_on_one_node(zmq_context, make_gateway):
+    with CaptureNode(node_config(ANY_PORT), context=zmq_context) as node:
         first, second = make_gateway(node.endpoint), make_gateway(node.endpoint)
         for gw in (first, second):
             wait_until(lambda gw=gw: gw.cache.latest(0) if 0 in gw.cache.camera_ids() else None,
@@ -167,7 +168,8 @@ def test_two_gateways_on_one_node(zmq_context, tcp_endpoint, make_gateway):
 
 
 def start_node_process(endpoint: str) -> subprocess.Popen:
-    """`camfabric node` with its three demo cameras, as a separate process."""
+    """`camfabric node` with its three demo cameras, as a separate process (on an ipc endpoint:
+    a restarted node binds where it was, which a port picked free earlier cannot promise)."""
     return subprocess.Popen([sys.executable, "-m", "camfabric.cli", "node", "--publish", endpoint,
                              "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -177,9 +179,9 @@ def connected(gw, cam: int = 0) -> bool:
 
 
 @pytest.mark.timeout(30)
-def test_a_killed_node_is_reported_and_served_again_after_restart(tcp_endpoint, make_gateway):
-    gw = make_gateway(tcp_endpoint)
-    node = start_node_process(tcp_endpoint)
+def test_a_killed_node_is_reported_and_served_again_after_restart(ipc_endpoint, make_gateway):
+    gw = make_gateway(ipc_endpoint)
+    node = start_node_process(ipc_endpoint)
     try:
         wait_until(lambda: connected(gw) and gw.cache.latest(0), timeout=8, what="the node serving")
         node.kill()  # SIGKILL: no goodbye on the fabric, the heartbeat just stops
@@ -190,7 +192,7 @@ def test_a_killed_node_is_reported_and_served_again_after_restart(tcp_endpoint, 
         assert requests.get(gw.url + "latest/0", timeout=5).status_code == 503  # never shown as live
 
         restarted = time.time()
-        node = start_node_process(tcp_endpoint)
+        node = start_node_process(ipc_endpoint)  # where it was: the gateway is not told
         wait_until(lambda: connected(gw), timeout=8.0, what="camera 0 connected again")
         snap = requests.get(gw.url + "snap/0", timeout=5)
         assert snap.status_code == 200 and float(snap.headers["X-Timestamp"]) > restarted
@@ -210,9 +212,9 @@ def node_encodes(cache: FrameCache, cam: int = 0) -> int:
 
 
 def test_a_gateway_nobody_asks_makes_the_node_encode_nothing_until_a_request(
-        zmq_context, tcp_endpoint, make_cache):
+        zmq_context, make_cache):
     cameras = demo_cameras(320, 240, 15)[:1]
-    with CaptureNode(NodeConfig(name="n", publish=tcp_endpoint, cameras=cameras), zmq_context) as node:
+    with CaptureNode(NodeConfig(name="n", publish=ANY_PORT, cameras=cameras), zmq_context) as node:
         cache = make_cache(node.endpoint, idle_s=1.0)
         client = falcon.testing.TestClient(create_app(cache, GatewayConfig(snap_timeout_s=2.0)))
         wait_until(lambda: node_encodes(cache) >= 0, timeout=5, what="the node's heartbeat")
@@ -235,9 +237,9 @@ def test_a_gateway_nobody_asks_makes_the_node_encode_nothing_until_a_request(
 
 
 def test_a_stream_keeps_its_camera_subscribed_and_snap_after_idle_is_fresh(
-        zmq_context, tcp_endpoint, make_cache):
+        zmq_context, make_cache):
     cameras = demo_cameras(160, 120, 15)[:1]
-    with CaptureNode(NodeConfig(name="n", publish=tcp_endpoint, cameras=cameras), zmq_context) as node:
+    with CaptureNode(NodeConfig(name="n", publish=ANY_PORT, cameras=cameras), zmq_context) as node:
         cache = make_cache(node.endpoint, idle_s=0.5)
         wait_until(lambda: 0 in cache.camera_ids(), timeout=5, what="camera 0 announced")
         with cache.watching(0):
@@ -270,11 +272,11 @@ def test_a_frame_delayed_in_flight_is_old_to_the_cache_and_to_snap(cache, node):
 
 
 def test_requests_arriving_together_after_idle_all_wait_for_the_fresh_frame(
-        zmq_context, tcp_endpoint, make_cache):
+        zmq_context, make_cache):
     # Only the first request after an idle time subscribes the camera; the ones that arrive
     # before its first fresh frame must wait for that frame too, not answer 503.
     cameras = demo_cameras(160, 120, 15)[:1]
-    with CaptureNode(NodeConfig(name="n", publish=tcp_endpoint, cameras=cameras), zmq_context) as node:
+    with CaptureNode(NodeConfig(name="n", publish=ANY_PORT, cameras=cameras), zmq_context) as node:
         cache = make_cache(node.endpoint, idle_s=10.0, wake_timeout_s=5.0)
         client = falcon.testing.TestClient(create_app(cache, GatewayConfig(snap_timeout_s=2.0)))
         wait_until(lambda: 0 in cache.camera_ids() and cache.view(0).connected, timeout=5,

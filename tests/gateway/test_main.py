@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from camfabric.gateway.config import GatewayConfig
 from camfabric.gateway.server import plan_workers
 from camfabric.protocol import Publisher
 
-from ..conftest import unused_tcp_port
+from ..conftest import ANY_PORT, URL
 from .support import FakeNode, wait_until
 
 
@@ -51,18 +52,16 @@ def test_a_bad_config_names_the_key_and_exits_2(tmp_path):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_the_gateway_serves_and_stops_on_sigterm(tmp_path, zmq_context, tcp_endpoint, workers):
-    port = unused_tcp_port()
+def test_the_gateway_serves_and_stops_on_sigterm(tmp_path, zmq_context, workers):
     config = tmp_path / "gateway.toml"
-    config.write_text(f'[gateway]\nport = {port}\nsubscribe = ["{tcp_endpoint}"]\nworkers = {workers}\n'
-                      "heartbeat_timeout_s = 3.0\n")
-    with Publisher(tcp_endpoint, context=zmq_context) as pub:
+    with Publisher(ANY_PORT, context=zmq_context) as pub:
+        config.write_text(f'[gateway]\nport = 0\nsubscribe = ["{pub.endpoint}"]\nworkers = {workers}\n'
+                          "heartbeat_timeout_s = 3.0\n")
         node = FakeNode(pub)
         proc = camfabric("gateway", "--config", str(config))
         try:
             line = proc.stdout.readline()
-            assert f"http://127.0.0.1:{port}/" in line
-            url = f"http://127.0.0.1:{port}/"
+            url = re.search(URL, line).group(0)  # port 0: the one it got, as it says
 
             def served() -> bool:
                 node.meta(0)
@@ -103,18 +102,16 @@ def _serving_processes(proc: subprocess.Popen, workers: int) -> list[psutil.Proc
                     reason="needs a system with CPU affinity and at least two CPUs")
 @pytest.mark.parametrize(("workers", "pin"), [(1, None), (2, None), (1, False)])
 def test_each_serving_process_keeps_its_threads_on_one_cpu_unless_told(tmp_path, zmq_context,
-                                                                        tcp_endpoint, workers, pin):
-    port = unused_tcp_port()
+                                                                        workers, pin):
     config = tmp_path / "gateway.toml"
     pinning = "" if pin is None else f"pin_cpus = {str(pin).lower()}\n"
-    config.write_text(f'[gateway]\nport = {port}\nsubscribe = ["{tcp_endpoint}"]\nworkers = {workers}\n'
-                      + pinning)
-    with Publisher(tcp_endpoint, context=zmq_context) as pub:
+    with Publisher(ANY_PORT, context=zmq_context) as pub:
+        config.write_text(f'[gateway]\nport = 0\nsubscribe = ["{pub.endpoint}"]\nworkers = {workers}\n'
+                          + pinning)
         node = FakeNode(pub)
         proc = camfabric("gateway", "--config", str(config))
         try:
-            url = f"http://127.0.0.1:{port}/"
-            assert url in proc.stdout.readline()
+            url = re.search(URL, proc.stdout.readline()).group(0)
 
             def served() -> bool:
                 node.meta(0)

@@ -25,7 +25,7 @@ from camfabric.gateway.app import create_app
 from camfabric.gateway.config import GatewayConfig
 from camfabric.protocol import Scan, Status, World, decode_jpeg, topics
 
-from ..conftest import unused_tcp_port
+from ..conftest import URL, Output
 from .support import RawHttp, announce, deliver, jpeg_of, read_part_by_length, registry, settle, wait_until
 from .test_fabric import SECOND, FakeClock, start_node_process
 
@@ -518,9 +518,9 @@ def test_a_heartbeat_older_than_the_newest_frame_does_not_call_the_camera_down(n
 
 
 @pytest.mark.timeout(30)
-def test_a_killed_node_turns_the_snapshot_routes_to_503_within_6_s(tcp_endpoint, make_gateway):
-    gw = make_gateway(tcp_endpoint)
-    process = start_node_process(tcp_endpoint)
+def test_a_killed_node_turns_the_snapshot_routes_to_503_within_6_s(ipc_endpoint, make_gateway):
+    gw = make_gateway(ipc_endpoint)
+    process = start_node_process(ipc_endpoint)
     try:
         wait_until(lambda: requests.get(gw.url + "snapshot.jpg", timeout=5).status_code == 200,
                    timeout=10, what="the node serving")
@@ -569,8 +569,8 @@ def raw_request(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
     b"GET /cameras HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
     b"GET /cameras HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n",
 ])
-def test_the_servers_own_errors_are_json_with_cors(make_gateway, tcp_endpoint, request_bytes):
-    gw = make_gateway(tcp_endpoint)
+def test_the_servers_own_errors_are_json_with_cors(make_gateway, ipc_endpoint, request_bytes):
+    gw = make_gateway(ipc_endpoint)  # no node there: only the server's own answers matter
     status, headers, body = raw_request(gw.url, request_bytes + b"GET / HTTP/1.1\r\n")
     assert 400 <= status < 500
     assert headers["content-type"] == "application/json"
@@ -580,8 +580,8 @@ def test_the_servers_own_errors_are_json_with_cors(make_gateway, tcp_endpoint, r
 
 
 @pytest.mark.parametrize("path", ["/stream.mjpg?cam=2", "/?action=stream&cam=2", "/cam/2"])
-def test_cam_query_picks_the_stream_of_that_camera(make_gateway, node, tcp_endpoint, path):
-    gw = make_gateway(tcp_endpoint)
+def test_cam_query_picks_the_stream_of_that_camera(make_gateway, node, path):
+    gw = make_gateway(node.endpoint)
     stop = threading.Event()
 
     def publish() -> None:
@@ -606,8 +606,8 @@ def test_cam_query_picks_the_stream_of_that_camera(make_gateway, node, tcp_endpo
         thread.join()
 
 
-def test_expect_100_continue_without_a_body_is_answered_at_once(make_gateway, tcp_endpoint):
-    gw = make_gateway(tcp_endpoint)
+def test_expect_100_continue_without_a_body_is_answered_at_once(make_gateway, ipc_endpoint):
+    gw = make_gateway(ipc_endpoint)
     started = time.monotonic()
     status, headers, body = raw_request(gw.url, b"GET /cameras HTTP/1.1\r\nHost: x\r\n"
                                                 b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
@@ -615,8 +615,8 @@ def test_expect_100_continue_without_a_body_is_answered_at_once(make_gateway, tc
     assert time.monotonic() - started < 2.0
 
 
-def test_curl_and_wget_see_head_like_get_on_a_real_server(make_gateway, node, tcp_endpoint):
-    gw = make_gateway(tcp_endpoint)
+def test_curl_and_wget_see_head_like_get_on_a_real_server(make_gateway, node):
+    gw = make_gateway(node.endpoint)
     with publishing(node, 0):
         wait_until(lambda: requests.get(gw.url + "snapshot.jpg", timeout=5).status_code == 200,
                    timeout=10, what="a snapshot")
@@ -684,8 +684,8 @@ def test_metrics_scrape_parses_and_frames_received_rises(client, node, cache, pu
                                                                                           "process_")))
 
 
-def test_metrics_count_streams_and_errors(make_gateway, node, tcp_endpoint):
-    gw = make_gateway(tcp_endpoint)
+def test_metrics_count_streams_and_errors(make_gateway, node):
+    gw = make_gateway(node.endpoint)
     with publishing(node, 0):
         wait_until(lambda: requests.get(gw.url + "latest/0", timeout=5).status_code == 200,
                    timeout=10, what="a frame")
@@ -705,14 +705,13 @@ def test_metrics_count_streams_and_errors(make_gateway, node, tcp_endpoint):
 
 
 @pytest.mark.timeout(60)
-def test_metrics_count_the_requests_of_every_worker(tmp_path, node, tcp_endpoint):
-    port = unused_tcp_port()
+def test_metrics_count_the_requests_of_every_worker(tmp_path, node):
     config = tmp_path / "gateway.toml"
-    config.write_text(f'[gateway]\nport = {port}\nsubscribe = ["{tcp_endpoint}"]\nworkers = 2\n')
-    url = f"http://127.0.0.1:{port}/"
+    config.write_text(f'[gateway]\nport = 0\nsubscribe = ["{node.endpoint}"]\nworkers = 2\n')
     proc = subprocess.Popen([sys.executable, "-m", "camfabric.cli", "gateway", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
+        url = Output(proc.stdout).wait_for(f"camfabric gateway: ({URL})").group(1)
         def get(path: str) -> str:
             return requests.get(url + path.lstrip("/"), timeout=10).text
 

@@ -321,15 +321,15 @@ def run_node(endpoint: str, name: str, fps: float) -> None:
 
 
 def test_a_stream_open_through_a_node_outage_resumes_when_the_node_returns(make_gateway,
-                                                                            tcp_endpoint):
+                                                                            ipc_endpoint):
     spawn = multiprocessing.get_context("spawn")
 
     def start_node() -> multiprocessing.Process:
-        proc = spawn.Process(target=run_node, args=(tcp_endpoint, "node-k", 20.0), daemon=True)
+        proc = spawn.Process(target=run_node, args=(ipc_endpoint, "node-k", 20.0), daemon=True)
         proc.start()
         return proc
 
-    gw = make_gateway(tcp_endpoint, heartbeat_timeout_s=1.0)
+    gw = make_gateway(ipc_endpoint, heartbeat_timeout_s=1.0)  # the node returns there
     proc = start_node()
     try:
         wait_until(lambda: 0 in gw.cache.camera_ids() and gw.cache.latest(0) is not None,
