@@ -4,9 +4,11 @@ scene registered as a source kind (production code does not know it; the tests b
 from __future__ import annotations
 
 import re
+import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,15 @@ URL = r"http://127\.0\.0\.1:\d+/"
 def ipc_endpoint(tmp_path) -> str:
     """A Unix-socket endpoint only this test uses: for a node that restarts where it was."""
     return f"ipc://{tmp_path}/fabric.sock"
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port where nothing listens, for as long as the test runs: bound and held, never
+    listening, so a connection is refused and nothing else can take the port meanwhile."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 class Output:

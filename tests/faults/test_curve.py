@@ -13,7 +13,7 @@ from camfabric.capture_node.config import CameraConfig, NodeConfig
 from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import CurveClient, generate_keypair
 
-from ..conftest import unused_tcp_port
+from ..conftest import ANY_PORT
 from ..gateway.support import wait_until
 from .revocation import revoke_and_watch
 
@@ -29,9 +29,9 @@ def keys(tmp_path):
 
 
 @pytest.fixture
-def curve_node(keys, tcp_endpoint, zmq_context):
+def curve_node(keys, zmq_context):
     made, authorized = keys
-    config = NodeConfig(name="cell", publish=tcp_endpoint, cameras=(
+    config = NodeConfig(name="cell", publish=ANY_PORT, cameras=(
         CameraConfig(id=0, fps=10, resolution=(160, 120)),),
         curve={"secret_key_file": str(made["node"][1]), "authorized_keys_dir": str(authorized)})
     with CaptureNode(config, context=zmq_context) as node:
@@ -115,9 +115,9 @@ def test_keys_check_finds_a_public_key_given_as_the_secret(keys, capsys):
 
 
 def test_with_keys_per_endpoint_the_message_names_the_files_of_that_endpoint(
-        keys, curve_node, zmq_context, caplog):
+        keys, curve_node, zmq_context, caplog, closed_port):
     made, _ = keys
-    elsewhere = f"tcp://127.0.0.1:{unused_tcp_port()}"
+    elsewhere = f"tcp://127.0.0.1:{closed_port}"
     curve = {elsewhere: CurveClient(made["eve"][1], made["node"][0]),  # nothing listens there
              curve_node.endpoint: CurveClient(made["alice"][1], made["bob"][0])}
 

@@ -14,10 +14,10 @@ from camfabric.capture_node.config import CameraConfig, NodeConfig
 from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import CurveClient, CurveServer, topics
 from camfabric.proxy import FabricProxy, ProxyConfig
+from camfabric.sim.faults import NODE_TOML, start_node
 
 from .revocation import revoke_and_watch
 from .test_curve import keys  # noqa: F401  (a fixture)
-from .test_power_cut import NODE_TOML, start_node
 
 
 # Short: the proxy's next heartbeat draws an RST from the rebooted host. Long: the heartbeat
@@ -47,11 +47,11 @@ def test_a_node_behind_the_proxy_comes_back_after_its_host_power_cut(host, tmp_p
 
 
 def test_a_key_removed_from_the_proxys_directory_receives_nothing_within_5_s(
-        keys, tcp_endpoint, zmq_context, caplog):  # noqa: F811
+        keys, ipc_endpoint, zmq_context, caplog):  # noqa: F811
     made, authorized = keys
-    node_config = NodeConfig(name="cell", publish=tcp_endpoint, cameras=(
+    node_config = NodeConfig(name="cell", publish=ipc_endpoint, cameras=(
         CameraConfig(id=0, fps=10, resolution=(160, 120)),))
-    proxy_config = ProxyConfig(upstream=[tcp_endpoint], publish="tcp://127.0.0.1:0",
+    proxy_config = ProxyConfig(upstream=[ipc_endpoint], publish="tcp://127.0.0.1:0",
                                curve=CurveServer(made["node"][1], authorized))
 
     def client(name: str) -> protocol.Subscriber:

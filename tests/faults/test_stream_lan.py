@@ -18,6 +18,7 @@ from camfabric.gateway.config import GatewayConfig
 from camfabric.gateway.server import Gateway
 from camfabric.protocol import Publisher
 
+from ..conftest import ANY_PORT
 from ..gateway.support import FakeNode, Feeder, deliver
 from ..gateway.test_streaming import scene
 
@@ -37,11 +38,11 @@ def shape_link(host) -> None:
 
 
 def test_a_slow_reader_across_a_lan_sees_fresh_parts_and_a_fast_one_every_frame(
-        host, zmq_context, tcp_endpoint):
+        host, zmq_context):
     shape_link(host)
-    config = GatewayConfig(host=host.peer, port=0, subscribe=(tcp_endpoint,), max_streams=2,
-                           threads=4, allow_from=(f"{host.address}/32",))
-    with Publisher(tcp_endpoint, context=zmq_context) as publisher:
+    with Publisher(ANY_PORT, context=zmq_context) as publisher:
+        config = GatewayConfig(host=host.peer, port=0, subscribe=(publisher.endpoint,), max_streams=2,
+                               threads=4, allow_from=(f"{host.address}/32",))
         node = FakeNode(publisher)
         gateway = Gateway(config, context=zmq_context).start()
         try:

@@ -362,8 +362,8 @@ def test_an_unknown_encoding_is_refused_at_construction():
     assert issubclass(protocol.EncodingError, protocol.CamfabricError)
 
 
-def test_nothing_listening_is_a_timeout_that_says_nothing_was_heard(zmq_context, tcp_endpoint):
-    with protocol.Subscriber(tcp_endpoint, cameras=[0], context=zmq_context) as sub, \
+def test_nothing_listening_is_a_timeout_that_says_nothing_was_heard(zmq_context, closed_port):
+    with protocol.Subscriber(f"tcp://127.0.0.1:{closed_port}", cameras=[0], context=zmq_context) as sub, \
             pytest.raises(protocol.FrameTimeout, match="nothing at all was heard") as info:
         sub.latest(0, timeout=0.5)
     assert "nothing listens there (connection refused)" in str(info.value)
