@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from camfabric.protocol import Frame, Publisher, Subscriber, encode_jpeg
+from tests.conftest import ANY_PORT
 from tests.fakes.prusa_connect import FakeConnect
 
 TOKEN_A = "AAAAaaaa1111BBBBbbbb"
@@ -94,9 +95,9 @@ def connect():
 
 
 @pytest.fixture
-def fabric(zmq_context, tcp_endpoint):
+def fabric(zmq_context):
     clock = FakeClock()
-    with (Publisher(tcp_endpoint, context=zmq_context) as pub,
-          Subscriber(tcp_endpoint, cameras=[0, 1], context=zmq_context, clock=clock) as sub):
+    with (Publisher(ANY_PORT, context=zmq_context) as pub,
+          Subscriber(pub.endpoint, cameras=[0, 1], context=zmq_context, clock=clock) as sub):
         assert pub.wait_for_subscriber(b"frame/0/jpeg", timeout=3)
         yield Fabric(pub, sub, clock)

@@ -16,7 +16,6 @@ from camfabric.subscribers.prusa_connect.client import (
     TransientError,
     parse_retry_after,
 )
-from tests.conftest import unused_tcp_port
 
 from .conftest import TOKEN_A, TOKEN_B, jpeg_for
 
@@ -66,7 +65,7 @@ def test_each_kind_of_refusal_is_classified(connect, client):
     assert isinstance(err, RequestRejected) and err.status == 404 and "prusa_connect.server" in str(err)
 
 
-def test_server_trouble_and_network_trouble_are_transient(connect, client):
+def test_server_trouble_and_network_trouble_are_transient(connect, client, closed_port):
     connect.fail(503, retry_after=7)
     err = failure(client)
     assert isinstance(err, TransientError) and err.status == 503 and err.retry_after == 7
@@ -77,7 +76,7 @@ def test_server_trouble_and_network_trouble_are_transient(connect, client):
     assert "no answer within 0.5 s" in str(failure(client))
     connect.drop()
     assert isinstance(failure(client), TransientError)
-    nobody = ConnectClient(f"http://127.0.0.1:{unused_tcp_port()}", 0.5)
+    nobody = ConnectClient(f"http://127.0.0.1:{closed_port}", 0.5)
     err = failure(nobody)
     assert isinstance(err, TransientError) and "cannot reach" in str(err)
 

@@ -21,7 +21,7 @@ from camfabric.gateway.app import create_app
 from camfabric.gateway.cache import FrameCache
 from camfabric.gateway.config import GatewayConfig
 from camfabric.protocol import Subscriber, topics
-from tests.conftest import REPO, unused_tcp_port
+from tests.conftest import ANY_PORT, REPO
 
 from .conftest import TOKEN_A, TOKEN_B, TOKEN_C
 
@@ -29,13 +29,9 @@ TOKEN_A2 = "GGGGgggg4444HHHHhhhh"
 CAMFABRIC = shutil.which("camfabric", path=str(Path(sys.executable).parent)) or "camfabric"
 
 
-def endpoint() -> str:
-    return f"tcp://127.0.0.1:{unused_tcp_port()}"
-
-
 def start_node(name: str, cams: list[int], context) -> CaptureNode:
     cameras = tuple(CameraConfig(id=cam, name=f"Cam {cam}", resolution=(160, 90), fps=10) for cam in cams)
-    return CaptureNode(NodeConfig(name=name, publish=endpoint(), cameras=cameras), context=context).start()
+    return CaptureNode(NodeConfig(name=name, publish=ANY_PORT, cameras=cameras), context=context).start()
 
 
 def write_config(path: Path, nodes: list[str], publish: str, state_dir: Path, cameras: list[dict],
@@ -147,7 +143,7 @@ def wait_uploads(connect, token: str, n: int, timeout: float = 6.0) -> None:
 
 
 def test_uploads_a_fresh_frame_at_once_and_keeps_the_fingerprint_across_restarts(
-        connect, zmq_context, tmp_path):
+        connect, zmq_context, tmp_path, ipc_endpoint):
     node = start_node("n1", [0], zmq_context)
     seen: dict[str, float] = {}  # sha of every frame the fabric carried -> when we received it
     watch_frames = Subscriber(node.endpoint, cameras=[0], context=zmq_context)
@@ -155,7 +151,7 @@ def test_uploads_a_fresh_frame_at_once_and_keeps_the_fingerprint_across_restarts
         lambda m: seen.setdefault(hashlib.sha256(bytes(m.data)).hexdigest(), time.monotonic())
         if hasattr(m, "data") else None)
     watch_frames.start()
-    publish = endpoint()
+    publish = ipc_endpoint  # where each run of the uploader publishes its status
     status = StatusWatch(publish, zmq_context)
     config = write_config(tmp_path / "camfabric.toml", [node.endpoint], publish, tmp_path / "state",
                           [{"cam": 0, "token_env": "TEST_PRUSA_TOKEN", "name": "Bed", "interval_s": 10}],
@@ -209,11 +205,11 @@ def test_uploads_a_fresh_frame_at_once_and_keeps_the_fingerprint_across_restarts
         node.stop()
 
 
-def test_a_reload_replaces_only_the_camera_that_changed(connect, zmq_context, tmp_path):
+def test_a_reload_replaces_only_the_camera_that_changed(connect, zmq_context, tmp_path, ipc_endpoint):
     connect.add_camera(TOKEN_C)
     node1 = start_node("n1", [0, 1], zmq_context)
     node2 = start_node("n2", [2], zmq_context)
-    publish = endpoint()
+    publish = ipc_endpoint  # where each run of the uploader publishes its status
     status = StatusWatch(publish, zmq_context)
     cameras = [{"cam": 0, "token": TOKEN_A, "interval_s": 10},
                {"cam": 1, "token": TOKEN_B, "interval_s": 10},

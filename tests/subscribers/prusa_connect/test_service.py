@@ -19,7 +19,7 @@ from camfabric.subscribers.prusa_connect.config import (
     PrusaConnectConfig,
 )
 from camfabric.subscribers.prusa_connect.service import UploaderService
-from tests.conftest import unused_tcp_port
+from tests.conftest import ANY_PORT
 
 from .conftest import TOKEN_A, jpeg_for
 
@@ -31,18 +31,17 @@ def test_frames_from_a_curve_secured_node_are_uploaded_and_the_state_published(c
     allowed = tmp_path / "authorized"
     allowed.mkdir()
     (allowed / client_public.name).write_bytes(client_public.read_bytes())
-    node = f"tcp://127.0.0.1:{unused_tcp_port()}"
-    status_endpoint = f"tcp://127.0.0.1:{unused_tcp_port()}"
-    config = PrusaConnectConfig(
-        server=connect.url, nodes=(node,), publish=status_endpoint, state_dir=tmp_path / "state",
-        timeout_s=2.0, status_interval_s=0.2,
-        cameras=(CameraUpload(cam=0, token=TOKEN_A, name="Bed", interval_s=10),),
-        curve={node: CurveClient(secret_key_file=client_secret, server_public_key_file=node_public)},
-    )
-    with Publisher(node, context=zmq_context, curve=CurveServer(node_secret, allowed)) as pub, \
-            Subscriber(status_endpoint, cameras=[], topics_extra=(topics.status("prusa_connect"),),
-                       context=zmq_context) as watch:
+    with Publisher(ANY_PORT, context=zmq_context, curve=CurveServer(node_secret, allowed)) as pub:
+        node = pub.endpoint
+        config = PrusaConnectConfig(
+            server=connect.url, nodes=(node,), publish=ANY_PORT, state_dir=tmp_path / "state",
+            timeout_s=2.0, status_interval_s=0.2,
+            cameras=(CameraUpload(cam=0, token=TOKEN_A, name="Bed", interval_s=10),),
+            curve={node: CurveClient(secret_key_file=client_secret, server_public_key_file=node_public)},
+        )
         service = UploaderService(config, context=zmq_context).start()
+        watch = Subscriber(service.publisher.endpoint, cameras=[],
+                           topics_extra=(topics.status("prusa_connect"),), context=zmq_context).start()
         try:
             # The first upload is due at once: the uploader subscribes to the camera's JPEG ...
             assert pub.wait_for_subscriber(b"frame/0/jpeg", timeout=5)
@@ -73,6 +72,7 @@ def test_frames_from_a_curve_secured_node_are_uploaded_and_the_state_published(c
             assert state["next_attempt"] >= state["last_upload"] + 9
             assert TOKEN_A not in repr(msg.state)
         finally:
+            watch.close()
             started = time.monotonic()
             service.stop()
             assert time.monotonic() - started < 2.0
