@@ -69,8 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
     with GatewayClient(args.gateway) as cams:
-        print(f"main server on http://{args.host}:{args.port}/ proxying {args.gateway}", flush=True)
-        waitress.serve(create_app(cams), host=args.host, port=args.port, threads=8)
+        server = waitress.create_server(create_app(cams), host=args.host, port=args.port, threads=8)
+        # The port it got (--port 0 picks a free one), once it listens.
+        print(f"main server on http://{args.host}:{server.effective_port}/ proxying {args.gateway}",
+              flush=True)
+        server.run()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Smoke tests of examples/: each script run as a user would, against a fabric started here
-(a capture node with the cell's three cameras and a gateway, on unused loopback ports)."""
+(a capture node with the cell's three cameras and a gateway, on ports of their choosing)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from camfabric.gateway.config import GatewayConfig
 from camfabric.gateway.server import Gateway
 from camfabric.protocol import decode_jpeg
 
-from ..conftest import PYTHON, REPO, unused_tcp_port
+from ..conftest import ANY_PORT, PYTHON, REPO, URL, Output
 
 EXAMPLES = REPO / "examples"
 W, H, FPS = 160, 120, 15
@@ -34,8 +34,7 @@ class Fabric:
 
 @pytest.fixture(scope="module")
 def fabric() -> Iterator[Fabric]:
-    config = NodeConfig(name="cell", publish=f"tcp://127.0.0.1:{unused_tcp_port()}",
-                        cameras=demo_cameras(W, H, FPS))
+    config = NodeConfig(name="cell", publish=ANY_PORT, cameras=demo_cameras(W, H, FPS))
     with CaptureNode(config) as node:
         gateway = Gateway(GatewayConfig(port=0, subscribe=(node.endpoint,))).start()
         try:
@@ -84,20 +83,15 @@ def test_synced_triple_names_a_camera_nobody_has(fabric, tmp_path):
 
 
 def start_main_server(gateway_url: str) -> tuple[subprocess.Popen, str]:
-    port = unused_tcp_port()
     proc = subprocess.Popen([PYTHON, str(EXAMPLES / "main_server.py"), "--gateway", gateway_url,
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        try:
-            requests.get(url + "cameras", timeout=2)
-            return proc, url
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("the main server did not start")
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = Output(proc.stdout).wait_for(f"main server on ({URL})", timeout=15).group(1)
+    except AssertionError:
+        proc.kill()
+        proc.wait(5)
+        raise AssertionError(f"the main server did not start: {proc.stderr.read()}") from None
+    return proc, url
 
 
 def test_main_server_proxies_the_seed_routes_with_cam_snap(fabric):
@@ -117,8 +111,8 @@ def test_main_server_proxies_the_seed_routes_with_cam_snap(fabric):
         proc.wait(5)
 
 
-def test_main_server_answers_502_when_the_camera_service_is_gone():
-    proc, url = start_main_server(f"http://127.0.0.1:{unused_tcp_port()}")
+def test_main_server_answers_502_when_the_camera_service_is_gone(closed_port):
+    proc, url = start_main_server(f"http://127.0.0.1:{closed_port}")
     try:
         snap = requests.get(url + "snap/0", timeout=5)
         assert snap.status_code == 502 and "cannot reach the gateway" in snap.json()["description"]

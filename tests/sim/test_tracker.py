@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from contextlib import ExitStack
 
@@ -11,21 +12,19 @@ from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import Subscriber, topics
 from camfabric.sim import tabletop
 from camfabric.sim.tracker import start_demo_tracker, tabletop_cameras
-from tests.conftest import unused_tcp_port
+from tests.conftest import ANY_PORT, ENDPOINT
 
 
 def test_demo_cameras_and_tracker_put_the_moving_boxes_on_the_world(zmq_context):
     cameras = tabletop_cameras(640, 360, fps=10)
     assert [(c.id, c.role, c.source["view"]) for c in cameras] == [
         (0, "overhead", "overhead"), (1, "end_effector", "end_effector"), (2, "side_profile", "side_profile")]
-    node_endpoint = f"tcp://127.0.0.1:{unused_tcp_port()}"
-    world_endpoint = f"tcp://127.0.0.1:{unused_tcp_port()}"
     with ExitStack() as stack:  # the way `camfabric demo` holds its parts
-        stack.enter_context(CaptureNode(NodeConfig(name="demo", publish=node_endpoint, cameras=cameras),
-                                        context=zmq_context))
-        tracker = stack.enter_context(start_demo_tracker(node_endpoint, world_endpoint, context=zmq_context))
-        assert tracker.endpoint == world_endpoint
-        sub = stack.enter_context(Subscriber(world_endpoint, cameras=[], topics_extra=[topics.world()],
+        node = stack.enter_context(CaptureNode(NodeConfig(name="demo", publish=ANY_PORT, cameras=cameras),
+                                               context=zmq_context))
+        tracker = stack.enter_context(start_demo_tracker(node.endpoint, ANY_PORT, context=zmq_context))
+        assert re.fullmatch(ENDPOINT, tracker.endpoint)  # the port it got, not port 0
+        sub = stack.enter_context(Subscriber(tracker.endpoint, cameras=[], topics_extra=[topics.world()],
                                              context=zmq_context))
         deadline = time.monotonic() + 8
         model = None

@@ -13,21 +13,26 @@ from camfabric import cli
 from camfabric.capture_node.config import CameraConfig, NodeConfig
 from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import Subscriber, topics
-from tests.conftest import PYTHON, REPO, unused_tcp_port
+from tests.conftest import ANY_PORT, ENDPOINT, PYTHON, REPO, Output
 from tests.fakes.gemini import FakeGemini
 
 SECRET = "AIzaSyF-subprocess-secret-0123456789abcd"
 
 
 def test_tracker_runs_publishes_the_world_and_stops_on_sigterm(tmp_path, zmq_context):
-    node = f"tcp://127.0.0.1:{unused_tcp_port()}"
-    world = f"tcp://127.0.0.1:{unused_tcp_port()}"
     config = tmp_path / "tracker.toml"
-    with FakeGemini(api_key=SECRET, objects=[{"label": "red_block", "box_2d": [100, 100, 300, 300]}]) as fake:
+    cameras = (CameraConfig(id=0, role="overhead", fps=10, source={"kind": "tabletop", "speed": 0.0}),
+               CameraConfig(id=1, role="end_effector", fps=10,
+                            source={"kind": "tabletop", "view": "end_effector", "speed": 0.0}))
+    env = {"TEST_TRACKER_KEY": SECRET, "PATH": "/usr/bin:/bin", "XDG_STATE_HOME": str(tmp_path)}
+    seen = [{"label": "red_block", "box_2d": [100, 100, 300, 300]}]
+    with FakeGemini(api_key=SECRET, objects=seen) as fake, \
+            CaptureNode(NodeConfig(name="cell", publish=ANY_PORT, cameras=cameras),
+                        context=zmq_context) as node:
         config.write_text(textwrap.dedent(f"""
             [tracker]
-            nodes = ["{node}"]
-            publish = "{world}"
+            nodes = ["{node.endpoint}"]
+            publish = "{ANY_PORT}"
             markers = {{ "20" = "red_block", "21" = "green_block", "22" = "blue_block" }}
             [[tracker.cameras]]
             id = 0
@@ -43,32 +48,30 @@ def test_tracker_runs_publishes_the_world_and_stops_on_sigterm(tmp_path, zmq_con
             base_url = "{fake.url}"
             api_key_env = "TEST_TRACKER_KEY"
         """))
-        cameras = (CameraConfig(id=0, role="overhead", fps=10, source={"kind": "tabletop", "speed": 0.0}),
-                   CameraConfig(id=1, role="end_effector", fps=10,
-                                source={"kind": "tabletop", "view": "end_effector", "speed": 0.0}))
-        env = {"TEST_TRACKER_KEY": SECRET, "PATH": "/usr/bin:/bin", "XDG_STATE_HOME": str(tmp_path)}
-        with CaptureNode(NodeConfig(name="cell", publish=node, cameras=cameras), context=zmq_context):
-            proc = subprocess.Popen([PYTHON, "-m", "camfabric.cli", "tracker", "--config", str(config),
-                                     "--log-level", "DEBUG"], cwd=REPO, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            try:
-                with Subscriber(world, cameras=[], topics_extra=[topics.world()], context=zmq_context) as sub:
-                    deadline = time.monotonic() + 15
-                    model = None
-                    while time.monotonic() < deadline:
-                        msg = sub.message(topics.world())
-                        model = msg.model if msg else None
-                        if model and len(model["objects"]) == 3 and model["camera_frames"].get("1"):
-                            break
-                        time.sleep(0.1)
-                started = time.monotonic()
-                proc.send_signal(signal.SIGTERM)
-                _, err = proc.communicate(timeout=5)
-                took = time.monotonic() - started
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.communicate()
+        proc = subprocess.Popen([PYTHON, "-m", "camfabric.cli", "tracker", "--config", str(config),
+                                 "--log-level", "DEBUG"], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        output = Output(proc.stderr)
+        try:
+            world = output.wait_for(f"world on ({ENDPOINT})").group(1)  # port 0: the one it got
+            with Subscriber(world, cameras=[], topics_extra=[topics.world()], context=zmq_context) as sub:
+                deadline = time.monotonic() + 15
+                model = None
+                while time.monotonic() < deadline:
+                    msg = sub.message(topics.world())
+                    model = msg.model if msg else None
+                    if model and len(model["objects"]) == 3 and model["camera_frames"].get("1"):
+                        break
+                    time.sleep(0.1)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=5)
+            took = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err = output.text()
     assert model is not None and len(model["objects"]) == 3, err
     assert model["camera_frames"]["1"]["detections"][0]["label"] == "red_block"
     assert proc.returncode == 0, err

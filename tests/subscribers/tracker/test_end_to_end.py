@@ -18,7 +18,7 @@ from camfabric.sim import tabletop
 from camfabric.sim.tracker import tabletop_tracker_config
 from camfabric.subscribers.tracker.config import CameraTracking, TrackerConfig
 from camfabric.subscribers.tracker.service import Tracker
-from tests.conftest import unused_tcp_port
+from tests.conftest import ANY_PORT
 
 VIEWS = {0: "overhead", 1: "end_effector", 2: "side_profile"}
 
@@ -50,11 +50,9 @@ def _complete(model) -> bool:
 
 
 def test_objects_are_published_near_their_true_positions(zmq_context):
-    node_endpoint = f"tcp://127.0.0.1:{unused_tcp_port()}"
-    world_endpoint = f"tcp://127.0.0.1:{unused_tcp_port()}"
-    config = tabletop_tracker_config([node_endpoint], world_endpoint, VIEWS, interval_s=0.3)
-    with CaptureNode(_node(node_endpoint), context=zmq_context), \
-            Tracker(config, context=zmq_context) as tracker, \
+    with CaptureNode(_node(ANY_PORT), context=zmq_context) as node, \
+            Tracker(tabletop_tracker_config([node.endpoint], ANY_PORT, VIEWS, interval_s=0.3),
+                    context=zmq_context) as tracker, \
             Subscriber(tracker.endpoint, cameras=[], topics_extra=[topics.world(), topics.status("tracker")],
                        context=zmq_context) as sub:
         model = _wait_world(sub, _complete, timeout=15.0)
@@ -95,13 +93,12 @@ def test_gateway_serves_the_tracker_world(zmq_context):
     gateway = pytest.importorskip("camfabric.gateway.server")
     from camfabric.gateway.config import GatewayConfig
 
-    node_endpoint = f"tcp://127.0.0.1:{unused_tcp_port()}"
-    world_endpoint = f"tcp://127.0.0.1:{unused_tcp_port()}"
-    config = tabletop_tracker_config([node_endpoint], world_endpoint, {0: "overhead"}, interval_s=0.3)
-    node_config = NodeConfig(name="cell", publish=node_endpoint, cameras=(CameraConfig(
+    node_config = NodeConfig(name="cell", publish=ANY_PORT, cameras=(CameraConfig(
         id=0, role="overhead", fps=10, source={"kind": "tabletop", "view": "overhead", "speed": 0.0}),))
-    with CaptureNode(node_config, context=zmq_context), Tracker(config, context=zmq_context), \
-            gateway.Gateway(GatewayConfig(port=0, subscribe=(node_endpoint,), tracker=(world_endpoint,)),
+    with CaptureNode(node_config, context=zmq_context) as node, \
+            Tracker(tabletop_tracker_config([node.endpoint], ANY_PORT, {0: "overhead"}, interval_s=0.3),
+                    context=zmq_context) as tracker, \
+            gateway.Gateway(GatewayConfig(port=0, subscribe=(node.endpoint,), tracker=(tracker.endpoint,)),
                             context=zmq_context) as gw:
         deadline = time.monotonic() + 10
         body = {}
@@ -122,11 +119,12 @@ def test_gemini_without_a_key_is_a_config_error_naming_where_to_put_it():
     assert "GEMINI_API_KEY" in str(err.value)
 
 
-def test_a_camera_whose_node_role_differs_is_warned_about(zmq_context, tcp_endpoint, caplog):
-    config = TrackerConfig(nodes=[tcp_endpoint], publish=f"tcp://127.0.0.1:{unused_tcp_port()}",
-                           markers={"20": "cup"}, cameras=(CameraTracking(id=1, role="end_effector"),))
+def test_a_camera_whose_node_role_differs_is_warned_about(zmq_context, caplog):
     jpeg = encode_jpeg(np.full((36, 64, 3), 100, np.uint8))
-    with Publisher(tcp_endpoint, context=zmq_context) as pub, Tracker(config, context=zmq_context), \
+    with Publisher(ANY_PORT, context=zmq_context) as pub, \
+            Tracker(TrackerConfig(nodes=[pub.endpoint], publish=ANY_PORT, markers={"20": "cup"},
+                                  cameras=(CameraTracking(id=1, role="end_effector"),)),
+                    context=zmq_context), \
             caplog.at_level("WARNING"):
         deadline = time.monotonic() + 5
         seq = 0
@@ -140,9 +138,10 @@ def test_a_camera_whose_node_role_differs_is_warned_about(zmq_context, tcp_endpo
     assert len(warned) == 1 and "'side_profile'" in warned[0] and "'end_effector'" in warned[0]
 
 
-def test_a_publish_endpoint_in_use_is_a_clear_error(zmq_context, tcp_endpoint):
-    config = TrackerConfig(nodes=[f"tcp://127.0.0.1:{unused_tcp_port()}"], publish=tcp_endpoint,
-                           cameras=(CameraTracking(id=1, role="end_effector"),), markers={"20": "cup"})
-    with Publisher(tcp_endpoint, context=zmq_context), pytest.raises(CamfabricError) as err:
-        Tracker(config, context=zmq_context).start()
-    assert tcp_endpoint in str(err.value)
+def test_a_publish_endpoint_in_use_is_a_clear_error(zmq_context, ipc_endpoint):
+    with Publisher(ANY_PORT, context=zmq_context) as taken:
+        config = TrackerConfig(nodes=[ipc_endpoint], publish=taken.endpoint, markers={"20": "cup"},
+                               cameras=(CameraTracking(id=1, role="end_effector"),))
+        with pytest.raises(CamfabricError) as err:
+            Tracker(config, context=zmq_context).start()
+    assert taken.endpoint in str(err.value)

@@ -10,23 +10,23 @@ import numpy as np
 from camfabric.protocol import Frame, Publisher, encode_jpeg, topics
 from camfabric.subscribers.tracker.config import CameraTracking, TrackerConfig
 from camfabric.subscribers.tracker.service import Tracker
-from tests.conftest import unused_tcp_port
+from tests.conftest import ANY_PORT
 
 JPEG = encode_jpeg(np.full((36, 64, 3), 100, np.uint8))
 
 
 def _config(node: str, interval_s: float) -> TrackerConfig:
-    return TrackerConfig(nodes=[node], publish=f"tcp://127.0.0.1:{unused_tcp_port()}", markers={"20": "cup"},
+    return TrackerConfig(nodes=[node], publish=ANY_PORT, markers={"20": "cup"},
                          cameras=(CameraTracking(id=1, role="end_effector", interval_s=interval_s),))
 
 
-def test_frames_are_subscribed_around_the_camera_s_turn_not_continuously(zmq_context, tcp_endpoint):
+def test_frames_are_subscribed_around_the_camera_s_turn_not_continuously(zmq_context):
     """A node that publishes (encodes) only while someone wants its frames: with a 5 s interval
     the tracker wants them a fraction of the time, and still detects every turn."""
     topic = topics.frame(1, "jpeg")
     wanted = samples = published = 0
-    with Publisher(tcp_endpoint, context=zmq_context) as pub, \
-            Tracker(_config(tcp_endpoint, 5.0), context=zmq_context) as tracker:
+    with Publisher(ANY_PORT, context=zmq_context) as pub, \
+            Tracker(_config(pub.endpoint, 5.0), context=zmq_context) as tracker:
         start = time.monotonic()
         seq = 0
         while time.monotonic() - start < 16.0:
@@ -45,10 +45,10 @@ def test_frames_are_subscribed_around_the_camera_s_turn_not_continuously(zmq_con
     assert published < 0.6 * samples
 
 
-def test_a_frame_captured_long_before_the_turn_is_not_taken(zmq_context, tcp_endpoint):
+def test_a_frame_captured_long_before_the_turn_is_not_taken(zmq_context):
     """A camera whose only frame is old (a node replaying its cache) gives no detection."""
-    with Publisher(tcp_endpoint, context=zmq_context) as pub, \
-            Tracker(_config(tcp_endpoint, 2.0), context=zmq_context) as tracker:
+    with Publisher(ANY_PORT, context=zmq_context) as pub, \
+            Tracker(_config(pub.endpoint, 2.0), context=zmq_context) as tracker:
         old = time.time_ns() - 30 * 10**9
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline:

@@ -23,7 +23,7 @@ import pytest
 from camfabric.protocol import Frame, Meta, Publisher, Subscriber, encode_jpeg, topics
 from camfabric.subscribers.tracker.config import CameraTracking, GeminiConfig, TrackerConfig
 from camfabric.subscribers.tracker.service import Tracker
-from tests.conftest import PYTHON, REPO, unused_tcp_port
+from tests.conftest import ANY_PORT, ENDPOINT, PYTHON, REPO, Output
 from tests.fakes.gemini import FakeGemini
 
 KEY = "AIzaSyD-pacing-test-key-0123456789abcde"
@@ -59,7 +59,7 @@ def frames(endpoint: str, cams: list[int], context, fps: float = 10.0) -> Iterat
 def _config(node: str, fake: FakeGemini, cams: list[int], state_dir, **gemini) -> TrackerConfig:
     cameras = tuple(CameraTracking(id=c, role="end_effector", detector="gemini", interval_s=2.0)
                     for c in cams)
-    return TrackerConfig(nodes=[node], publish=f"tcp://127.0.0.1:{unused_tcp_port()}", cameras=cameras,
+    return TrackerConfig(nodes=[node], publish=ANY_PORT, cameras=cameras,
                          gemini=GeminiConfig(base_url=fake.url, state_dir=state_dir, **gemini))
 
 
@@ -77,14 +77,15 @@ def _per_camera(fake: FakeGemini) -> dict[int, list[float]]:
     return out
 
 
-def test_three_gemini_cameras_for_60_s_at_the_fake(tmp_path, zmq_context, tcp_endpoint, caplog):
+def test_three_gemini_cameras_for_60_s_at_the_fake(tmp_path, zmq_context, caplog):
     """60 s, three cameras wanting a frame every 2 s against 30 requests a minute: the calls
     leave evenly spaced, a 429's retryDelay silences every camera, the fake's own per-minute
     limit is never hit, and no camera's requests are ever closer than 2 s."""
     with FakeGemini(api_key=KEY, objects=[{"label": "cup", "box_2d": [400, 400, 600, 600]}],
-                    retry_delay="5s", per_minute=30) as fake, frames(tcp_endpoint, [0, 1, 2], zmq_context):
+                    retry_delay="5s", per_minute=30) as fake, \
+            frames(ANY_PORT, [0, 1, 2], zmq_context) as node:
         fake.script = ["ok"] * 9 + ["429"]
-        config = _config(tcp_endpoint, fake, [0, 1, 2], tmp_path, requests_per_minute=30,
+        config = _config(node.endpoint, fake, [0, 1, 2], tmp_path, requests_per_minute=30,
                          requests_per_day=100_000)
         with caplog.at_level(logging.WARNING), \
                 Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as tracker:
@@ -115,12 +116,11 @@ def test_three_gemini_cameras_for_60_s_at_the_fake(tmp_path, zmq_context, tcp_en
     assert status["gemini"]["rate_limited"] == 1
 
 
-def test_one_camera_at_the_fake_never_closer_than_2_s_and_never_two_in_flight(tmp_path, zmq_context,
-                                                                              tcp_endpoint):
+def test_one_camera_at_the_fake_never_closer_than_2_s_and_never_two_in_flight(tmp_path, zmq_context):
     with FakeGemini(api_key=KEY, objects=[], slow_s=2.6) as fake, \
-            frames(tcp_endpoint, [1], zmq_context, fps=50):
+            frames(ANY_PORT, [1], zmq_context, fps=50) as node:
         fake.script = ["ok", "slow", "ok", "ok", "ok"]
-        config = _config(tcp_endpoint, fake, [1], tmp_path, requests_per_minute=1000,
+        config = _config(node.endpoint, fake, [1], tmp_path, requests_per_minute=1000,
                          requests_per_day=100_000)
         with Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}):
             deadline = time.monotonic() + 15
@@ -149,12 +149,12 @@ class SteppedClock:
         return int(self.wall() * 1e9)
 
 
-def test_wall_clock_stepped_an_hour_either_way_neither_bursts_nor_stalls(tmp_path, zmq_context, tcp_endpoint):
+def test_wall_clock_stepped_an_hour_either_way_neither_bursts_nor_stalls(tmp_path, zmq_context):
     clock = SteppedClock()
     with FakeGemini(api_key=KEY, objects=[], retry_delay="3s") as fake, \
-            frames(tcp_endpoint, [1], zmq_context):
+            frames(ANY_PORT, [1], zmq_context) as node:
         fake.script = ["ok", "ok", "429"]
-        config = _config(tcp_endpoint, fake, [1], tmp_path, requests_per_minute=1000,
+        config = _config(node.endpoint, fake, [1], tmp_path, requests_per_minute=1000,
                          requests_per_day=100_000)
         with Tracker(config, context=zmq_context, clock=clock, environ={"GEMINI_API_KEY": KEY}):
             deadline = time.monotonic() + 20
@@ -175,13 +175,14 @@ def test_wall_clock_stepped_an_hour_either_way_neither_bursts_nor_stalls(tmp_pat
     assert max(gaps) <= 2.05 + 5.0
 
 
-def _tracker_process(tmp_path, node: str, world: str, url: str, per_minute: int) -> subprocess.Popen:
-    """`camfabric tracker` watching camera 1 with Gemini, its state in `tmp_path`."""
+def _tracker_process(tmp_path, node: str, url: str, per_minute: int) -> subprocess.Popen:
+    """`camfabric tracker` watching camera 1 with Gemini, its state in `tmp_path`, publishing the
+    world on a port of its choosing (it logs which: `world on tcp://…`)."""
     config_file = tmp_path / f"tracker-{per_minute}.toml"
     config_file.write_text(textwrap.dedent(f"""
         [tracker]
         nodes = ["{node}"]
-        publish = "{world}"
+        publish = "{ANY_PORT}"
         cameras = [{{ id = 1, role = "end_effector", detector = "gemini", interval_s = 2.0 }}]
         gemini = {{ base_url = "{url}", requests_per_minute = {per_minute}, requests_per_day = 100000, \
 state_dir = "{tmp_path}" }}
@@ -191,14 +192,12 @@ state_dir = "{tmp_path}" }}
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_a_second_tracker_with_another_budget_for_the_key_refuses_to_start(tmp_path, zmq_context,
-                                                                            tcp_endpoint):
-    world = f"tcp://127.0.0.1:{unused_tcp_port()}"
-    with FakeGemini(api_key=KEY, objects=[]) as fake, frames(tcp_endpoint, [1], zmq_context):
-        config = _config(tcp_endpoint, fake, [1], tmp_path, requests_per_minute=1000,
+def test_a_second_tracker_with_another_budget_for_the_key_refuses_to_start(tmp_path, zmq_context):
+    with FakeGemini(api_key=KEY, objects=[]) as fake, frames(ANY_PORT, [1], zmq_context) as node:
+        config = _config(node.endpoint, fake, [1], tmp_path, requests_per_minute=1000,
                          requests_per_day=100_000)
         with Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}):
-            proc = _tracker_process(tmp_path, tcp_endpoint, world, fake.url, per_minute=10)
+            proc = _tracker_process(tmp_path, node.endpoint, fake.url, per_minute=10)
             try:
                 _, err = proc.communicate(timeout=20)
             finally:
@@ -210,14 +209,15 @@ def test_a_second_tracker_with_another_budget_for_the_key_refuses_to_start(tmp_p
     assert KEY not in err
 
 
-def test_two_trackers_on_one_host_share_one_camera_s_2_s(tmp_path, zmq_context, tcp_endpoint):
+def test_two_trackers_on_one_host_share_one_camera_s_2_s(tmp_path, zmq_context):
     """A `camfabric tracker` process and a tracker in this process, same key, same camera:
     together they never send that camera's frames closer than 2 s apart."""
-    world = f"tcp://127.0.0.1:{unused_tcp_port()}"
-    with FakeGemini(api_key=KEY, objects=[]) as fake, frames(tcp_endpoint, [1], zmq_context):
-        proc = _tracker_process(tmp_path, tcp_endpoint, world, fake.url, per_minute=1000)
+    with FakeGemini(api_key=KEY, objects=[]) as fake, frames(ANY_PORT, [1], zmq_context) as node:
+        proc = _tracker_process(tmp_path, node.endpoint, fake.url, per_minute=1000)
+        output = Output(proc.stderr)
         try:
-            config = _config(tcp_endpoint, fake, [1], tmp_path, requests_per_minute=1000,
+            world = output.wait_for(f"world on ({ENDPOINT})").group(1)
+            config = _config(node.endpoint, fake, [1], tmp_path, requests_per_minute=1000,
                              requests_per_day=100_000)
             with Subscriber(world, cameras=[], topics_extra=[topics.status("tracker")],
                             context=zmq_context) as sub:
@@ -232,7 +232,8 @@ def test_two_trackers_on_one_host_share_one_camera_s_2_s(tmp_path, zmq_context, 
                 theirs = sub.message(topics.status("tracker")).state["cameras"]["1"]
         finally:
             proc.terminate()
-            _, err = proc.communicate(timeout=10)
+            proc.wait(timeout=10)
+            err = output.text()
     arrivals = [r.at for r in fake.requests]
     assert min(_gaps(arrivals)) >= 2.0, err
     assert sorted(owners) == sorted([str(os.getpid()), str(proc.pid)])  # one state, two trackers
@@ -240,17 +241,17 @@ def test_two_trackers_on_one_host_share_one_camera_s_2_s(tmp_path, zmq_context, 
     assert KEY not in err
 
 
-def test_a_restart_keeps_a_per_day_pause(tmp_path, zmq_context, tcp_endpoint):
-    with FakeGemini(api_key=KEY, objects=[]) as fake, frames(tcp_endpoint, [1], zmq_context):
+def test_a_restart_keeps_a_per_day_pause(tmp_path, zmq_context):
+    with FakeGemini(api_key=KEY, objects=[]) as fake, frames(ANY_PORT, [1], zmq_context) as node:
         fake.script = ["daily"]
-        config = _config(tcp_endpoint, fake, [1], tmp_path)
+        config = _config(node.endpoint, fake, [1], tmp_path)
         with Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as tracker:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and not fake.calls:
                 time.sleep(0.05)
             time.sleep(0.5)
             assert tracker.status()["gemini"]["pause_reason"] == "daily quota exhausted"
-        restarted = dataclasses.replace(config, publish=f"tcp://127.0.0.1:{unused_tcp_port()}")
+        restarted = dataclasses.replace(config, publish=ANY_PORT)
         with Tracker(restarted, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as again:
             time.sleep(5)  # frames keep coming: a forgetful tracker would call within 2 s
             status = again.status()
@@ -281,10 +282,10 @@ def _wait_status(sub: Subscriber, predicate, timeout: float = 10.0):
 
 
 def test_gemini_s_last_error_reaches_status_scrubbed_and_a_retired_model_stops_calling(
-        tmp_path, zmq_context, tcp_endpoint, caplog):
-    with FakeGemini(api_key=KEY, objects=[]) as fake, frames(tcp_endpoint, [1], zmq_context):
+        tmp_path, zmq_context, caplog):
+    with FakeGemini(api_key=KEY, objects=[]) as fake, frames(ANY_PORT, [1], zmq_context) as node:
         fake.script = ["echo"]  # a 500 whose message quotes the key
-        config = _config(tcp_endpoint, fake, [1], tmp_path, requests_per_minute=1000,
+        config = _config(node.endpoint, fake, [1], tmp_path, requests_per_minute=1000,
                          requests_per_day=100_000, backoff_s=0.5, max_backoff_s=1.0)
         with caplog.at_level(logging.DEBUG), \
                 Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as tracker, \
@@ -292,7 +293,7 @@ def test_gemini_s_last_error_reaches_status_scrubbed_and_a_retired_model_stops_c
                            context=zmq_context) as sub:
             echoed = _wait_status(sub, lambda state: "HTTP 500" in state["gemini"]["last_error"])
         old_model = dataclasses.replace(config.gemini, model="gemini-2.5-flash")
-        retired = dataclasses.replace(config, gemini=old_model, publish=f"tcp://127.0.0.1:{unused_tcp_port()}")
+        retired = dataclasses.replace(config, gemini=old_model, publish=ANY_PORT)
         with Tracker(retired, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as tracker, \
                 Subscriber(tracker.endpoint, cameras=[], topics_extra=[topics.status("tracker")],
                            context=zmq_context) as sub:

@@ -15,7 +15,7 @@ from camfabric.protocol import Subscriber, topics
 from camfabric.sim import tabletop
 from camfabric.sim.tracker import tabletop_tracker_config
 from camfabric.subscribers.tracker.service import Tracker
-from tests.conftest import unused_tcp_port
+from tests.conftest import ANY_PORT
 
 FPS = 10.0
 SPEED = 4.0  # scene time runs 4x: boxes slide at up to ~42 mm/s, ~4 mm per frame interval
@@ -58,15 +58,12 @@ def _three_each(checked: dict[str, set[float]]) -> bool:
 
 
 def test_a_moving_box_s_height_comes_from_frames_captured_together(zmq_context, caplog):
-    overhead_ep = f"tcp://127.0.0.1:{unused_tcp_port()}"
-    side_ep = f"tcp://127.0.0.1:{unused_tcp_port()}"
-    world_ep = f"tcp://127.0.0.1:{unused_tcp_port()}"
-    config = tabletop_tracker_config([overhead_ep, side_ep], world_ep, {0: "overhead", 2: "side_profile"},
-                                     interval_s=0.5)
     checked: dict[str, set[float]] = {}
-    with CaptureNode(_node("above", overhead_ep, 0, "overhead"), context=zmq_context) as above, \
-            CaptureNode(_node("beside", side_ep, 2, "side_profile"), context=zmq_context), \
-            Tracker(config, context=zmq_context) as tracker, \
+    with CaptureNode(_node("above", ANY_PORT, 0, "overhead"), context=zmq_context) as above, \
+            CaptureNode(_node("beside", ANY_PORT, 2, "side_profile"), context=zmq_context) as beside, \
+            Tracker(tabletop_tracker_config([above.endpoint, beside.endpoint], ANY_PORT,
+                                            {0: "overhead", 2: "side_profile"}, interval_s=0.5),
+                    context=zmq_context) as tracker, \
             Subscriber(tracker.endpoint, cameras=[], topics_extra=[topics.world(), topics.status("tracker")],
                        context=zmq_context) as sub, caplog.at_level(logging.WARNING):
         # Every world message until each box's height was checked on three distinct side frames
