@@ -115,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
             raise CamfabricError(f"cannot serve HTTP on 127.0.0.1:{config.port}: {exc.strerror} — "
                                  "use --port to pick another") from exc
         _wait_first_frame(node.endpoint, context, stop)
+        # What port 0 (--port 0, --node-port 0, --tracker-port 0) turned into, for scripts.
+        log.info("demo: node publishing on %s%s; gateway serving %s", node.endpoint,
+                 f", tracker on {subscribe[1]}" if config.tracker else "", gateway.url)
         print(f"camfabric demo: open {gateway.url}  (cameras 0, 1, 2; Ctrl-C stops)", flush=True)
         stop.wait()
     return 0

@@ -53,6 +53,18 @@ def closed_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+@pytest.fixture
+def reserved_port() -> Iterator[int]:
+    """A loopback port for a server that must be told its port up front (rpicam-vid listens
+    where its command line says). Held bound with SO_REUSEADDR and never listening for the whole
+    test: the server (SO_REUSEADDR too, as rpicam-vid and our fake set it) may bind it, while
+    the kernel hands it to nobody else's bind(0) or outgoing connection meanwhile."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 class Output:
     """A child process's stream (stderr, usually), read on a thread as it comes: wait for the
     line that says where the process bound, and read everything it wrote afterwards."""

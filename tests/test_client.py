@@ -30,7 +30,7 @@ from camfabric.gateway.config import GatewayConfig
 from camfabric.gateway.server import Gateway
 from camfabric.protocol import CamfabricError, FrameTimeout, Meta, Publisher, UnknownCamera, decode_jpeg
 
-from .conftest import unused_tcp_port
+from .conftest import ANY_PORT
 
 W, H = 160, 120
 
@@ -51,8 +51,7 @@ def wait_until(predicate, timeout: float = 8.0, what: str = "condition"):
 @pytest.fixture(scope="module")
 def fabric() -> Iterator[Gateway]:
     """A capture node with the cell's three cameras and a gateway over it."""
-    config = NodeConfig(name="cell", publish=f"tcp://127.0.0.1:{unused_tcp_port()}",
-                        cameras=demo_cameras(W, H, 15))
+    config = NodeConfig(name="cell", publish=ANY_PORT, cameras=demo_cameras(W, H, 15))
     with CaptureNode(config) as node:
         gateway = Gateway(GatewayConfig(port=0, subscribe=(node.endpoint,))).start()
         try:
@@ -110,8 +109,8 @@ def test_an_unknown_camera(cams):
 
 
 @pytest.mark.parametrize("cam", [-1, "0", 1.5, True, None])
-def test_bad_camera_ids_are_refused_before_any_request(cam):
-    with GatewayClient(f"http://127.0.0.1:{unused_tcp_port()}") as cams, pytest.raises(InvalidRequest):
+def test_bad_camera_ids_are_refused_before_any_request(cam, closed_port):
+    with GatewayClient(f"http://127.0.0.1:{closed_port}") as cams, pytest.raises(InvalidRequest):
         cams.cam_snap(cam)  # type: ignore[arg-type]
 
 
@@ -142,8 +141,8 @@ def test_no_frame_yet_says_when_to_retry(zmq_context):
             gateway.stop()
 
 
-def test_a_gateway_nobody_runs_is_unreachable_at_once():
-    url = f"http://127.0.0.1:{unused_tcp_port()}"
+def test_a_gateway_nobody_runs_is_unreachable_at_once(closed_port):
+    url = f"http://127.0.0.1:{closed_port}"
     started = time.monotonic()
     with GatewayClient(url) as cams, pytest.raises(GatewayUnreachable) as caught:
         cams.cameras()

@@ -14,7 +14,8 @@ import pytest
 import requests
 
 from camfabric import cli
-from tests.conftest import PYTHON, REPO, unused_tcp_port
+from camfabric.protocol import DEFAULT_ENDPOINT, Subscriber
+from tests.conftest import ENDPOINT, PYTHON, REPO, URL, Output
 
 PARTS = ("protocol", "capture_node", "gateway", "subscribers")
 TOP_LEVEL = ("runtime", *PARTS)
@@ -208,20 +209,24 @@ def test_ctrl_c_in_the_demos_first_second_exits_without_a_traceback(after_s):
     assert "Traceback" not in err
 
 
-def test_demo_runs_beside_another_fabric_on_the_ports_it_is_given():
-    ports = [unused_tcp_port() for _ in range(3)]
-    # Something else already holds the default ports? The demo must not care.
-    proc = _demo("--port", str(ports[0]), "--node-port", str(ports[1]), "--tracker-port", str(ports[2]))
+def test_demo_runs_beside_another_fabric_on_ports_of_its_choosing():
+    # Something else already holds the default ports? Given port 0, the demo takes free ones
+    # and says which.
+    proc = _demo("--port", "0", "--node-port", "0", "--tracker-port", "0")
+    output = Output(proc.stderr)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if "open http://" in line or not line:
-                break
-        assert f"http://127.0.0.1:{ports[0]}" in line, line or proc.stderr.read()
-        answer = requests.get(f"http://127.0.0.1:{ports[0]}/cameras", timeout=10)
+        url = Output(proc.stdout).wait_for(f"open ({URL})").group(1)
+        said = output.wait_for(f"node publishing on ({ENDPOINT}), tracker on ({ENDPOINT}); "
+                               f"gateway serving {re.escape(url)}")
+        node, tracker = said.group(1), said.group(2)
+        assert url != "http://127.0.0.1:8081/" and node != DEFAULT_ENDPOINT
+        assert not tracker.endswith(":5560")
+        answer = requests.get(f"{url}cameras", timeout=10)
         assert sorted(answer.json()) == ["0", "1", "2"]
+        with Subscriber(node, cameras=[2]) as sub:
+            assert sub.latest(2, timeout=10).cam == 2
     finally:
         proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+    err = output.text()
     assert proc.returncode == 0 and "Traceback" not in err

@@ -14,7 +14,7 @@ from camfabric.capture_node.node import CaptureNode
 from camfabric.gateway.config import GatewayConfig
 from camfabric.gateway.server import Gateway
 from camfabric.moonraker import aspect_ratio
-from tests.conftest import unused_tcp_port
+from tests.conftest import ANY_PORT
 from tests.fakes.moonraker import FakeMoonraker
 
 
@@ -25,8 +25,7 @@ def gateway():
     context = zmq.Context()
     cameras = (CameraConfig(id=0, name="Printer", resolution=(160, 90), fps=10),
                CameraConfig(id=2, name="Nozzle [close]", resolution=(160, 120), fps=10))
-    node = CaptureNode(NodeConfig(name="printer", publish=f"tcp://127.0.0.1:{unused_tcp_port()}",
-                                  cameras=cameras), context=context).start()
+    node = CaptureNode(NodeConfig(name="printer", publish=ANY_PORT, cameras=cameras), context=context).start()
     gw = Gateway(GatewayConfig(port=0, subscribe=(node.endpoint,)), context=context).start()
     try:
         deadline = time.monotonic() + 10
@@ -138,8 +137,8 @@ def test_bad_options_exit_2_naming_the_option(capsys):
     assert "--path-prefix" in capsys.readouterr().err
 
 
-def test_a_gateway_that_is_not_there_is_said_plainly(capsys):
-    assert cli.main(["moonraker", "--gateway", f"http://127.0.0.1:{unused_tcp_port()}"]) == 1
+def test_a_gateway_that_is_not_there_is_said_plainly(capsys, closed_port):
+    assert cli.main(["moonraker", "--gateway", f"http://127.0.0.1:{closed_port}"]) == 1
     assert "is `camfabric gateway` running there?" in capsys.readouterr().err
 
 

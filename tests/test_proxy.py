@@ -13,6 +13,7 @@ from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import ConfigError, topics
 from camfabric.proxy import FabricProxy, ProxyConfig
 
+from .conftest import ANY_PORT
 from .gateway.support import wait_until
 
 JPEG = protocol.encode_jpeg(np.zeros((8, 8, 3), np.uint8))
@@ -46,8 +47,8 @@ def encodes(beats: protocol.Subscriber) -> int:
     return -1 if meta is None else meta.health["encodes"]
 
 
-def test_subscribers_that_leave_through_the_proxy_stop_the_nodes_encoding(zmq_context, tcp_endpoint):
-    config = NodeConfig(name="n", publish=tcp_endpoint, heartbeat_s=0.25,
+def test_subscribers_that_leave_through_the_proxy_stop_the_nodes_encoding(zmq_context):
+    config = NodeConfig(name="n", publish=ANY_PORT, heartbeat_s=0.25,
                         cameras=(CameraConfig(id=0, resolution=(160, 120), fps=20),))
     with CaptureNode(config, zmq_context) as node, \
             FabricProxy(ProxyConfig(upstream=[node.endpoint], publish="tcp://127.0.0.1:0"),

@@ -15,7 +15,7 @@ from camfabric.capture_node.errors import SourceError
 from camfabric.capture_node.node import CaptureNode
 from camfabric.capture_node.source import Capture, Source
 from camfabric.protocol import topics
-from tests.conftest import unused_tcp_port
+from tests.conftest import ANY_PORT
 
 
 class UnpluggedCamera(Source):
@@ -96,12 +96,12 @@ def camera(cam: int, fps: float = 20, size=(160, 120), **kw) -> CameraConfig:
 
 
 @pytest.fixture
-def make_node(zmq_context, tcp_endpoint):
+def make_node(zmq_context):
     nodes = []
 
     def make(*cameras: CameraConfig, **kw) -> CaptureNode:
         node_kw = {k: kw.pop(k) for k in ("sources", "backoff") if k in kw}
-        config = NodeConfig(name="testnode", publish=tcp_endpoint, cameras=cameras, **kw)
+        config = NodeConfig(name="testnode", publish=ANY_PORT, cameras=cameras, **kw)
         node = CaptureNode(config, zmq_context, **node_kw).start()
         nodes.append(node)
         return node
@@ -374,9 +374,9 @@ def test_a_source_jpeg_is_decoded_only_for_raw_and_transformed_once(make_node, z
     assert counts["passthrough"] == 0
 
 
-def test_stop_is_quick_even_with_a_source_stuck_in_read(zmq_context, tcp_endpoint):
+def test_stop_is_quick_even_with_a_source_stuck_in_read(zmq_context):
     cams = (camera(0, fps=1), camera(1, fps=30), camera(2, fps=5))
-    config = NodeConfig(name="testnode", publish=tcp_endpoint, cameras=cams)
+    config = NodeConfig(name="testnode", publish=ANY_PORT, cameras=cams)
     node = CaptureNode(config, zmq_context, sources={2: StuckCamera()}).start()
     with subscriber(node, zmq_context, cameras=(0, 1), encoding=("jpeg", "bgr8")) as sub:
         sub.latest(1, timeout=2.0)
@@ -391,7 +391,7 @@ def test_stop_is_quick_even_with_a_source_stuck_in_read(zmq_context, tcp_endpoin
 
 def test_insecure_warns_at_every_start(zmq_context, caplog):
     for _ in range(2):  # a fresh port each time: libzmq releases a closed one asynchronously
-        config = NodeConfig(name="testnode", publish=f"tcp://127.0.0.1:{unused_tcp_port()}",
+        config = NodeConfig(name="testnode", publish=ANY_PORT,
                             insecure=True, cameras=(camera(0),))
         with CaptureNode(config, zmq_context):
             pass
@@ -399,9 +399,9 @@ def test_insecure_warns_at_every_start(zmq_context, caplog):
     assert len(warnings) == 2
 
 
-def test_a_taken_endpoint_is_a_clear_error(make_node, zmq_context, tcp_endpoint):
-    make_node(camera(0))
-    config = NodeConfig(name="second", publish=tcp_endpoint, cameras=(camera(0),))
+def test_a_taken_endpoint_is_a_clear_error(make_node, zmq_context):
+    first = make_node(camera(0))
+    config = NodeConfig(name="second", publish=first.endpoint, cameras=(camera(0),))
     with pytest.raises(protocol.CamfabricError, match="cannot publish on"):
         CaptureNode(config, zmq_context).start()
 

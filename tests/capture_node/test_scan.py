@@ -10,6 +10,7 @@ from camfabric.capture_node.node import CaptureNode
 from camfabric.capture_node.scan import video_devices
 from camfabric.protocol import topics
 from tests.capture_node.test_node import StuckCamera, UnpluggedCamera, wait_until
+from tests.conftest import ANY_PORT
 
 
 def test_video_devices_are_listed_in_numeric_order(tmp_path):
@@ -20,9 +21,9 @@ def test_video_devices_are_listed_in_numeric_order(tmp_path):
     assert video_devices(str(tmp_path / "nothing*")) == []
 
 
-def test_the_scan_reports_failures_and_does_not_wait_for_a_hung_probe(zmq_context, tcp_endpoint):
+def test_the_scan_reports_failures_and_does_not_wait_for_a_hung_probe(zmq_context):
     cams = tuple(CameraConfig(id=i, resolution=(64, 48), fps=10) for i in range(3))
-    config = NodeConfig(name="scanned", publish=tcp_endpoint, cameras=cams, heartbeat_s=0.1)
+    config = NodeConfig(name="scanned", publish=ANY_PORT, cameras=cams, heartbeat_s=0.1)
     sources = {1: UnpluggedCamera(), 2: StuckCamera()}
     with (CaptureNode(config, zmq_context, sources=sources, scan_deadline_s=0.3) as node,
           protocol.Subscriber(node.endpoint, cameras=[], context=zmq_context,

@@ -10,6 +10,7 @@ from camfabric import protocol
 from camfabric.capture_node.config import CameraConfig, CurveConfig, NodeConfig
 from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import CurveClient, generate_keypair
+from tests.conftest import ANY_PORT
 
 
 @pytest.fixture
@@ -28,8 +29,8 @@ def keys(tmp_path):
     }
 
 
-def test_curve_serves_the_authorised_client_only(zmq_context, tcp_endpoint, keys):
-    config = NodeConfig(name="secure", publish=tcp_endpoint, curve=keys["server"],
+def test_curve_serves_the_authorised_client_only(zmq_context, keys):
+    config = NodeConfig(name="secure", publish=ANY_PORT, curve=keys["server"],
                         cameras=(CameraConfig(id=0, resolution=(160, 120), fps=20),))
     with CaptureNode(config, zmq_context) as node:
         with protocol.Subscriber(node.endpoint, cameras=[0], context=zmq_context,

@@ -10,7 +10,6 @@ from camfabric.capture_node.sources import mjpeg_url
 from camfabric.protocol.errors import ConfigError
 from camfabric.protocol.jpeg import decode_jpeg, is_complete_jpeg
 from tests.capture_node.test_source_rpicam import read_like_the_capture_loop
-from tests.conftest import unused_tcp_port
 from tests.fakes.mjpeg_http import STYLES, MjpegHttpServer
 from tests.fakes.rpicam_tcp import numbered_jpegs
 
@@ -77,14 +76,14 @@ def test_drop_mid_frame_raises_and_reconnects():
     assert all(frame in JPEGS for frame in frames)
 
 
-def test_http_errors_and_wrong_content_are_source_errors():
+def test_http_errors_and_wrong_content_are_source_errors(closed_port):
     with MjpegHttpServer(JPEGS) as server, pytest.raises(SourceError, match="HTTP 404"):
         source_for(server.url.replace("/stream", "/nope")).open()
     with MjpegHttpServer(JPEGS, content_type="image/jpeg") as server, \
             pytest.raises(SourceError, match="not an MJPEG stream"):
         source_for(server.url).open()
     with pytest.raises(SourceError, match="refused"):
-        source_for(f"http://127.0.0.1:{unused_tcp_port()}/stream").open()
+        source_for(f"http://127.0.0.1:{closed_port}/stream").open()
 
 
 def test_credentials_in_the_url_are_sent_but_never_shown():

@@ -23,6 +23,7 @@ from camfabric.protocol.errors import ProtocolError
 from camfabric.protocol.jpeg import decode_jpeg, is_complete_jpeg
 from camfabric.protocol.security import generate_keypair
 from camfabric.protocol.wire import Frame
+from tests.conftest import ANY_PORT
 from tests.fakes.rpicam_tcp import RpicamTcpServer, numbered_jpegs
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
@@ -35,12 +36,12 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def test_rpicam_drop_and_recovery_leaves_the_other_camera_alone_and_no_jpeg_broken(zmq_context, tcp_endpoint):
+def test_rpicam_drop_and_recovery_leaves_the_other_camera_alone_and_no_jpeg_broken(zmq_context):
     jpegs = numbered_jpegs(8, 160, 120)
     synthetic_fps = 20.0
     with RpicamTcpServer(jpegs, fps=30) as server:
         server.split_writes = True
-        config = NodeConfig(name="e2e", publish=tcp_endpoint, cameras=(
+        config = NodeConfig(name="e2e", publish=ANY_PORT, cameras=(
             CameraConfig(id=0, name="Printer", resolution=(160, 120), fps=30,
                          source={"kind": "rpicam", "spawn": False, "port": server.port,
                                  "connect_timeout_s": 0.3}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import stat
 import sys
 import threading
@@ -16,7 +17,6 @@ from camfabric.capture_node.errors import SourceError
 from camfabric.capture_node.sources import rpicam
 from camfabric.protocol.errors import ConfigError
 from camfabric.protocol.jpeg import decode_jpeg, is_complete_jpeg
-from tests.conftest import unused_tcp_port
 from tests.fakes.rpicam_tcp import RpicamTcpServer, numbered_jpegs
 
 FAKE_PROGRAM = Path(__file__).resolve().parents[1] / "fakes" / "rpicam_tcp.py"
@@ -105,10 +105,8 @@ def test_sender_dying_mid_frame_raises_and_the_source_recovers():
 
 
 def test_a_silent_sender_is_a_read_timeout():
-    port = unused_tcp_port()
-    import socket
-
-    with socket.create_server(("127.0.0.1", port)) as listener:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
         source = source_for(camera(spawn=False, port=port, read_timeout_s=0.3))
         source.open()
         conn, _ = listener.accept()
@@ -123,10 +121,8 @@ def test_a_silent_sender_is_a_read_timeout():
 
 
 def test_interrupt_wakes_a_blocked_read():
-    port = unused_tcp_port()
-    import socket
-
-    with socket.create_server(("127.0.0.1", port)):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
         source = source_for(camera(spawn=False, port=port))
         source.open()
         threading.Timer(0.1, source.interrupt).start()
@@ -137,8 +133,8 @@ def test_interrupt_wakes_a_blocked_read():
         source.close()
 
 
-def test_spawned_rpicam_vid_streams_and_logs_its_stderr(fake_rpicam_vid, caplog):
-    port = unused_tcp_port()
+def test_spawned_rpicam_vid_streams_and_logs_its_stderr(fake_rpicam_vid, caplog, reserved_port):
+    port = reserved_port
     cam = camera(command=str(fake_rpicam_vid), port=port, args=["--quality", "70"])
     source = source_for(cam)
     caplog.set_level(logging.DEBUG, logger="camfabric.capture_node.sources.rpicam")
@@ -161,11 +157,11 @@ def test_spawned_rpicam_vid_streams_and_logs_its_stderr(fake_rpicam_vid, caplog)
 
 
 def test_spawned_rpicam_vid_crashing_is_restarted_with_backoff(fake_rpicam_vid, tmp_path, monkeypatch,
-                                                               caplog):
+                                                               caplog, reserved_port):
     starts = tmp_path / "starts"
     monkeypatch.setenv("FAKE_RPICAM_STARTS", str(starts))
     monkeypatch.setenv("FAKE_RPICAM_CRASH_AFTER", "4")
-    cam = camera(command=str(fake_rpicam_vid), port=unused_tcp_port(), restart_backoff_s=0.3)
+    cam = camera(command=str(fake_rpicam_vid), port=reserved_port, restart_backoff_s=0.3)
     source = source_for(cam)
     source.open()
     try:
@@ -187,9 +183,9 @@ def test_spawned_rpicam_vid_crashing_is_restarted_with_backoff(fake_rpicam_vid, 
 
 
 def test_no_camera_fails_open_with_rpicam_vids_reason_and_backs_off_more_each_time(
-        fake_rpicam_vid, monkeypatch):
+        fake_rpicam_vid, monkeypatch, reserved_port):
     monkeypatch.setenv("FAKE_RPICAM_NO_CAMERA", "1")
-    cam = camera(command=str(fake_rpicam_vid), port=unused_tcp_port(),
+    cam = camera(command=str(fake_rpicam_vid), port=reserved_port,
                  restart_backoff_s=0.05, restart_backoff_max_s=0.15)
     source = source_for(cam)
     delays = []
@@ -200,8 +196,8 @@ def test_no_camera_fails_open_with_rpicam_vids_reason_and_backs_off_more_each_ti
     assert delays == pytest.approx([0.05, 0.1, 0.15], abs=0.03)
 
 
-def test_missing_command_is_a_clear_error():
-    source = source_for(camera(command="/nonexistent/rpicam-vid", port=unused_tcp_port()))
+def test_missing_command_is_a_clear_error(closed_port):
+    source = source_for(camera(command="/nonexistent/rpicam-vid", port=closed_port))
     with pytest.raises(SourceError, match="not found"):
         source.open()
     source.close()
