@@ -3,6 +3,7 @@ scene registered as a source kind (production code does not know it; the tests b
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import sys
@@ -20,6 +21,26 @@ sim.register()
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+SLOW = "CAMFABRIC_SLOW_TESTS"
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--slow", action="store_true",
+                     help=f"also run the long real-time scenarios marked slow (or {SLOW}=1; .ci/run does)")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "slow: a scenario that needs a long stretch of real time (a minute-"
+                            f"long partition, a minute of pacing); run with --slow or {SLOW}=1")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if config.getoption("--slow") or os.environ.get(SLOW) == "1":
+        return
+    skip = pytest.mark.skip(reason=f"a long real-time scenario: run with --slow or {SLOW}=1 (.ci/run does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

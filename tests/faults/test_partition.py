@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 import requests
 
 from camfabric import protocol
@@ -19,6 +20,7 @@ PARTITION_S = float(os.environ.get("CAMFABRIC_PARTITION_S", "60"))
 SLACK_MS = 500  # what a frame's reported age may fall short of its true age
 
 
+@pytest.mark.slow
 def test_no_frame_from_before_a_partition_is_served_as_fresh(host, tmp_path, zmq_context):
     with watched_node(host, tmp_path, zmq_context) as (_, gateway, robot):
         host.partition()

@@ -77,6 +77,7 @@ def _per_camera(fake: FakeGemini) -> dict[int, list[float]]:
     return out
 
 
+@pytest.mark.slow
 def test_three_gemini_cameras_for_60_s_at_the_fake(tmp_path, zmq_context, caplog):
     """60 s, three cameras wanting a frame every 2 s against 30 requests a minute: the calls
     leave evenly spaced, a 429's retryDelay silences every camera, the fake's own per-minute
