@@ -223,6 +223,7 @@ class FakeGemini:
         self._minute: tuple[int, int] = (-1, 0)  # (window, count) per fixed minute
         self._day: tuple[str, int] = ("", 0)
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -244,6 +245,11 @@ class FakeGemini:
     @property
     def calls(self) -> int:
         return len(self.requests)
+
+    def wait_calls(self, n: int, timeout: float) -> bool:
+        """True once `n` requests have arrived; False if `timeout` (real seconds) passed first."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: len(self.requests) >= n, timeout)
 
     def answered(self, status: int = 200) -> list[RecordedRequest]:
         return [r for r in self.requests if r.status == status]
@@ -421,8 +427,9 @@ class FakeGemini:
                 except ValueError:
                     body = None
                 recorded = RecordedRequest(path, query, headers, body, fake._next_behaviour(), at, wall)
-                with fake._lock:
+                with fake._arrived:
                     fake.requests.append(recorded)
+                    fake._arrived.notify_all()
                 code, payload = fake._answer(recorded, body)
                 recorded.status = code
                 self._send(code, payload)

@@ -158,13 +158,11 @@ def test_wall_clock_stepped_an_hour_either_way_neither_bursts_nor_stalls(tmp_pat
         config = _config(node.endpoint, fake, [1], tmp_path, requests_per_minute=1000,
                          requests_per_day=100_000)
         with Tracker(config, context=zmq_context, clock=clock, environ={"GEMINI_API_KEY": KEY}):
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and fake.calls < 3:
-                time.sleep(0.05)
+            assert fake.wait_calls(3, timeout=20)
             clock.offset -= 3600  # right after the 429: back an hour
-            time.sleep(4.5)
-            clock.offset += 7200  # then forward an hour
-            time.sleep(4.5)
+            assert fake.wait_calls(4, timeout=10)  # the pause ends after its 3 s, not an hour
+            clock.offset += 7200  # then forward an hour, within the next 2 s interval
+            assert fake.wait_calls(5, timeout=10)
     arrivals = [r.at for r in fake.requests]
     gaps = _gaps(arrivals)
     assert fake.requests[2].status == 429 and len(arrivals) >= 5
@@ -226,7 +224,7 @@ def test_two_trackers_on_one_host_share_one_camera_s_2_s(tmp_path, zmq_context):
                 while time.monotonic() < deadline and sub.message(topics.status("tracker")) is None:
                     time.sleep(0.1)  # the other process is up
                 with Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as tracker:
-                    time.sleep(10)
+                    assert fake.wait_calls(fake.calls + 3, timeout=20)  # two trackers, three turns
                     ours = tracker.status()["cameras"]["1"]
                     (state_file,) = tmp_path.glob("gemini-*.json")
                     owners = json.loads(state_file.read_text())["owners"]
@@ -247,14 +245,13 @@ def test_a_restart_keeps_a_per_day_pause(tmp_path, zmq_context):
         fake.script = ["daily"]
         config = _config(node.endpoint, fake, [1], tmp_path)
         with Tracker(config, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as tracker:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not fake.calls:
-                time.sleep(0.05)
-            time.sleep(0.5)
+            assert fake.wait_calls(1, timeout=10)
+            time.sleep(0.5)  # the answer reaches the tracker
             assert tracker.status()["gemini"]["pause_reason"] == "daily quota exhausted"
         restarted = dataclasses.replace(config, publish=ANY_PORT)
         with Tracker(restarted, context=zmq_context, environ={"GEMINI_API_KEY": KEY}) as again:
-            time.sleep(5)  # frames keep coming: a forgetful tracker would call within 2 s
+            # Frames keep coming: a forgetful tracker would call at once, as the first one did.
+            assert not fake.wait_calls(2, timeout=3.0)
             status = again.status()
     assert fake.calls == 1
     assert status["gemini"]["pause_reason"] == "daily quota exhausted"
