@@ -219,6 +219,7 @@ def read_slowly(conn: RawHttp, period: float, seconds: float, ages: list[float])
         time.sleep(period)
 
 
+@pytest.mark.slow  # 20 s of slow reading at 720p: a scenario, run by .ci/run
 def test_a_reader_taking_one_part_per_half_second_sees_fresh_parts_at_720p(make_gateway, node):
     """For 20 s, over HTTP/1.0 (plain) and HTTP/1.1 (chunked) at once, with a set receive
     buffer (an embedded client's) and with the system's (which Linux grows to two or three
