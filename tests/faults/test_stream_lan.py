@@ -37,7 +37,7 @@ def shape_link(host) -> None:
             pytest.skip(f"shaping the link needs tc's tbf qdisc: {shaped.stderr.strip()}")
 
 
-@pytest.mark.slow  # a shaped LAN in a namespace for 10 s: a scenario, run by .ci/run
+@pytest.mark.slow  # a shaped LAN in a namespace for 15 s: a scenario, run by .ci/run
 def test_a_slow_reader_across_a_lan_sees_fresh_parts_and_a_fast_one_every_frame(
         host, zmq_context):
     shape_link(host)
