@@ -257,7 +257,7 @@ def test_a_paused_reader_resumes_with_a_fresh_frame_not_a_burst_of_old_ones(gate
         try:
             for _ in range(5):
                 read_part_by_length(conn)
-            time.sleep(5.0)  # the reader stops reading; ~75 frames are captured meanwhile
+            time.sleep(2.5)  # the reader stops reading; ~37 frames are captured meanwhile
             ages = []
             for _ in range(6):
                 got = read_part_by_length(conn)
