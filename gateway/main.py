@@ -24,8 +24,10 @@ Every key is optional; the defaults are shown:
   host = "127.0.0.1"         # off loopback, only allow_from networks are answered (403 else)
   port = 8081
   subscribe = ["tcp://127.0.0.1:5550"]   # nodes or proxies: the only source of cameras
-  tracker = ["tcp://127.0.0.1:5560"]     # `world` (and the tracker's status) only from here
-  services = ["tcp://127.0.0.1:5561"]    # services' status (the uploader's) only from here
+  # tracker = ["tcp://127.0.0.1:5560"]   # `world` (and the tracker's status) only from here;
+                                         # none by default: /world stays empty
+  # services = ["tcp://127.0.0.1:5561"]  # services' status (the uploader's) only from here;
+                                         # none by default
   # owners = { "0" = "cell" }            # the node that serves camera 0, whoever else claims it
   max_cameras = 256                      # cameras kept in all (64 per node); more are ignored
   snap_timeout_s = 2.0       # /snap and /frame wait this long for a fresh frame
