@@ -28,9 +28,10 @@ import falcon
 
 from ..protocol import wire
 from ..protocol.errors import FrameTimeout
-from .cache import FrameCache
+from .cache import CameraView, FrameCache
 from .mjpeg import CONTENT_TYPE as MJPEG_CONTENT_TYPE
 from .mjpeg import MjpegStream, StreamSlots, StreamStats
+from .waitress_seam import request_connection
 
 IMAGE_HEADERS = {"Cache-Control": "no-cache"}
 RETRY_AFTER_S = 1
@@ -91,6 +92,23 @@ def _not_live(cam: int, why: str, last_error: str | None) -> CameraNotLive:
     return CameraNotLive(cam, f"camera {cam} {why}{reason}", last_error)
 
 
+def _no_frame_yet(cam: int) -> falcon.HTTPServiceUnavailable:
+    return falcon.HTTPServiceUnavailable(
+        title="No frame yet", description=f"camera {cam} has no frame yet; retry shortly",
+        retry_after=RETRY_AFTER_S)
+
+
+def require_connected(cam: int, view: CameraView) -> None:
+    """503 unless `view`'s camera is connected: "no frame yet" for a camera that is starting
+    (its node is heard from and reports it not up yet, with no error and no frame so far),
+    "disconnected" with its last error otherwise."""
+    if view.connected:
+        return
+    if view.node_alive and view.frame is None and view.last_error is None:
+        raise _no_frame_yet(cam)
+    raise _not_live(cam, "is disconnected", view.last_error)
+
+
 def send_jpeg(resp: falcon.Response, frame: wire.Frame) -> None:
     resp.content_type = "image/jpeg"
     resp.data = frame.data if isinstance(frame.data, bytes) else bytes(frame.data)
@@ -116,14 +134,9 @@ class Frames:
         frame and once the camera is disconnected."""
         self.cache.latest(cam)  # wants the camera; after an idle time, waits for a fresh frame
         view = self.cache.view(cam)
-        if not view.connected:
-            raise _not_live(cam, "is disconnected", view.last_error)
+        require_connected(cam, view)
         if view.frame is None:
-            raise falcon.HTTPServiceUnavailable(
-                title="No frame yet",
-                description=f"camera {cam} has not delivered a frame yet; retry shortly",
-                retry_after=RETRY_AFTER_S,
-            )
+            raise _no_frame_yet(cam)
         send_aged(resp, self.cache, view.frame)
 
     def live(self, resp: falcon.Response, cam: int) -> None:
@@ -131,8 +144,7 @@ class Frames:
         naming the camera and its last error when neither is to be had."""
         self.cache.latest(cam)  # wants the camera; after an idle time, waits for a fresh frame
         view = self.cache.view(cam)
-        if not view.connected:
-            raise _not_live(cam, "is disconnected", view.last_error)
+        require_connected(cam, view)
         frame = view.frame
         limit_ns = self.stale_after_s * 1e9
         if frame is None or frame.age_ns(self.cache.clock()) > limit_ns:
@@ -177,7 +189,10 @@ class Streams:
         resp.content_type = MJPEG_CONTENT_TYPE
         resp.set_headers(IMAGE_HEADERS)
         resp.set_header("Pragma", "no-cache")
-        if req.method == "HEAD":  # the headers a stream would start with, and no stream slot
+        if req.method == "HEAD":
+            # The headers a stream starts with — of unknown length, so no Content-Length —
+            # and no stream slot.
+            resp.stream = iter(())
             return
         if not self.slots.acquire():
             raise falcon.HTTPServiceUnavailable(
@@ -187,7 +202,7 @@ class Streams:
                 retry_after=5,
             )
         resp.stream = MjpegStream(self.cache, cam, self.slots, self.stopping,
-                                  client_gone=req.env.get("waitress.client_disconnected"),
+                                  connection=request_connection(req.env),
                                   stats=self.stats)
 
 
