@@ -49,7 +49,7 @@ from .fanout import MjpegFanout, StreamClient, StreamStats
 from .waitress_seam import RequestConnection
 
 __all__ = ["BOUNDARY", "CONTENT_TYPE", "FanoutRegistry", "MjpegStream", "StreamSlots", "StreamStats",
-           "part"]
+           "part", "shared_counts"]
 
 BOUNDARY = "frame"
 CONTENT_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
@@ -108,28 +108,43 @@ def _probe(chunked: bool, index: int) -> bytes | None:
 
 
 class StreamSlots:
-    """A cap on concurrent MJPEG streams; `counter` is a multiprocessing Value shared by workers."""
+    """A cap on concurrent MJPEG streams, over every worker process of a gateway.
 
-    def __init__(self, limit: int, counter: Any | None = None) -> None:
+    `counts` holds one cell per worker (a shared array from `shared_counts`, or this process's
+    own), and worker `worker` writes only its own cell: a worker that dies — even by SIGKILL,
+    holding whatever it held — leaves no lock taken and no count that nobody can correct, and
+    its parent zeroes its cell (`WorkerPool`), because its connections died with it. The total
+    is read without a lock, so streams that start at the same instant in different workers may
+    overshoot `limit` by at most one per other worker.
+    """
+
+    def __init__(self, limit: int, counts: Any | None = None, worker: int = 0) -> None:
         self.limit = limit
-        self.counter = counter if counter is not None else multiprocessing.get_context(
-            "spawn").Value("i", 0)
+        self.counts = counts if counts is not None else shared_counts(1)
+        self.worker = worker
+        self._lock = threading.Lock()  # this process's threads, on its own cell
 
     def acquire(self) -> bool:
         """Take a slot; False when `limit` streams are already open."""
-        with self.counter.get_lock():
-            if self.counter.value >= self.limit:
+        with self._lock:
+            if sum(self.counts) >= self.limit:
                 return False
-            self.counter.value += 1
+            self.counts[self.worker] += 1
             return True
 
     def release(self) -> None:
-        with self.counter.get_lock():
-            self.counter.value = max(0, self.counter.value - 1)
+        with self._lock:
+            self.counts[self.worker] = max(0, self.counts[self.worker] - 1)
 
     @property
     def in_use(self) -> int:
-        return int(self.counter.value)
+        return int(sum(self.counts))
+
+
+def shared_counts(workers: int) -> Any:
+    """One stream count per worker, in memory the worker processes share (no lock: each cell
+    has one writer)."""
+    return multiprocessing.get_context("spawn").RawArray("i", workers)
 
 
 class FanoutRegistry:

@@ -174,6 +174,26 @@ class Frames:
             raise _not_live(cam, why, self.cache.view(cam).last_error) from None
 
 
+class TooManyStreams(falcon.HTTPServiceUnavailable):
+    """503 when every stream slot is taken; the body names the configuration key that sets
+    their number besides Falcon's title and description."""
+
+    CONFIG_KEY = "gateway.max_streams"
+
+    def __init__(self, limit: int, cam: int) -> None:
+        super().__init__(title="Too many streams",
+                         description=f"all {limit} MJPEG streams ({self.CONFIG_KEY}) are in use; "
+                                     f"use /latest/{cam} for single frames, or raise {self.CONFIG_KEY}",
+                         retry_after=5)
+        self.limit = limit
+
+    def to_dict(self, obj_type: type = dict) -> Any:
+        body = super().to_dict(obj_type)
+        body["config_key"] = self.CONFIG_KEY
+        body["max_streams"] = self.limit
+        return body
+
+
 class Streams:
     """Starts MJPEG responses: the stream cap, the shutdown event, the client-gone probe."""
 
@@ -195,12 +215,7 @@ class Streams:
             resp.stream = iter(())
             return
         if not self.slots.acquire():
-            raise falcon.HTTPServiceUnavailable(
-                title="Too many streams",
-                description=f"all {self.slots.limit} MJPEG streams are in use; use /latest/{cam} "
-                            "for single frames or raise gateway.max_streams",
-                retry_after=5,
-            )
+            raise TooManyStreams(self.slots.limit, cam)
         resp.stream = MjpegStream(self.cache, cam, self.slots, self.stopping,
                                   connection=request_connection(req.env),
                                   stats=self.stats)

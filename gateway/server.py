@@ -10,7 +10,8 @@ Workers and CPUs (`plan_workers`). `workers = 0` (the default) runs one serving 
 this process may use (its affinity mask, which also reflects a container's cpuset), minus one
 when a capture node shares the host — `node_on_host`, by default true when any `subscribe`
 endpoint is local — so that the node's capture and encoding keep a CPU. Each worker has its own
-fabric subscriber, and the stream cap is one counter shared by all of them.
+fabric subscriber, and the stream cap counts the streams of all of them (one count per worker in
+shared memory; a worker that dies, even by SIGKILL, gives its streams' slots back at once).
 
 Pinning (`pin_cpus`, default on where the process may use two CPUs or more): a pinned worker
 keeps all its threads on one CPU, where the request threads, Waitress's loop, the fan-out and
@@ -41,7 +42,7 @@ from . import metrics
 from .app import Cors, create_app
 from .cache import FrameCache
 from .config import GatewayConfig
-from .mjpeg import StreamSlots
+from .mjpeg import StreamSlots, shared_counts
 from .waitress_seam import HttpServer
 
 log = logging.getLogger(__name__)
@@ -135,13 +136,14 @@ class Gateway:
         *,
         sock: socket.socket | None = None,
         context: zmq.Context | None = None,
-        stream_counter: Any | None = None,
+        stream_counts: Any | None = None,
+        worker: int = 0,
     ) -> None:
         self.config = config
         self.sock = sock
         self.context = context
         self.stopping = threading.Event()
-        self.slots = StreamSlots(config.max_streams, stream_counter)
+        self.slots = StreamSlots(config.max_streams, stream_counts, worker)
         self.cache = FrameCache(config.subscribe, heartbeat_timeout_s=config.heartbeat_timeout_s,
                                 context=context, curve=config.curve_clients,
                                 tracker=config.tracker, services=config.services,
@@ -193,14 +195,14 @@ class Gateway:
         self.stop()
 
 
-def _worker_main(config: GatewayConfig, sock: socket.socket, counter: Any, index: int,
+def _worker_main(config: GatewayConfig, sock: socket.socket, counts: Any, index: int,
                  log_level: str, pin: bool) -> None:
     """A worker process: serve on the inherited socket until SIGTERM/SIGINT or the parent dies."""
     setup_logging(log_level)
     cpu = pin_to_one_cpu(index) if pin else None
     stop = stop_event()
     parent = os.getppid()
-    gateway = Gateway(config, sock=sock, stream_counter=counter).start()
+    gateway = Gateway(config, sock=sock, stream_counts=counts, worker=index).start()
     log.debug("worker %d (pid %d) serving on CPU %s", index, os.getpid(), cpu)
     while not stop.wait(0.5):
         if os.getppid() != parent:
@@ -219,7 +221,7 @@ class WorkerPool:
         self.log_level = log_level
         self.pin = pin
         self.mp = multiprocessing.get_context("spawn")
-        self.counter = self.mp.Value("i", 0)
+        self.stream_counts = shared_counts(config.workers)  # one cell per worker (mjpeg.py)
         self.processes: list[Any] = [None] * config.workers
         self._last_spawn = [0.0] * config.workers
         self._quick_exits = [0] * config.workers
@@ -228,7 +230,8 @@ class WorkerPool:
     def _spawn(self, index: int) -> None:
         process = self.mp.Process(
             target=_worker_main, name=f"camfabric-gateway-worker-{index}",
-            args=(self.config, self.sock, self.counter, index, self.log_level, self.pin), daemon=True)
+            args=(self.config, self.sock, self.stream_counts, index, self.log_level, self.pin),
+            daemon=True)
         process.start()
         self.processes[index] = process
         self._last_spawn[index] = time.monotonic()
@@ -245,6 +248,8 @@ class WorkerPool:
         for index, process in enumerate(self.processes):
             if process is None or process.is_alive():
                 continue
+            # Its streams' connections died with it: their slots are free again at once.
+            self.stream_counts[index] = 0
             now = time.monotonic()
             if now - self._last_spawn[index] < RESPAWN_INTERVAL_S:
                 continue
