@@ -47,7 +47,7 @@ EXPOSED_HEADERS = ("X-Frame-Age-Ms", "X-Timestamp", "X-Frame-Width", "X-Frame-He
                    "X-Frame-Channels", "X-Frame-Dtype", "Retry-After")
 ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 PREFLIGHT_MAX_AGE_S = 600
-READ_PARAMS = ("action", "cam", "format")
+READ_PARAMS = ("action", "cam", "format", "fps")
 JS_SAFE_INT = 2**53
 
 

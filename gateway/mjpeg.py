@@ -38,6 +38,7 @@ import logging
 import multiprocessing
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -180,12 +181,15 @@ class MjpegStream:
         stopping: threading.Event,
         connection: RequestConnection | None = None,
         stats: StreamStats | None = None,
+        max_fps: float | None = None,
     ) -> None:
         self.cache = cache
         self.cam = cam
         self.slots = slots
         self.stopping = stopping
         self.connection = connection
+        self.interval_s = 1.0 / max_fps if max_fps else 0.0  # `?fps=N`
+        self._due_at = 0.0
         self.client_gone = connection.client_gone if connection is not None else (lambda: False)
         self.stats = stats if stats is not None else FanoutRegistry.of(cache).stats
         self.sent = 0
@@ -252,7 +256,7 @@ class MjpegStream:
             return
         self._fanout = FanoutRegistry.of(self.cache)
         self._client = StreamClient(self.cam, sock, connection.chunked, self.stats,
-                                    gone=lambda: not self._alive())
+                                    gone=lambda: not self._alive(), interval_s=self.interval_s)
         self._fanout.add(self._client)
 
     def _closed_without_client(self) -> None:
@@ -271,6 +275,10 @@ class MjpegStream:
         self.sent = client.delivered
 
     def _next_frame(self) -> wire.Frame | None:
+        if self.interval_s:  # `?fps=N`: the newest frame once the interval has passed
+            while self._alive() and (left := self._due_at - time.monotonic()) > 0:
+                self.stopping.wait(min(left, WAKE_INTERVAL_S))
+            self._due_at = time.monotonic() + self.interval_s
         while self._alive():
             frame = self.cache.wait_newer(self.cam, self._last, WAKE_INTERVAL_S)
             if frame is not None:

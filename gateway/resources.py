@@ -38,6 +38,8 @@ RETRY_AFTER_S = 1
 # A dead camera rarely comes back within a second; a client polling it waits a little longer.
 DOWN_RETRY_AFTER_S = 2
 FORMATS = ("jpeg", "raw")
+# `?fps=N` on a stream: parts per second, at most this many (and more than none).
+MAX_STREAM_FPS = 120.0
 ACTIONS = ("snapshot", "stream")
 # Camera ids are small integers (the config bounds them to 1 000 000): more digits than this
 # is refused before any conversion, and never echoed back in full.
@@ -62,6 +64,22 @@ def camera_id(value: str | None, what: str = "camera id") -> int:
                                     description=f"{what} has {len(value)} digits; camera ids have "
                                                 f"at most {MAX_ID_DIGITS}")
     return int(value)
+
+
+def fps_param(req: falcon.Request) -> float | None:
+    """The `fps` query parameter of a stream: at most N parts per second; None when absent."""
+    raw = req.get_param("fps")
+    if raw is None:
+        return None
+    try:
+        fps = float(raw)
+    except ValueError:
+        fps = float("nan")
+    if not 0 < fps <= MAX_STREAM_FPS:  # NaN fails too
+        raise falcon.HTTPBadRequest(
+            title="Bad fps", description=f"fps is parts per second, above 0 and at most "
+                                         f"{MAX_STREAM_FPS:g} (e.g. 0.5: one part per 2 s), got {_echo(raw)}")
+    return fps
 
 
 def camera_param(req: falcon.Request, default: int) -> int:
@@ -206,6 +224,7 @@ class Streams:
 
     def respond(self, req: falcon.Request, resp: falcon.Response, cam: int) -> None:
         self.cache.require(cam)
+        fps = fps_param(req)
         resp.content_type = MJPEG_CONTENT_TYPE
         resp.set_headers(IMAGE_HEADERS)
         resp.set_header("Pragma", "no-cache")
@@ -218,7 +237,7 @@ class Streams:
             raise TooManyStreams(self.slots.limit, cam)
         resp.stream = MjpegStream(self.cache, cam, self.slots, self.stopping,
                                   connection=request_connection(req.env),
-                                  stats=self.stats)
+                                  stats=self.stats, max_fps=fps)
 
 
 class Resource:
