@@ -105,19 +105,20 @@ def run(args: argparse.Namespace) -> int:
         except CamfabricError as exc:
             raise CamfabricError(f"{exc} — is another camfabric node running? Stop it, or set "
                                  "[demo] publish to a free endpoint") from exc
-        subscribe: tuple[str, ...] = (node.endpoint,)
+        # The tracker's endpoint goes where the gateway takes `world` from, and nowhere else.
+        tracker: tuple[str, ...] = ()
         if config.tracker:
-            subscribe += (_start_tracker(stack, node.endpoint, config.tracker_publish, context),)
+            tracker = (_start_tracker(stack, node.endpoint, config.tracker_publish, context),)
+        gateway_config = GatewayConfig(port=config.port, subscribe=(node.endpoint,), tracker=tracker)
         try:
-            gateway = stack.enter_context(
-                Gateway(GatewayConfig(port=config.port, subscribe=subscribe), context=context))
+            gateway = stack.enter_context(Gateway(gateway_config, context=context))
         except OSError as exc:
             raise CamfabricError(f"cannot serve HTTP on 127.0.0.1:{config.port}: {exc.strerror} — "
                                  "use --port to pick another") from exc
         _wait_first_frame(node.endpoint, context, stop)
         # What port 0 (--port 0, --node-port 0, --tracker-port 0) turned into, for scripts.
         log.info("demo: node publishing on %s%s; gateway serving %s", node.endpoint,
-                 f", tracker on {subscribe[1]}" if config.tracker else "", gateway.url)
+                 f", tracker on {tracker[0]}" if tracker else "", gateway.url)
         print(f"camfabric demo: open {gateway.url}  (cameras 0, 1, 2; Ctrl-C stops)", flush=True)
         stop.wait()
     return 0

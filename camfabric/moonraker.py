@@ -54,6 +54,10 @@ See docs/klipper.md.
 
 API_KEY_ENV = "MOONRAKER_API_KEY"
 DEFAULT_SERVICE = "mjpegstreamer-adaptive"
+# Moonraker's webcam services that the gateway serves: its MJPEG stream (polled snapshots in
+# the adaptive one) and WebRTC by WHEP as MediaMTX serves it (the `webrtc` extra).
+SERVICES = ("mjpegstreamer-adaptive", "mjpegstreamer", "webrtc-mediamtx")
+WEBRTC_SERVICE = "webrtc-mediamtx"
 DEFAULT_FPS = 15
 TIMEOUT_S = 5.0
 
@@ -116,10 +120,12 @@ def webcams(cameras: dict[str, Any], status: dict[str, Any], *, base: str, path_
         names.add(name)
         width, height = (entry.get("resolution") or [0, 0])[:2]
         fps = (status.get(str(cam)) or {}).get("fps") if isinstance(status, dict) else None
-        target = round(fps) if isinstance(fps, int | float) and fps >= 1 else DEFAULT_FPS
+        # Halves round up, as the dashboard's JavaScript does (gateway/static/moonraker.js).
+        target = math.floor(fps + 0.5) if isinstance(fps, int | float) and fps >= 1 else DEFAULT_FPS
+        stream = f"{prefix}webrtc/{cam}" if service == WEBRTC_SERVICE else f"{prefix}?action=stream&cam={cam}"
         result.append(Webcam(
             name=name, service=service, target_fps=int(target),
-            stream_url=f"{prefix}?action=stream&cam={cam}",
+            stream_url=stream,
             snapshot_url=f"{prefix}?action=snapshot&cam={cam}",
             aspect_ratio=aspect_ratio(int(width or 0), int(height or 0))))
     return result
@@ -198,8 +204,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "else http://127.0.0.1:8081)")
     parser.add_argument("--path-prefix", metavar="PATH",
                         help="serve through the web UI's nginx at this path, e.g. /webcam2/")
-    parser.add_argument("--service", default=DEFAULT_SERVICE,
-                        help=f"Moonraker webcam service (default: {DEFAULT_SERVICE})")
+    parser.add_argument("--service", default=DEFAULT_SERVICE, choices=SERVICES,
+                        help=f"Moonraker webcam service, one of {', '.join(SERVICES)} (default: "
+                             f"{DEFAULT_SERVICE}; {WEBRTC_SERVICE} needs the gateway's webrtc extra)")
     parser.add_argument("--register", metavar="MOONRAKER_URL",
                         help="register the webcams in Moonraker (e.g. http://127.0.0.1:7125)")
 

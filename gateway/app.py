@@ -4,7 +4,7 @@ Routes are ARCHITECTURE.md's HTTP table; a trailing slash is accepted on every o
 exceptions become HTTP here, once: `UnknownCamera` → 404, `FrameTimeout` → 503 with
 Retry-After, `ProtocolError` (a JPEG that does not decode) → 502. Every error body is JSON
 `{"title", "description"}` — never HTML, never a traceback (Waitress's own errors are made
-JSON by `channel.GatewayChannel`).
+JSON by `waitress_seam.JsonErrorTask`).
 
 What holds for every answer is done once, by middleware:
 
@@ -47,7 +47,7 @@ EXPOSED_HEADERS = ("X-Frame-Age-Ms", "X-Timestamp", "X-Frame-Width", "X-Frame-He
                    "X-Frame-Channels", "X-Frame-Dtype", "Retry-After")
 ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 PREFLIGHT_MAX_AGE_S = 600
-READ_PARAMS = ("action", "cam", "format")
+READ_PARAMS = ("action", "cam", "format", "fps")
 JS_SAFE_INT = 2**53
 
 
@@ -140,7 +140,9 @@ def _dumps(value: Any) -> str:
 def _json_errors(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
     body = exc.to_dict()
     if not body.get("description"):
-        body["description"] = f"{req.method} {req.path[:64]}: {exc.status}"
+        # HEAD is named as GET, so that HEAD announces exactly the length of GET's body.
+        method = "GET" if req.method == "HEAD" else req.method
+        body["description"] = f"{method} {req.path[:64]}: {exc.status}"
     resp.data = json.dumps(body).encode()
     resp.content_type = falcon.MEDIA_JSON
     resp.append_header("Vary", "Accept")

@@ -123,6 +123,8 @@ class StreamClient:
     held_since: float | None = None  # a newer frame waits for the reader to read its part
     probe_at: float = 0.0
     probed: int = 0  # bytes of the next part sent ahead (`Prober`)
+    interval_s: float = 0.0  # `?fps=N`: at least 1/N s between parts (0: as the camera goes)
+    due_at: float = 0.0  # with an interval: when its next part may go (monotonic)
 
 
 def _hung_up(sock: socket.socket) -> bool:
@@ -178,6 +180,7 @@ class MjpegFanout:
         self.framer = framer
         self.prober = prober
         self._held: set[StreamClient] = set()
+        self._paced: set[StreamClient] = set()  # waiting for their interval to pass (`?fps=N`)
         self._tend_at = 0.0
         self.stats = StreamStats()  # for streams not given their own
         self._lock = threading.Lock()
@@ -258,6 +261,8 @@ class MjpegFanout:
                                    if c.gone() or _hung_up(c.sock)]:
                         self._end(client)
                 wait = TEND_INTERVAL_S if self._held else WAKE_INTERVAL_S
+                if self._paced:
+                    wait = min(wait, max(0.0, min(c.due_at for c in self._paced) - time.monotonic()))
                 for key, _ in self._selector.select(wait):
                     if key.fileobj is self._wake_r:
                         self._drain_wake()
@@ -278,6 +283,8 @@ class MjpegFanout:
                 if self._held and time.monotonic() >= self._tend_at:
                     self._tend_at = time.monotonic() + TEND_INTERVAL_S
                     self._tend_held()
+                if self._paced:
+                    self._send_due()
         except Exception:  # never leave clients hanging on a dead thread
             log.exception("MJPEG fan-out failed; ending its streams")
         finally:
@@ -321,7 +328,7 @@ class MjpegFanout:
             count = counts.get(id(client.stats))
             if count is None:
                 count = counts[id(client.stats)] = [client.stats, 0, 0]
-            if client.pending or client.held_since is not None:
+            if client.pending or client.held_since is not None or client in self._paced:
                 if client.newer_waiting:
                     client.skipped += 1
                     count[2] += 1
@@ -335,6 +342,12 @@ class MjpegFanout:
         """Hand the newest part to `client`'s socket; True when all of it left at once."""
         frame, plain, chunked = self._newest[client.cam]
         client.last, client.newer_waiting = frame, False
+        if client.interval_s:
+            # The next part one interval after this one was due, so the pace does not drift; a
+            # part sent late by more than an interval starts the count again.
+            now = time.monotonic()
+            start = client.due_at if now - client.due_at < client.interval_s else now
+            client.due_at = start + client.interval_s
         if client.probed:  # its first bytes went ahead
             buffers = tuple(map(memoryview, self.framer(frame, client.chunked, client.probed)))
             client.probed = 0
@@ -358,12 +371,28 @@ class MjpegFanout:
 
     # -- the reader's receive buffer -----------------------------------------------------------
     def _send_or_hold(self, client: StreamClient) -> bool:
-        """The newest part to `client` if its reader has room for it, else wait (`_hold`);
-        True when a whole part left at once."""
+        """The newest part to `client` if its interval has passed and its reader has room for
+        it, else wait (`_send_due`, `_hold`); True when a whole part left at once."""
+        if client.interval_s and time.monotonic() < client.due_at:
+            client.newer_waiting = True
+            self._paced.add(client)
+            return False
         if _reader_has_room(client, tcp_room(client.sock)):
             return self._send_newest(client)
         self._hold(client)
         return False
+
+    def _send_due(self) -> None:
+        """Send the newest part to every paced client whose interval has passed."""
+        now = time.monotonic()
+        for client in [c for c in self._paced if c.due_at <= now]:
+            self._paced.discard(client)
+            newest = self._newest.get(client.cam)
+            if client.done.is_set() or newest is None or newest[0] is client.last \
+                    or client.pending or client.held_since is not None:
+                continue
+            if self._send_or_hold(client):
+                client.stats.add(client.cam, delivered=1)
 
     def _hold(self, client: StreamClient) -> None:
         """A newer frame waits for `client`'s reader to read its part (`_tend_held`)."""
@@ -442,6 +471,7 @@ class MjpegFanout:
         if cams is not None:
             cams.discard(client)
         self._release(client)
+        self._paced.discard(client)
         if client.registered:
             self._selector.unregister(client.sock)
             client.registered = False

@@ -24,13 +24,15 @@ Every key is optional; the defaults are shown:
   host = "127.0.0.1"         # off loopback, only allow_from networks are answered (403 else)
   port = 8081
   subscribe = ["tcp://127.0.0.1:5550"]   # nodes or proxies: the only source of cameras
-  tracker = ["tcp://127.0.0.1:5560"]     # `world` (and the tracker's status) only from here
-  services = ["tcp://127.0.0.1:5561"]    # services' status (the uploader's) only from here
+  # tracker = ["tcp://127.0.0.1:5560"]   # `world` (and the tracker's status) only from here;
+                                         # none by default: /world stays empty
+  # services = ["tcp://127.0.0.1:5561"]  # services' status (the uploader's) only from here;
+                                         # none by default
   # owners = { "0" = "cell" }            # the node that serves camera 0, whoever else claims it
   max_cameras = 256                      # cameras kept in all (64 per node); more are ignored
   snap_timeout_s = 2.0       # /snap and /frame wait this long for a fresh frame
-  max_streams = 8            # concurrent MJPEG clients (503 beyond), over all workers
-  # threads = 16             # request threads per worker; default max_streams + 8
+  max_streams = 200          # concurrent MJPEG clients (503 beyond), over all workers
+  # threads = 208            # request threads per worker; default max_streams + 8
   workers = 0                # processes sharing the port, each with its own subscriber;
                              # 0: one per CPU it may use, minus one when node_on_host
   # node_on_host = true      # a capture node runs here; default: a subscribe endpoint is local

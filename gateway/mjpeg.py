@@ -26,8 +26,9 @@ frame, with no copy of the JPEG, no hand-off between threads per part and no buf
 Waitress. The request's own thread only waits for the stream to end (client gone, gateway
 stopping).
 
-Where the server is not Waitress (Falcon's in-process test client), the stream falls back to
-an iterator of parts written by the server. `StreamSlots` caps concurrent streams — across
+The connection is taken from Waitress and given back through waitress_seam.py. Where the
+server is not Waitress (Falcon's in-process test client), the stream falls back to an
+iterator of parts written by the server. `StreamSlots` caps concurrent streams — across
 worker processes when given a shared counter.
 """
 
@@ -39,16 +40,17 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from ..protocol import wire
 from ..protocol.errors import FrameTimeout
 from .cache import FrameCache
 from .fanout import MjpegFanout, StreamClient, StreamStats
+from .waitress_seam import RequestConnection
 
 __all__ = ["BOUNDARY", "CONTENT_TYPE", "FanoutRegistry", "MjpegStream", "StreamSlots", "StreamStats",
-           "part"]
+           "part", "shared_counts"]
 
 BOUNDARY = "frame"
 CONTENT_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
@@ -107,28 +109,43 @@ def _probe(chunked: bool, index: int) -> bytes | None:
 
 
 class StreamSlots:
-    """A cap on concurrent MJPEG streams; `counter` is a multiprocessing Value shared by workers."""
+    """A cap on concurrent MJPEG streams, over every worker process of a gateway.
 
-    def __init__(self, limit: int, counter: Any | None = None) -> None:
+    `counts` holds one cell per worker (a shared array from `shared_counts`, or this process's
+    own), and worker `worker` writes only its own cell: a worker that dies — even by SIGKILL,
+    holding whatever it held — leaves no lock taken and no count that nobody can correct, and
+    its parent zeroes its cell (`WorkerPool`), because its connections died with it. The total
+    is read without a lock, so streams that start at the same instant in different workers may
+    overshoot `limit` by at most one per other worker.
+    """
+
+    def __init__(self, limit: int, counts: Any | None = None, worker: int = 0) -> None:
         self.limit = limit
-        self.counter = counter if counter is not None else multiprocessing.get_context(
-            "spawn").Value("i", 0)
+        self.counts = counts if counts is not None else shared_counts(1)
+        self.worker = worker
+        self._lock = threading.Lock()  # this process's threads, on its own cell
 
     def acquire(self) -> bool:
         """Take a slot; False when `limit` streams are already open."""
-        with self.counter.get_lock():
-            if self.counter.value >= self.limit:
+        with self._lock:
+            if sum(self.counts) >= self.limit:
                 return False
-            self.counter.value += 1
+            self.counts[self.worker] += 1
             return True
 
     def release(self) -> None:
-        with self.counter.get_lock():
-            self.counter.value = max(0, self.counter.value - 1)
+        with self._lock:
+            self.counts[self.worker] = max(0, self.counts[self.worker] - 1)
 
     @property
     def in_use(self) -> int:
-        return int(self.counter.value)
+        return int(sum(self.counts))
+
+
+def shared_counts(workers: int) -> Any:
+    """One stream count per worker, in memory the worker processes share (no lock: each cell
+    has one writer)."""
+    return multiprocessing.get_context("spawn").RawArray("i", workers)
 
 
 class FanoutRegistry:
@@ -144,52 +161,6 @@ class FanoutRegistry:
             if fanout is None:
                 fanout = cls._fanouts[cache] = MjpegFanout(cache, _part_buffers, _probe)
             return fanout
-
-
-def _waitress_connection(client_gone: Callable[[], bool] | None) -> tuple[Any, Any] | None:
-    """(channel, task) of the Waitress connection serving this request, or None elsewhere.
-
-    Waitress offers no public handle on the connection; the `waitress.client_disconnected`
-    callable it puts in the environ is a method of the channel, and the gateway's channel
-    class (server.py) records the task it is running, whose `chunked_response` says how the
-    body must be framed.
-    """
-    channel = getattr(client_gone, "__self__", None)
-    task = getattr(channel, "current_task", None)
-    if task is None or not hasattr(channel, "total_outbufs_len") or not hasattr(task, "chunked_response"):
-        return None
-    return channel, task
-
-
-def _park(channel: Any) -> Callable[[], None]:
-    """Take a handed-over connection out of Waitress's socket map; returns what puts it back.
-
-    Waitress's loop calls every mapped connection's `readable()` and `writable()` on each turn
-    (every request, every write elsewhere): with 200 streams that cost its thread 7 µs per
-    delivered part, a fifth of the gateway's CPU per part. The fan-out owns the socket meanwhile
-    and notices a client's hang-up itself (fanout.py). Put back on Waitress's loop thread when
-    the stream ends, the connection is closed by Waitress as any other; it stays counted in
-    `active_channels` throughout (the connection limit, the gateway's `stop()`).
-    """
-    fd, socket_map = channel._fileno, channel._map
-    socket_map.pop(fd, None)
-    parked = True
-
-    def back() -> None:
-        if channel._fileno == fd and channel.connected:
-            socket_map[fd] = channel
-
-    def unpark() -> None:
-        nonlocal parked
-        if not parked:
-            return
-        parked = False
-        try:
-            channel.server.trigger.pull_trigger(back)
-        except OSError:  # Waitress's loop has ended: nothing else will close it
-            channel.handle_close()
-
-    return unpark
 
 
 class MjpegStream:
@@ -208,15 +179,18 @@ class MjpegStream:
         cam: int,
         slots: StreamSlots,
         stopping: threading.Event,
-        client_gone: Callable[[], bool] | None = None,
+        connection: RequestConnection | None = None,
         stats: StreamStats | None = None,
+        max_fps: float | None = None,
     ) -> None:
         self.cache = cache
         self.cam = cam
         self.slots = slots
         self.stopping = stopping
-        self._client_gone = client_gone
-        self.client_gone = client_gone or (lambda: False)
+        self.connection = connection
+        self.interval_s = 1.0 / max_fps if max_fps else 0.0  # `?fps=N`
+        self._due_at = 0.0
+        self.client_gone = connection.client_gone if connection is not None else (lambda: False)
         self.stats = stats if stats is not None else FanoutRegistry.of(cache).stats
         self.sent = 0
         self._last: wire.Frame | None = None
@@ -225,7 +199,6 @@ class MjpegStream:
         self._client: StreamClient | None = None
         self._fanout: MjpegFanout | None = None
         self._released = False
-        self._unpark: Callable[[], None] = lambda: None
         self._counted = False  # counted open in `stats` by this iterator (not the fan-out)
         if cache.latest(cam) is None:
             self._closed = self._released = True
@@ -259,37 +232,32 @@ class MjpegStream:
 
     def _hand_over(self) -> None:
         """Give the connection to the fan-out once Waitress has sent the headers."""
-        found = _waitress_connection(self._client_gone)
-        if found is None:
+        connection = self.connection
+        if connection is None:  # not Waitress: this iterator writes the parts
             self.stats.opened(self.cam)  # served by this iterator, counted here
             self._counted = True
             return
-        channel, task = found
-        if not task.has_body or getattr(task.request, "command", "") == "HEAD":  # headers only
+        if connection.headers_only:
             self._closed_without_client()
             return
-        deadline = time.monotonic() + HANDOFF_TIMEOUT_S
-        while channel.total_outbufs_len and self._alive() and time.monotonic() < deadline:
-            time.sleep(0.002)
-        sock = channel.socket
-        if channel.total_outbufs_len or sock is None or not self._alive():
+        sock = connection.take(self._alive, HANDOFF_TIMEOUT_S)
+        if sock is None:
             self._closed_without_client()
             return
         try:
-            dup = sock.dup()
-            dup.setblocking(False)
-            dup.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF_BYTES)
             if hasattr(socket, "TCP_NOTSENT_LOWAT"):
-                dup.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, STREAM_NOTSENT_BYTES)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, STREAM_NOTSENT_BYTES)
         except OSError as exc:
-            log.debug("MJPEG stream of camera %d: connection gone before hand-over: %s", self.cam, exc)
+            log.debug("MJPEG stream of camera %d: connection gone at hand-over: %s", self.cam, exc)
+            sock.close()
+            connection.give_back()
             self._closed_without_client()
             return
         self._fanout = FanoutRegistry.of(self.cache)
-        self._client = StreamClient(self.cam, dup, task.chunked_response, self.stats,
-                                    gone=lambda: not self._alive())
+        self._client = StreamClient(self.cam, sock, connection.chunked, self.stats,
+                                    gone=lambda: not self._alive(), interval_s=self.interval_s)
         self._fanout.add(self._client)
-        self._unpark = _park(channel)
 
     def _closed_without_client(self) -> None:
         self._client = None
@@ -303,10 +271,14 @@ class MjpegStream:
                 self._fanout.remove(client)
                 client.done.wait(2.0)
                 break
-        self._unpark()
+        self.connection.give_back()
         self.sent = client.delivered
 
     def _next_frame(self) -> wire.Frame | None:
+        if self.interval_s:  # `?fps=N`: the newest frame once the interval has passed
+            while self._alive() and (left := self._due_at - time.monotonic()) > 0:
+                self.stopping.wait(min(left, WAKE_INTERVAL_S))
+            self._due_at = time.monotonic() + self.interval_s
         while self._alive():
             frame = self.cache.wait_newer(self.cam, self._last, WAKE_INTERVAL_S)
             if frame is not None:

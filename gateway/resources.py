@@ -28,15 +28,18 @@ import falcon
 
 from ..protocol import wire
 from ..protocol.errors import FrameTimeout
-from .cache import FrameCache
+from .cache import CameraView, FrameCache
 from .mjpeg import CONTENT_TYPE as MJPEG_CONTENT_TYPE
 from .mjpeg import MjpegStream, StreamSlots, StreamStats
+from .waitress_seam import request_connection
 
 IMAGE_HEADERS = {"Cache-Control": "no-cache"}
 RETRY_AFTER_S = 1
 # A dead camera rarely comes back within a second; a client polling it waits a little longer.
 DOWN_RETRY_AFTER_S = 2
 FORMATS = ("jpeg", "raw")
+# `?fps=N` on a stream: parts per second, at most this many (and more than none).
+MAX_STREAM_FPS = 120.0
 ACTIONS = ("snapshot", "stream")
 # Camera ids are small integers (the config bounds them to 1 000 000): more digits than this
 # is refused before any conversion, and never echoed back in full.
@@ -61,6 +64,22 @@ def camera_id(value: str | None, what: str = "camera id") -> int:
                                     description=f"{what} has {len(value)} digits; camera ids have "
                                                 f"at most {MAX_ID_DIGITS}")
     return int(value)
+
+
+def fps_param(req: falcon.Request) -> float | None:
+    """The `fps` query parameter of a stream: at most N parts per second; None when absent."""
+    raw = req.get_param("fps")
+    if raw is None:
+        return None
+    try:
+        fps = float(raw)
+    except ValueError:
+        fps = float("nan")
+    if not 0 < fps <= MAX_STREAM_FPS:  # NaN fails too
+        raise falcon.HTTPBadRequest(
+            title="Bad fps", description=f"fps is parts per second, above 0 and at most "
+                                         f"{MAX_STREAM_FPS:g} (e.g. 0.5: one part per 2 s), got {_echo(raw)}")
+    return fps
 
 
 def camera_param(req: falcon.Request, default: int) -> int:
@@ -91,6 +110,23 @@ def _not_live(cam: int, why: str, last_error: str | None) -> CameraNotLive:
     return CameraNotLive(cam, f"camera {cam} {why}{reason}", last_error)
 
 
+def _no_frame_yet(cam: int) -> falcon.HTTPServiceUnavailable:
+    return falcon.HTTPServiceUnavailable(
+        title="No frame yet", description=f"camera {cam} has no frame yet; retry shortly",
+        retry_after=RETRY_AFTER_S)
+
+
+def require_connected(cam: int, view: CameraView) -> None:
+    """503 unless `view`'s camera is connected: "no frame yet" for a camera that is starting
+    (its node is heard from and reports it not up yet, with no error and no frame so far),
+    "disconnected" with its last error otherwise."""
+    if view.connected:
+        return
+    if view.node_alive and view.frame is None and view.last_error is None:
+        raise _no_frame_yet(cam)
+    raise _not_live(cam, "is disconnected", view.last_error)
+
+
 def send_jpeg(resp: falcon.Response, frame: wire.Frame) -> None:
     resp.content_type = "image/jpeg"
     resp.data = frame.data if isinstance(frame.data, bytes) else bytes(frame.data)
@@ -116,14 +152,9 @@ class Frames:
         frame and once the camera is disconnected."""
         self.cache.latest(cam)  # wants the camera; after an idle time, waits for a fresh frame
         view = self.cache.view(cam)
-        if not view.connected:
-            raise _not_live(cam, "is disconnected", view.last_error)
+        require_connected(cam, view)
         if view.frame is None:
-            raise falcon.HTTPServiceUnavailable(
-                title="No frame yet",
-                description=f"camera {cam} has not delivered a frame yet; retry shortly",
-                retry_after=RETRY_AFTER_S,
-            )
+            raise _no_frame_yet(cam)
         send_aged(resp, self.cache, view.frame)
 
     def live(self, resp: falcon.Response, cam: int) -> None:
@@ -131,8 +162,7 @@ class Frames:
         naming the camera and its last error when neither is to be had."""
         self.cache.latest(cam)  # wants the camera; after an idle time, waits for a fresh frame
         view = self.cache.view(cam)
-        if not view.connected:
-            raise _not_live(cam, "is disconnected", view.last_error)
+        require_connected(cam, view)
         frame = view.frame
         limit_ns = self.stale_after_s * 1e9
         if frame is None or frame.age_ns(self.cache.clock()) > limit_ns:
@@ -162,6 +192,26 @@ class Frames:
             raise _not_live(cam, why, self.cache.view(cam).last_error) from None
 
 
+class TooManyStreams(falcon.HTTPServiceUnavailable):
+    """503 when every stream slot is taken; the body names the configuration key that sets
+    their number besides Falcon's title and description."""
+
+    CONFIG_KEY = "gateway.max_streams"
+
+    def __init__(self, limit: int, cam: int) -> None:
+        super().__init__(title="Too many streams",
+                         description=f"all {limit} MJPEG streams ({self.CONFIG_KEY}) are in use; "
+                                     f"use /latest/{cam} for single frames, or raise {self.CONFIG_KEY}",
+                         retry_after=5)
+        self.limit = limit
+
+    def to_dict(self, obj_type: type = dict) -> Any:
+        body = super().to_dict(obj_type)
+        body["config_key"] = self.CONFIG_KEY
+        body["max_streams"] = self.limit
+        return body
+
+
 class Streams:
     """Starts MJPEG responses: the stream cap, the shutdown event, the client-gone probe."""
 
@@ -174,21 +224,20 @@ class Streams:
 
     def respond(self, req: falcon.Request, resp: falcon.Response, cam: int) -> None:
         self.cache.require(cam)
+        fps = fps_param(req)
         resp.content_type = MJPEG_CONTENT_TYPE
         resp.set_headers(IMAGE_HEADERS)
         resp.set_header("Pragma", "no-cache")
-        if req.method == "HEAD":  # the headers a stream would start with, and no stream slot
+        if req.method == "HEAD":
+            # The headers a stream starts with — of unknown length, so no Content-Length —
+            # and no stream slot.
+            resp.stream = iter(())
             return
         if not self.slots.acquire():
-            raise falcon.HTTPServiceUnavailable(
-                title="Too many streams",
-                description=f"all {self.slots.limit} MJPEG streams are in use; use /latest/{cam} "
-                            "for single frames or raise gateway.max_streams",
-                retry_after=5,
-            )
+            raise TooManyStreams(self.slots.limit, cam)
         resp.stream = MjpegStream(self.cache, cam, self.slots, self.stopping,
-                                  client_gone=req.env.get("waitress.client_disconnected"),
-                                  stats=self.stats)
+                                  connection=request_connection(req.env),
+                                  stats=self.stats, max_fps=fps)
 
 
 class Resource:

@@ -1,27 +1,17 @@
 """Serving the gateway: Waitress tuned for MJPEG and abuse, in one process or several on one port.
 
-Waitress settings, and why:
-
-- `threads` = max_streams + spares (config): every MJPEG stream's request thread waits for its
-  stream to end while the fan-out (mjpeg.py) writes its parts, and the stream cap
-  (`StreamSlots`) keeps streams from ever taking the spares, so /latest, /snap and /status
-  always find a thread.
-- `outbuf_high_watermark` small (256 KiB) and `SO_SNDBUF` 256 KiB on each connection; a stream
-  socket's send buffer is cut to STREAM_SNDBUF_BYTES when the fan-out takes it over.
-- `channel_request_lookahead = 1`: Waitress keeps reading the socket during a response and
-  offers `waitress.client_disconnected`, so a stream of a silent camera notices a client that
-  left.
-- An API that only serves GET cannot be starved by clients that hold connections: a request
-  head must be whole within HEADER_TIMEOUT_S (a slowloris is cut off), idle connections close
-  after IDLE_TIMEOUT_S, heads beyond MAX_HEADER_BYTES and bodies beyond MAX_BODY_BYTES are
-  refused unread, and the connection limit is high (CONNECTION_LIMIT, within the descriptor
-  limit), so a hundred idle sockets no longer lock everyone else out.
+Waitress is built, tuned and stopped in waitress_seam.py, the one module that knows its
+insides: `threads` = max_streams + spares (config), because every MJPEG stream's request thread
+waits for its stream to end while the fan-out (mjpeg.py) writes its parts, and the stream cap
+(`StreamSlots`) keeps streams from ever taking the spares, so /latest, /snap and /status
+always find a thread. Before upgrading Waitress, run tests/gateway/test_waitress_seam.py.
 
 Workers and CPUs (`plan_workers`). `workers = 0` (the default) runs one serving process per CPU
 this process may use (its affinity mask, which also reflects a container's cpuset), minus one
 when a capture node shares the host — `node_on_host`, by default true when any `subscribe`
 endpoint is local — so that the node's capture and encoding keep a CPU. Each worker has its own
-fabric subscriber, and the stream cap is one counter shared by all of them.
+fabric subscriber, and the stream cap counts the streams of all of them (one count per worker in
+shared memory; a worker that dies, even by SIGKILL, gives its streams' slots back at once).
 
 Pinning (`pin_cpus`, default on where the process may use two CPUs or more): a pinned worker
 keeps all its threads on one CPU, where the request threads, Waitress's loop, the fan-out and
@@ -44,125 +34,25 @@ import threading
 import time
 from typing import Any
 
-import waitress.adjustments
-import waitress.channel
-import waitress.server
-import waitress.task
-import waitress.wasyncore
 import zmq
 
 from ..runtime.errors import CamfabricError
 from ..runtime.process import setup_logging, stop_event
 from . import metrics
-from .app import create_app
+from .app import Cors, create_app
 from .cache import FrameCache
-from .channel import GatewayChannel
 from .config import GatewayConfig
-from .mjpeg import StreamSlots
+from .mjpeg import StreamSlots, shared_counts
+from .waitress_seam import HttpServer
 
 log = logging.getLogger(__name__)
 
-OUTBUF_HIGH_WATERMARK = 256 * 1024
-SEND_BUFFER_BYTES = 256 * 1024
 BACKLOG = 1024
-# An API that only serves GET (and HEAD, OPTIONS): a request head must be whole within
-# HEADER_TIMEOUT_S of its first byte and fit MAX_HEADER_BYTES; a body beyond MAX_BODY_BYTES is
-# refused (413) without being read; a connection with no request running and nothing sent or
-# received for IDLE_TIMEOUT_S is closed; CLEANUP_INTERVAL_S is how often that is checked.
-HEADER_TIMEOUT_S = 5.0
-MAX_HEADER_BYTES = 16 * 1024
-MAX_BODY_BYTES = 1024
-IDLE_TIMEOUT_S = 15
-CLEANUP_INTERVAL_S = 1
-# Open connections per worker, bounded further by the descriptors the process may open (an
-# MJPEG stream uses two: Waitress's and the fan-out's duplicate).
-CONNECTION_LIMIT = 1000
 RESPAWN_INTERVAL_S = 1.0
 # A worker that exits this soon after starting, this many times in a row, is not restarted:
 # the gateway stops with an error instead of looping (e.g. a port or key it cannot use).
 QUICK_EXIT_S = 5.0
 QUICK_EXITS_ALLOWED = 3
-
-
-class Throttle(logging.Filter):
-    """Lets a message through at most once per `interval_s`, counting what it held back.
-
-    Waitress warns "Task queue depth is N" for every request that finds all threads busy; under
-    load that is a line per request, so the gateway lets one through per interval.
-    """
-
-    def __init__(self, interval_s: float = 60.0, clock: Any = time.monotonic) -> None:
-        super().__init__()
-        self.interval_s = interval_s
-        self.clock = clock
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key, now = str(record.msg), self.clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval_s:
-            self._held[key] = self._held.get(key, 0) + 1
-            return False
-        held = self._held.pop(key, 0)
-        if held:
-            record.msg = f"{record.msg} (and {held} more like it in the last {now - last:.0f} s)"
-        self._last[key] = now
-        return True
-
-
-QUEUE_LOG_THROTTLE = Throttle()
-
-
-class GatewayServer(waitress.server.TcpWSGIServer):
-    """Waitress's TCP server with the gateway's channel and a header timeout."""
-
-    channel_class = GatewayChannel
-    header_timeout_s = HEADER_TIMEOUT_S
-
-    def maintenance(self, now: float) -> None:
-        super().maintenance(now)  # idle connections (channel_timeout)
-        cutoff = time.monotonic() - self.header_timeout_s
-        for channel in list(self.active_channels.values()):
-            if channel.request is not None and not channel.requests \
-                    and channel.request_started < cutoff:
-                log.debug("closing %s: request head incomplete after %g s", channel.addr,
-                          self.header_timeout_s)
-                channel.will_close = True
-
-
-def connection_limit() -> int:
-    """CONNECTION_LIMIT, or fewer where the process may not open that many descriptors; the
-    soft descriptor limit is raised to the hard one first."""
-    try:
-        import resource
-    except ImportError:  # not on POSIX
-        return CONNECTION_LIMIT
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        wanted = 65536 if hard == resource.RLIM_INFINITY else hard
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
-        except (ValueError, OSError) as exc:
-            log.debug("cannot raise the descriptor limit from %d: %s", soft, exc)
-    return max(50, min(CONNECTION_LIMIT, (soft - 64) // 2))
-
-
-def create_server(app: Any, sock: socket.socket, threads: int) -> GatewayServer:
-    """A GatewayServer for `app` on the listening `sock`, with `threads` request threads."""
-    adj = waitress.adjustments.Adjustments(
-        sockets=[sock], threads=threads, outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
-        channel_request_lookahead=1, connection_limit=connection_limit(),
-        channel_timeout=IDLE_TIMEOUT_S, cleanup_interval=CLEANUP_INTERVAL_S,
-        max_request_header_size=MAX_HEADER_BYTES, max_request_body_size=MAX_BODY_BYTES,
-        asyncore_use_poll=True, ident="camfabric", clear_untrusted_proxy_headers=True,
-    )
-    adj.socket_options = [*adj.socket_options, (socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)]
-    dispatcher = waitress.server.ThreadedTaskDispatcher()
-    dispatcher.set_thread_count(threads)
-    return GatewayServer(app, {}, True, sock, dispatcher=dispatcher, adj=adj, bind_socket=False,
-                         sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()))
 
 
 def pin_to_one_cpu(index: int = 0) -> int | None:
@@ -246,13 +136,14 @@ class Gateway:
         *,
         sock: socket.socket | None = None,
         context: zmq.Context | None = None,
-        stream_counter: Any | None = None,
+        stream_counts: Any | None = None,
+        worker: int = 0,
     ) -> None:
         self.config = config
         self.sock = sock
         self.context = context
         self.stopping = threading.Event()
-        self.slots = StreamSlots(config.max_streams, stream_counter)
+        self.slots = StreamSlots(config.max_streams, stream_counts, worker)
         self.cache = FrameCache(config.subscribe, heartbeat_timeout_s=config.heartbeat_timeout_s,
                                 context=context, curve=config.curve_clients,
                                 tracker=config.tracker, services=config.services,
@@ -274,14 +165,10 @@ class Gateway:
         sock = self.sock or bind_socket(self.config.host, self.config.port)
         self.cache.start()
         try:
-            self.server = create_server(self.app, sock, self.config.request_threads)
+            self.server = HttpServer(self.app, sock, self.config.request_threads, Cors.expose)
         except Exception:
             self.cache.close()
             raise
-        self.server.channel_class = GatewayChannel  # JSON errors; Expect without a body
-        queue_log = logging.getLogger("waitress.queue")
-        if QUEUE_LOG_THROTTLE not in queue_log.filters:
-            queue_log.addFilter(QUEUE_LOG_THROTTLE)
         self._thread = threading.Thread(target=self.server.run, name="camfabric-gateway-http",
                                         daemon=True)
         self._thread.start()
@@ -297,39 +184,9 @@ class Gateway:
         if self.server is None:
             return
         deadline = time.monotonic() + timeout
-        # Hang up on every client on Waitress's own loop thread: this also releases a stream
-        # thread blocked on a client that stopped reading (its next write raises).
-        self._on_loop(self._hang_up, timeout / 3)
-        self.server.task_dispatcher.shutdown(cancel_pending=True,
-                                             timeout=max(0.1, deadline - time.monotonic() - 0.2))
-        # An empty socket map ends Waitress's loop.
-        self._on_loop(lambda: waitress.wasyncore.close_all(self.server._map), 0.1)
+        self.server.stop(timeout)
         if self._thread is not None:
             self._thread.join(max(0.1, deadline - time.monotonic()))
-
-    def _on_loop(self, action: Any, timeout: float) -> None:
-        """Run `action` on Waitress's loop thread and wait up to `timeout` s for it."""
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                action()
-            finally:
-                done.set()
-
-        try:
-            self.server.trigger.pull_trigger(run)
-        except OSError as exc:  # the loop has already closed its trigger
-            log.debug("gateway loop already stopped: %s", exc)
-            return
-        done.wait(timeout)
-
-    def _hang_up(self) -> None:
-        self.server.accepting = False
-        # The map, and the streams' connections taken out of it (mjpeg.py `_park`).
-        for dispatcher in {*self.server._map.values(), *self.server.active_channels.values()}:
-            if isinstance(dispatcher, waitress.channel.HTTPChannel):
-                dispatcher.handle_close()
 
     def __enter__(self) -> Gateway:
         return self.start()
@@ -338,14 +195,14 @@ class Gateway:
         self.stop()
 
 
-def _worker_main(config: GatewayConfig, sock: socket.socket, counter: Any, index: int,
+def _worker_main(config: GatewayConfig, sock: socket.socket, counts: Any, index: int,
                  log_level: str, pin: bool) -> None:
     """A worker process: serve on the inherited socket until SIGTERM/SIGINT or the parent dies."""
     setup_logging(log_level)
     cpu = pin_to_one_cpu(index) if pin else None
     stop = stop_event()
     parent = os.getppid()
-    gateway = Gateway(config, sock=sock, stream_counter=counter).start()
+    gateway = Gateway(config, sock=sock, stream_counts=counts, worker=index).start()
     log.debug("worker %d (pid %d) serving on CPU %s", index, os.getpid(), cpu)
     while not stop.wait(0.5):
         if os.getppid() != parent:
@@ -364,7 +221,7 @@ class WorkerPool:
         self.log_level = log_level
         self.pin = pin
         self.mp = multiprocessing.get_context("spawn")
-        self.counter = self.mp.Value("i", 0)
+        self.stream_counts = shared_counts(config.workers)  # one cell per worker (mjpeg.py)
         self.processes: list[Any] = [None] * config.workers
         self._last_spawn = [0.0] * config.workers
         self._quick_exits = [0] * config.workers
@@ -373,7 +230,8 @@ class WorkerPool:
     def _spawn(self, index: int) -> None:
         process = self.mp.Process(
             target=_worker_main, name=f"camfabric-gateway-worker-{index}",
-            args=(self.config, self.sock, self.counter, index, self.log_level, self.pin), daemon=True)
+            args=(self.config, self.sock, self.stream_counts, index, self.log_level, self.pin),
+            daemon=True)
         process.start()
         self.processes[index] = process
         self._last_spawn[index] = time.monotonic()
@@ -390,6 +248,8 @@ class WorkerPool:
         for index, process in enumerate(self.processes):
             if process is None or process.is_alive():
                 continue
+            # Its streams' connections died with it: their slots are free again at once.
+            self.stream_counts[index] = 0
             now = time.monotonic()
             if now - self._last_spawn[index] < RESPAWN_INTERVAL_S:
                 continue

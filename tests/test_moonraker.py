@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import configparser
+import json
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -13,7 +17,7 @@ from camfabric.capture_node.config import CameraConfig, NodeConfig
 from camfabric.capture_node.node import CaptureNode
 from camfabric.gateway.config import GatewayConfig
 from camfabric.gateway.server import Gateway
-from camfabric.moonraker import aspect_ratio
+from camfabric.moonraker import DEFAULT_SERVICE, aspect_ratio, webcams
 from tests.conftest import ANY_PORT
 from tests.fakes.moonraker import FakeMoonraker
 
@@ -173,3 +177,46 @@ def test_the_fake_moonraker_answers_only_its_methods():
         assert requests.get(moonraker.url + "/server/info", timeout=5).status_code == 404
         listed = requests.get(moonraker.url + "/server/webcams/list", timeout=5)
         assert listed.json() == {"result": {"webcams": []}}
+
+
+@pytest.mark.parametrize("service", ["foo", "", "ipstream", "webrtc-camerastreamer"])
+def test_a_service_the_gateway_does_not_serve_exits_2_naming_the_choices(service, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["moonraker", "--gateway", "http://127.0.0.1:1", "--service", service])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--service" in err and "mjpegstreamer-adaptive" in err and "webrtc-mediamtx" in err
+
+
+def test_webrtc_mediamtx_points_the_stream_at_the_whep_route(gateway, capsys):
+    assert cli.main(["moonraker", "--gateway", gateway, "--service", "webrtc-mediamtx"]) == 0
+    printer = sections(capsys.readouterr().out)["webcam Printer"]
+    assert printer["service"] == "webrtc-mediamtx"
+    assert printer["stream_url"] == f"{gateway}/webrtc/0"
+
+
+DASHBOARD_JS = Path(__file__).parents[1] / "gateway" / "static" / "moonraker.js"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is needed to run the dashboard's script")
+def test_the_dashboards_moonraker_block_is_what_the_command_prints(gateway):
+    """Pasting the dashboard's block and registering with `camfabric moonraker` must name each
+    camera once: the same section names, keys and values, from the same /cameras and /status."""
+    cameras = requests.get(gateway + "/cameras", timeout=5).json()
+    status = requests.get(gateway + "/status", timeout=5).json()
+    # Awkward names too: brackets, spaces, a duplicate, none at all, a half fps.
+    cameras["7"] = {**cameras["0"], "id": 7, "name": "  Printer  ", "resolution": [1280, 720]}
+    cameras["9"] = {**cameras["0"], "id": 9, "name": "", "resolution": [0, 0]}
+    status["7"] = {"fps": 14.5}
+    args = ", ".join(json.dumps(value) for value in (cameras, status, gateway))
+    script = (f"const m = require({json.dumps(str(DASHBOARD_JS))});"
+              f"const w = m.moonrakerWebcams({args});"
+              "process.stdout.write(Object.values(w).map((c) => c.section).join('\\n'));")
+    dashboard = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=20,
+                               check=True).stdout
+    command = "\n".join(cam.section() for cam in webcams(cameras, status, base=gateway, path_prefix=None,
+                                                          service=DEFAULT_SERVICE))
+    assert dashboard == command
+    conf = sections(dashboard)
+    assert conf.sections() == ["webcam Printer", "webcam Nozzle close", "webcam Printer 7", "webcam camera9"]
+    assert len(conf["webcam Printer"]) == 9 and conf["webcam Printer 7"]["target_fps"] == "15"

@@ -49,12 +49,10 @@ function copyRow(label, value, multiline = false) {
   return row;
 }
 
-function urlsFor(id, entry) {
+function urlsFor(id, webcam) {
   const stream = `${base()}/?action=stream&cam=${id}`;
   const snapshot = `${base()}/?action=snapshot&cam=${id}`;
-  const name = (entry.name || `camera ${id}`).toLowerCase().replace(/[^a-z0-9]+/g, "_");
-  const conf = `[webcam ${name}]\nservice: mjpegstreamer-adaptive\nstream_url: ${stream}\n` +
-    `snapshot_url: ${snapshot}\ntarget_fps: 15`;
+  const conf = webcam.section; // moonraker.js: as `camfabric moonraker` prints it
   const details = el("details");
   if (location.hash === "#urls") details.open = true; // a link that shows every URL at once
   details.append(el("summary", {}, "URLs for Mainsail · Fluidd · Moonraker · OctoPrint"));
@@ -70,7 +68,7 @@ function urlsFor(id, entry) {
   return details;
 }
 
-function makeTile(id, entry) {
+function makeTile(id, entry, webcam) {
   const tile = el("article", { class: "tile", id: `camera-${id}` });
   const view = el("div", { class: "view" });
   const [w, h] = entry.resolution || [16, 9];
@@ -92,7 +90,7 @@ function makeTile(id, entry) {
   stats.append(fps, age, size, node);
   const error = el("div", { class: "error", hidden: "" });
   const objects = el("ul", { class: "objects" });
-  tile.append(view, head, stats, error, objects, urlsFor(id, entry));
+  tile.append(view, head, stats, error, objects, urlsFor(id, webcam));
   document.getElementById("cameras").append(tile);
   const t = { id, img, canvas, down, downText, downWhy, badge, fps, age, size, node, error, objects,
               mode: "idle", fps_value: 15, lastStamp: null, url: null, retry: null };
@@ -243,8 +241,9 @@ async function refresh() {
     const [cameras, status, model] = await Promise.all(
       ["/cameras", "/status", "/world"].map((p) => fetch(p, { cache: "no-store" }).then((r) => r.json())));
     world = model;
+    const webcams = moonrakerWebcams(cameras, status, base());
     for (const [id, entry] of Object.entries(cameras)) {
-      if (!tiles.has(id)) makeTile(id, entry);
+      if (!tiles.has(id)) makeTile(id, entry, webcams[id]);
     }
     document.getElementById("empty").hidden = tiles.size > 0;
     let up = 0;

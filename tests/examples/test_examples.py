@@ -20,7 +20,7 @@ from camfabric.gateway.config import GatewayConfig
 from camfabric.gateway.server import Gateway
 from camfabric.protocol import decode_jpeg
 
-from ..conftest import ANY_PORT, PYTHON, REPO, URL, Output
+from ..conftest import ANY_PORT, PYTHON, REPO
 
 EXAMPLES = REPO / "examples"
 W, H, FPS = 160, 120, 15
@@ -83,15 +83,15 @@ def test_synced_triple_names_a_camera_nobody_has(fabric, tmp_path):
 
 
 def start_main_server(gateway_url: str) -> tuple[subprocess.Popen, str]:
+    """The main server on port 0; its URL as it prints it once it listens."""
     proc = subprocess.Popen([PYTHON, str(EXAMPLES / "main_server.py"), "--gateway", gateway_url,
                              "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = Output(proc.stdout).wait_for(f"main server on ({URL})", timeout=15).group(1)
-    except AssertionError:
+    line = proc.stdout.readline()
+    found = re.search(r"on (http://\S+/) proxying", line)
+    if found is None:
         proc.kill()
-        proc.wait(5)
-        raise AssertionError(f"the main server did not start: {proc.stderr.read()}") from None
-    return proc, url
+        raise AssertionError(f"the main server did not start: {line!r} {proc.stderr.read()[-2000:]}")
+    return proc, found.group(1)
 
 
 def test_main_server_proxies_the_seed_routes_with_cam_snap(fabric):
@@ -106,6 +106,32 @@ def test_main_server_proxies_the_seed_routes_with_cam_snap(fabric):
         assert latest.status_code == 200 and 0 <= int(latest.headers["X-Frame-Age-Ms"]) < 1000
         unknown = requests.get(url + "snap/9", timeout=5)
         assert unknown.status_code == 404 and "unknown camera 9" in unknown.json()["description"]
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def test_main_server_passes_the_gateways_refusal_through_without_echoing_the_path(fabric):
+    proc, url = start_main_server(fabric.url)
+    try:
+        for path in ("snap/" + "9" * 5000, "latest/" + "1" * 40):
+            answer = requests.get(url + path, timeout=5)
+            assert answer.status_code == 400, (answer.status_code, answer.text[:300])
+            assert len(answer.content) < 600 and "9" * 30 not in answer.text
+            assert "digits" in answer.json()["description"]  # the gateway's own reason
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def test_main_server_answers_head_as_get_without_the_body(fabric):
+    proc, url = start_main_server(fabric.url)
+    try:
+        for path in ("cameras", "snap/1", "latest/2"):
+            got = requests.get(url + path, timeout=5)
+            head = requests.head(url + path, timeout=5)
+            assert head.status_code == got.status_code == 200, path
+            assert head.headers["Content-Type"] == got.headers["Content-Type"] and head.content == b""
     finally:
         proc.kill()
         proc.wait(5)

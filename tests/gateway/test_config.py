@@ -17,11 +17,10 @@ def load(tmp_path, text: str) -> GatewayConfig:
 def test_defaults_follow_the_fabric():
     config = load_gateway_config(None)
     assert (config.host, config.port) == ("127.0.0.1", 8081)
-    # Cameras only from the node's port; the tracker's and uploader's ports carry only their
-    # own topics, so whoever binds them can never publish a camera.
+    # Cameras only from the node's port; the tracker and the services only where configured,
+    # so whoever binds their usual ports can publish neither a camera nor a world.
     assert config.subscribe == ("tcp://127.0.0.1:5550",)
-    assert config.tracker == ("tcp://127.0.0.1:5560",)
-    assert config.services == ("tcp://127.0.0.1:5561",)
+    assert config.tracker == () and config.services == ()
     assert config.owners == {} and config.max_cameras == 256
     assert config.snap_timeout_s == 2.0 and config.heartbeat_timeout_s == 3.0
     assert config.default_camera == 0 and config.workers == 0  # 0: decided by the host

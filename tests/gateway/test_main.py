@@ -19,7 +19,7 @@ from camfabric.gateway.server import plan_workers
 from camfabric.protocol import Publisher
 
 from ..conftest import ANY_PORT, URL
-from .support import FakeNode, wait_until
+from .support import FakeNode, Feeder, wait_until
 
 
 def _exited(process: psutil.Process) -> bool:
@@ -173,3 +173,123 @@ def test_a_busy_port_is_one_clear_error(tmp_path):
 ])
 def test_workers_and_pinning_follow_the_host(keys, cpus, expected):
     assert plan_workers(GatewayConfig(**keys), cpus=cpus) == expected
+
+
+def _open_stream(url: str) -> tuple[int, socket.socket]:
+    """GET /cam/0 on a raw socket: (the status, the open connection)."""
+    host, port = url.split("//", 1)[1].rstrip("/").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    sock.sendall(b"GET /cam/0 HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return int(head.split(b" ", 2)[1]), sock
+
+
+def _accepted_stream(url: str) -> tuple[int, socket.socket]:
+    """`_open_stream`, asked again for a while when the camera has no frame yet in the worker
+    that answered (each worker subscribes on demand); a full stream cap is answered at once."""
+    deadline = time.monotonic() + 5
+    while True:
+        status, sock = _open_stream(url)
+        if status != 503 or time.monotonic() > deadline:
+            return status, sock
+        sock.settimeout(2)
+        body = b""
+        try:
+            while chunk := sock.recv(4096):
+                body += chunk
+        except OSError:
+            pass
+        sock.close()
+        if b"Too many streams" in body:
+            return status, sock
+        time.sleep(0.1)
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    sock.settimeout(0.05)
+    try:
+        while chunk := sock.recv(65536):
+            del chunk
+        return True
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def test_workers_killed_with_streams_open_leak_no_stream_slot(tmp_path, zmq_context):
+    """kill -9 a worker three times with streams open: its slots come back, and ten new
+    streams are all accepted (max_streams = 10 over both workers)."""
+    config = tmp_path / "gateway.toml"
+    with Publisher(ANY_PORT, context=zmq_context) as pub:
+        config.write_text(f'[gateway]\nport = 0\nsubscribe = ["{pub.endpoint}"]\nworkers = 2\n'
+                          "max_streams = 10\n")
+        node = FakeNode(pub)
+        proc = camfabric("gateway", "--config", str(config))
+        try:
+            url = proc.stdout.readline().split("gateway: ", 1)[1].split()[0]
+
+            def workers_serving() -> bool:
+                node.meta(0)
+                node.frame(0)
+                workers = [w for w in _serving_processes(proc, 2) if not _exited(w)]
+                statuses = []
+                for _ in range(6):  # both workers (each its own subscriber) have camera 0
+                    try:
+                        statuses.append(requests.get(url + "latest/0", timeout=2).status_code)
+                    except (requests.ConnectionError, requests.Timeout):
+                        return False
+                return len(workers) == 2 and statuses == [200] * 6
+
+            with Feeder(node, fps=10):
+                for _ in range(3):
+                    wait_until(workers_serving, timeout=30, what="both workers serving camera 0")
+                    streams = [_accepted_stream(url) for _ in range(10)]
+                    assert [status for status, _ in streams] == [200] * 10
+                    live = [w for w in _serving_processes(proc, 2) if not _exited(w)]
+                    for worker in live:  # until a stream died with one
+                        os.kill(worker.pid, signal.SIGKILL)
+                        time.sleep(0.5)
+                        if any(_closed_by_peer(sock) for _, sock in streams):
+                            break
+                    for _, sock in streams:
+                        sock.close()
+                wait_until(workers_serving, timeout=30, what="both workers serving camera 0")
+                streams = [_accepted_stream(url) for _ in range(10)]
+                statuses = [status for status, _ in streams]
+                for _, sock in streams:
+                    sock.close()
+            assert statuses == [200] * 10
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+
+
+def test_the_stream_cap_answers_503_naming_its_key(make_gateway, node):
+    gw = make_gateway(node.endpoint, max_streams=1, threads=4)
+    with Feeder(node, fps=10):
+        wait_until(lambda: 0 in gw.cache.camera_ids(), what="camera 0 announced")
+        wait_until(lambda: requests.get(gw.url + "latest/0", timeout=2).status_code == 200,
+                   what="a first frame")
+        status, sock = _open_stream(gw.url)
+        try:
+            assert status == 200
+            refused = requests.get(gw.url + "cam/0", timeout=5)
+        finally:
+            sock.close()
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+    body = refused.json()
+    assert body["config_key"] == "gateway.max_streams" and body["max_streams"] == 1
+    assert "gateway.max_streams" in body["description"]

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import requests
 
-from camfabric.gateway import server
-from camfabric.gateway.server import Gateway, Throttle
+from camfabric.gateway import waitress_seam
+from camfabric.gateway.server import Gateway
+from camfabric.gateway.waitress_seam import Throttle
 from camfabric.protocol import Frame, encode_jpeg
 
 from .support import Feeder, deliver, wait_until
@@ -93,7 +94,7 @@ def busy_gateway(make_gateway, node):
 
 def test_idle_sockets_a_slowloris_and_slow_readers_do_not_starve_latest(busy_gateway, node):
     gw = busy_gateway
-    gw.server.adj.channel_timeout = 2  # the idle timeout, shortened for the test
+    gw.server.idle_timeout_s = 2  # the idle timeout, shortened for the test
     big = np.random.default_rng(5).integers(0, 255, (480, 640, 3), dtype=np.uint8)  # ~400 KB JPEG
     deliver_image(node, gw.cache, big)
     feeder = Feeder(node, fps=5, image=big).__enter__()  # the camera stays live throughout
@@ -111,7 +112,7 @@ def test_idle_sockets_a_slowloris_and_slow_readers_do_not_starve_latest(busy_gat
         assert time.monotonic() - started < 10, times
         # The slowloris keeps trickling header bytes; it is cut off after the header timeout.
         cut = False
-        deadline = time.monotonic() + server.HEADER_TIMEOUT_S + 5
+        deadline = time.monotonic() + waitress_seam.HEADER_TIMEOUT_S + 5
         while time.monotonic() < deadline and not cut:
             try:
                 loris.sendall(b"X")

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from camfabric.gateway.mjpeg import CONTENT_TYPE, FanoutRegistry, MjpegStream, StreamStats
+from camfabric.gateway.waitress_seam import request_connection
 from camfabric.protocol import Frame, Meta, Publisher, decode_jpeg, encode_jpeg
 
 from .support import (
@@ -367,7 +368,7 @@ def test_head_of_a_stream_answers_the_headers_only(gateway, node):
             gateway.slots.acquire()
             resp.content_type = CONTENT_TYPE
             resp.stream = MjpegStream(gateway.cache, 0, gateway.slots, gateway.stopping,
-                                      client_gone=req.env.get("waitress.client_disconnected"))
+                                      connection=request_connection(req.env))
 
         on_head = on_get
 
