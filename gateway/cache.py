@@ -66,9 +66,18 @@ WATCHDOG_INTERVAL_S = 0.25
 # last state is still shown, marked as no longer reported.
 SERVICE_SILENT_S = 10.0
 FPS_SMOOTHING = 0.2
+# Requests waiting for a camera's next frame (/snap, /frame, a stale snapshot) hold a serving
+# thread each: at most this many per camera and in all wait, the others are turned away at once
+# (TooManyWaiting: 503 + Retry-After), so a stalled camera cannot take every thread from /latest.
+MAX_SNAP_WAITERS = 4
+MAX_SNAP_WAITERS_TOTAL = 6
 ENDED_RUNS = 8  # a node's earlier runs remembered, so their late messages are known as history
 DEFAULT_IDLE_S = 10.0  # a camera's JPEG stays subscribed this long after the last request
 DEFAULT_WAKE_TIMEOUT_S = 1.0  # the first request after idle waits this long for a fresh frame
+
+
+class TooManyWaiting(FrameTimeout):
+    """A request for a fresh frame turned away: enough requests already wait for one."""
 
 
 @dataclass
@@ -154,6 +163,7 @@ class FrameCache(Background):
         self._runs: dict[str, str] = {}  # node -> the run its newest heartbeat or scan named
         self._ended: dict[str, collections.deque[str]] = {}  # node -> its runs before that
         self._woken: dict[int, int] = {}  # camera -> when its JPEG was last subscribed (clock)
+        self._waiting: collections.Counter[int] = collections.Counter()  # snap() waits per camera
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._watchdog_enabled = watchdog
@@ -453,8 +463,9 @@ class FrameCache(Background):
         """A frame of `cam` captured after `requested_ns` (default: now), from the camera's owner.
 
         Raises FrameTimeout when none arrives within `timeout` s — at once when the camera is
-        disconnected, so waiting requests never pile up on a dead camera — and UnknownCamera if
-        no node announced it.
+        disconnected, so waiting requests never pile up on a dead camera — TooManyWaiting at
+        once when MAX_SNAP_WAITERS requests wait for this camera already (or
+        MAX_SNAP_WAITERS_TOTAL in all), and UnknownCamera if no node announced it.
         """
         self.want(cam)
         start = self.clock() if requested_ns is None else requested_ns
@@ -473,6 +484,27 @@ class FrameCache(Background):
                     frame is None or meta is None or frame.t_receive_ns < meta.t_receive_ns):
                 raise FrameTimeout(f"camera {cam} is not delivering frames: node {state.owner!r} "
                                    f"reports it disconnected ({reason})")
+            self._start_waiting(cam)
+        try:
+            return self._next_frame(cam, start, timeout)
+        finally:
+            with self._changed:
+                self._waiting[cam] -= 1
+                if not self._waiting[cam]:
+                    del self._waiting[cam]
+
+    def _start_waiting(self, cam: int) -> None:
+        """Count one more request waiting for `cam`, or turn it away (lock held)."""
+        if self._waiting[cam] >= MAX_SNAP_WAITERS:
+            raise TooManyWaiting(f"camera {cam} already has {MAX_SNAP_WAITERS} requests waiting "
+                                 "for its next frame; retry shortly, or use /latest for the "
+                                 "cached one")
+        if sum(self._waiting.values()) >= MAX_SNAP_WAITERS_TOTAL:
+            raise TooManyWaiting(f"{MAX_SNAP_WAITERS_TOTAL} requests are waiting for a fresh "
+                                 "frame already; retry shortly, or use /latest for the cached one")
+        self._waiting[cam] += 1
+
+    def _next_frame(self, cam: int, start: int, timeout: float) -> wire.Frame:
         deadline = time.monotonic() + timeout
         previous: wire.Frame | None = None
         while True:
