@@ -126,14 +126,12 @@ class FabricProxy(Background):
             for sock in (xsub, xpub):
                 sock.linger = 0
             xsub.rcvhwm = self.config.sndhwm
-            # A node that came back is reached again within a second, as a Subscriber does.
-            xsub.reconnect_ivl = 100
-            xsub.reconnect_ivl_max = 1000
             xpub.sndhwm = self.config.sndhwm
             xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
             xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
             # Liveness on both hops: an upstream node whose host lost power is dropped and
-            # reconnected (XSUB then sends its subscriptions again), a dead subscriber too.
+            # reconnected (XSUB then sends its subscriptions again), a dead subscriber too; a
+            # node that came back is reached again within seconds, as a Subscriber does.
             configure_link(xsub)
             configure_link(xpub, max_message=MAX_SUBSCRIPTION)
             if self.config.curve is not None:

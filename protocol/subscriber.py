@@ -473,9 +473,7 @@ class Subscriber(Background):
             sub = self.context.socket(zmq.SUB)
             sub.linger = 0
             sub.rcvhwm = self.rcvhwm
-            sub.reconnect_ivl = 100
-            sub.reconnect_ivl_max = 1000
-            configure_link(sub)
+            configure_link(sub)  # liveness, connect timeout, reconnect within a second
             for prefix in self._initial_topics():
                 sub.subscribe(prefix)
             self.reachability.attach(sub)
