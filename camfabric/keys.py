@@ -12,6 +12,7 @@ import zmq
 import zmq.auth
 from zmq.utils.monitor import recv_monitor_message
 
+from camfabric.protocol.link import configure_link
 from camfabric.protocol.security import HANDSHAKE_EVENTS, CurveClient, generate_keypair, handshake_failure
 from camfabric.runtime.errors import CamfabricError
 
@@ -152,6 +153,7 @@ def _handshake(endpoint: str, keys: CurveClient, timeout: float) -> str:
     context = zmq.Context()
     sub = context.socket(zmq.SUB)
     sub.linger = 0
+    configure_link(sub)
     try:
         public, secret = zmq.auth.load_certificate(str(keys.secret_key_file))
         sub.curve_secretkey, sub.curve_publickey = secret, public

@@ -2,7 +2,9 @@
 
 An XSUB socket connects to every upstream node; an XPUB socket is bound for subscribers.
 Messages travel downstream untouched and zero-copy; the proxy never decodes a frame. Send
-high-water marks stay small: a slow subscriber loses old frames rather than building a queue.
+high-water marks stay small: a slow subscriber loses old frames rather than building a queue;
+heartbeats, scans and status wait for its room instead (`protocol.outlet.Outlet`, as a node's
+publisher sends them), so a node's 64 heartbeats pass the proxy as they pass the node.
 
 Subscriptions are where libzmq's own proxy (`zmq.proxy`, `zmq.proxy_steerable`) falls short:
 XSUB forwards every subscribe but only the *last* unsubscribe of a topic (its own count must
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from camfabric.protocol.link import MAX_SUBSCRIPTION, configure_link
+from camfabric.protocol.outlet import Outlet
 from camfabric.protocol.security import (
     CurveClient,
     CurveServer,
@@ -123,14 +126,12 @@ class FabricProxy(Background):
             for sock in (xsub, xpub):
                 sock.linger = 0
             xsub.rcvhwm = self.config.sndhwm
-            # A node that came back is reached again within a second, as a Subscriber does.
-            xsub.reconnect_ivl = 100
-            xsub.reconnect_ivl_max = 1000
             xpub.sndhwm = self.config.sndhwm
             xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
             xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
             # Liveness on both hops: an upstream node whose host lost power is dropped and
-            # reconnected (XSUB then sends its subscriptions again), a dead subscriber too.
+            # reconnected (XSUB then sends its subscriptions again), a dead subscriber too; a
+            # node that came back is reached again within seconds, as a Subscriber does.
             configure_link(xsub)
             configure_link(xpub, max_message=MAX_SUBSCRIPTION)
             if self.config.curve is not None:
@@ -147,15 +148,17 @@ class FabricProxy(Background):
             if auth is not None:
                 auth.stop()
             raise
+        outlet = Outlet(xpub)
         ready.set()
         poller = zmq.Poller()
         poller.register(xsub, zmq.POLLIN)
         poller.register(xpub, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                events = dict(poller.poll(100))
+                events = dict(poller.poll(outlet.timeout_ms(100)))
+                outlet.flush()
                 if xsub in events:
-                    self._pump(xsub, xpub, count=True)
+                    self._pump(xsub, outlet)
                 if xpub in events:
                     self._subscriptions(xpub, xsub)
                 if auth is not None:
@@ -189,17 +192,14 @@ class FabricProxy(Background):
                     del self.subscribers[topic]
                     xsub.send(b"\x00" + topic)
 
-    def _pump(self, source: zmq.Socket, sink: zmq.Socket, count: bool) -> None:
+    def _pump(self, source: zmq.Socket, outlet: Outlet) -> None:
         for _ in range(256):
             try:
                 parts = source.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            try:
-                sink.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                continue  # a full subscriber loses this message; its receiver counts the gap
-            if count:
+            # A full subscriber loses a frame (its receiver counts the gap); the rest waits.
+            if outlet.send(parts):
                 self.forwarded += 1
 
 

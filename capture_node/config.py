@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from ..protocol.publisher import DEFAULT_ENDPOINT
 from ..protocol.security import CurveServer, is_loopback_endpoint
-from ..protocol.wire import MAX_DIMENSION
+from ..protocol.wire import MAX_DIMENSION, MAX_FPS
 from ..runtime.config import bounded, build, check_unique, load_section
 from ..runtime.errors import ConfigError
 from .sources import source_module
@@ -85,8 +85,8 @@ class CameraConfig:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIMENSION:
                 raise ConfigError(f"resolution{axis}", f"must be an integer in 1..{MAX_DIMENSION}, "
                                   f"got {value!r}")
-        if not 0 < self.fps <= 1000:
-            raise ConfigError("fps", f"must be > 0 and <= 1000, got {self.fps!r}")
+        if not 0 < self.fps <= MAX_FPS:
+            raise ConfigError("fps", f"must be > 0 and <= {MAX_FPS}, got {self.fps!r}")
         if self.rotation not in (0, 90, 180, 270):
             raise ConfigError("rotation", f"must be one of 0, 90, 180, 270, got {self.rotation!r}")
         if self.flip not in ("none", "horizontal", "vertical", "both"):

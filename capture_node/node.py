@@ -13,6 +13,11 @@ next capture instead. The publisher re-sends its own cached frames under the sam
 re-stamped, so every frame a late joiner receives carries its true age. The startup scan
 (`scan/{node}/`) is published once, as soon as every camera has been probed; the publisher's
 last-value cache keeps it for later subscribers.
+
+Each start of the node is one *run*, named by a random id that every heartbeat (`health.run`)
+and the scan (`run`) carry: a subscriber that sees a node's run change knows the node restarted
+— its frames from before are history — and the new run's scan lists every camera it now has,
+so a camera taken out of the config leaves the gateway within seconds of the restart.
 Everything stops within 2 s: Events wake the loops, sources blocked in a read are interrupted,
 sockets close with linger 0.
 """
@@ -23,6 +28,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,6 +79,7 @@ class CaptureNode(Background):
         self.context = context or zmq.Context.instance()
         self.log = log or logging.getLogger(__name__)
         self.backoff = backoff or Backoff()
+        self.run = uuid.uuid4().hex  # this start of the node (see the module docstring)
         given = dict(sources or {})
         self.sources: dict[int, Source] = {
             camera.id: given[camera.id] if camera.id in given else create_source(camera)
@@ -180,6 +187,7 @@ class CaptureNode(Background):
         health = self.loops[cam].health()
         health["source"] = self.sources[cam].kind or health["source"]
         health["frame_id"] = self.loops[cam].camera.frame_id
+        health["run"] = self.run
         return health
 
     def publish_heartbeat(self) -> None:
@@ -267,7 +275,7 @@ class CaptureNode(Background):
                 return
             self._scan_published.set()
             cameras = {c.id: (c, self._probes.get(c.id)) for c in self.config.cameras}
-        report = scan.scan_report(self.config.name, cameras)
+        report = scan.scan_report(self.config.name, cameras) | {"run": self.run}
         self.publisher.publish(Scan(node=self.config.name, report=report))
 
     @property
@@ -277,4 +285,4 @@ class CaptureNode(Background):
             return None
         with self._probes_lock:
             cameras = {c.id: (c, self._probes.get(c.id)) for c in self.config.cameras}
-        return scan.scan_report(self.config.name, cameras)
+        return scan.scan_report(self.config.name, cameras) | {"run": self.run}

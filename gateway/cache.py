@@ -23,6 +23,12 @@ resource that serves a camera some other way calls `want(cam)` per request, or h
 `with cache.watching(cam):` for a long response. The first request after an idle period
 waits (up to `wake_timeout_s`) for a fresh frame: the node answers a new subscriber at once.
 
+A node's restart is the truth at once: every heartbeat and scan carries the node's *run* (a
+random id per start). When a node's run changes, its cameras' frames from before are dropped —
+never served after the restart — and its new run's scan (`scan/{node}/`, the cameras it now
+has) removes every camera it no longer announces from `/cameras`, `/status` and `/metrics`
+(the camera leaves entirely once no node claims it).
+
 A camera is connected while its owner's heartbeat is younger than `heartbeat_timeout_s`; a
 watchdog thread notices the transitions and logs them. The number of cameras is capped, per
 node and in total: heartbeats for cameras beyond the caps are logged once and ignored. Time
@@ -32,6 +38,7 @@ with), so tests can drive `check()`.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
@@ -59,8 +66,18 @@ WATCHDOG_INTERVAL_S = 0.25
 # last state is still shown, marked as no longer reported.
 SERVICE_SILENT_S = 10.0
 FPS_SMOOTHING = 0.2
+# Requests waiting for a camera's next frame (/snap, /frame, a stale snapshot) hold a serving
+# thread each: at most this many per camera and in all wait, the others are turned away at once
+# (TooManyWaiting: 503 + Retry-After), so a stalled camera cannot take every thread from /latest.
+MAX_SNAP_WAITERS = 4
+MAX_SNAP_WAITERS_TOTAL = 6
+ENDED_RUNS = 8  # a node's earlier runs remembered, so their late messages are known as history
 DEFAULT_IDLE_S = 10.0  # a camera's JPEG stays subscribed this long after the last request
 DEFAULT_WAKE_TIMEOUT_S = 1.0  # the first request after idle waits this long for a fresh frame
+
+
+class TooManyWaiting(FrameTimeout):
+    """A request for a fresh frame turned away: enough requests already wait for one."""
 
 
 @dataclass
@@ -143,7 +160,10 @@ class FrameCache(Background):
             services, cameras=(), topics_extra=SERVICE_TOPICS, context=context, curve=keys,
             clock=clock, log=self.log) if services else None
         self._cameras: dict[int, CameraState] = {}
+        self._runs: dict[str, str] = {}  # node -> the run its newest heartbeat or scan named
+        self._ended: dict[str, collections.deque[str]] = {}  # node -> its runs before that
         self._woken: dict[int, int] = {}  # camera -> when its JPEG was last subscribed (clock)
+        self._waiting: collections.Counter[int] = collections.Counter()  # snap() waits per camera
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._watchdog_enabled = watchdog
@@ -186,9 +206,59 @@ class FrameCache(Background):
             self._on_frame(msg)
         elif isinstance(msg, wire.Meta):
             self._on_meta(msg)
+        elif isinstance(msg, wire.Scan):
+            self._on_scan(msg)
+
+    def _on_scan(self, scan: wire.Scan) -> None:
+        """The node's cameras are those its scan lists: any other it claimed is dropped."""
+        listed = scan.report.get("cameras")
+        if not isinstance(listed, Mapping):
+            return
+        has = {int(key) for key in listed if isinstance(key, str) and key.isdigit()}
+        with self._changed:
+            if not self._note_run(scan.node, scan.report.get("run")):
+                return
+            for cam, state in list(self._cameras.items()):
+                if cam in has or scan.node not in state.claims:
+                    continue
+                del state.claims[scan.node]
+                state.heard.pop(scan.node, None)
+                if not state.claims:
+                    del self._cameras[cam]
+                    self.log.info("camera %d removed: node %r no longer has it", cam, scan.node)
+                    continue
+                if state.owner == scan.node:
+                    state.frame, state.fps = None, 0.0
+                self._update(state, self.clock())
+            self._changed.notify_all()
+
+    def _note_run(self, node: str, run: object) -> bool:
+        """Remember `node`'s run; on a new one, drop its frames from before. False for a
+        message of a run that has ended (still in flight when the node restarted): it is
+        history and is dropped (lock held)."""
+        if not isinstance(run, str) or not run:
+            return True
+        before = self._runs.get(node)
+        if before == run:
+            return True
+        if run in self._ended.get(node, ()):
+            return False
+        if before is None and len(self._runs) >= self.max_cameras:
+            return True  # as many nodes as cameras: a flood of made-up names is not remembered
+        self._runs[node] = run
+        if before is None:
+            return True
+        self._ended.setdefault(node, collections.deque(maxlen=ENDED_RUNS)).append(before)
+        self.log.info("node %r restarted: its frames from before the restart are not served", node)
+        for state in self._cameras.values():
+            if state.owner == node:
+                state.frame, state.fps = None, 0.0
+        return True
 
     def _on_meta(self, meta: wire.Meta) -> None:
         with self._changed:
+            if not self._note_run(meta.node, meta.health.get("run")):
+                return
             state = self._cameras.get(meta.cam)
             if state is None:
                 if not self._admit(meta):
@@ -393,8 +463,9 @@ class FrameCache(Background):
         """A frame of `cam` captured after `requested_ns` (default: now), from the camera's owner.
 
         Raises FrameTimeout when none arrives within `timeout` s — at once when the camera is
-        disconnected, so waiting requests never pile up on a dead camera — and UnknownCamera if
-        no node announced it.
+        disconnected, so waiting requests never pile up on a dead camera — TooManyWaiting at
+        once when MAX_SNAP_WAITERS requests wait for this camera already (or
+        MAX_SNAP_WAITERS_TOTAL in all), and UnknownCamera if no node announced it.
         """
         self.want(cam)
         start = self.clock() if requested_ns is None else requested_ns
@@ -413,6 +484,27 @@ class FrameCache(Background):
                     frame is None or meta is None or frame.t_receive_ns < meta.t_receive_ns):
                 raise FrameTimeout(f"camera {cam} is not delivering frames: node {state.owner!r} "
                                    f"reports it disconnected ({reason})")
+            self._start_waiting(cam)
+        try:
+            return self._next_frame(cam, start, timeout)
+        finally:
+            with self._changed:
+                self._waiting[cam] -= 1
+                if not self._waiting[cam]:
+                    del self._waiting[cam]
+
+    def _start_waiting(self, cam: int) -> None:
+        """Count one more request waiting for `cam`, or turn it away (lock held)."""
+        if self._waiting[cam] >= MAX_SNAP_WAITERS:
+            raise TooManyWaiting(f"camera {cam} already has {MAX_SNAP_WAITERS} requests waiting "
+                                 "for its next frame; retry shortly, or use /latest for the "
+                                 "cached one")
+        if sum(self._waiting.values()) >= MAX_SNAP_WAITERS_TOTAL:
+            raise TooManyWaiting(f"{MAX_SNAP_WAITERS_TOTAL} requests are waiting for a fresh "
+                                 "frame already; retry shortly, or use /latest for the cached one")
+        self._waiting[cam] += 1
+
+    def _next_frame(self, cam: int, start: int, timeout: float) -> wire.Frame:
         deadline = time.monotonic() + timeout
         previous: wire.Frame | None = None
         while True:

@@ -28,7 +28,7 @@ import falcon
 
 from ..protocol import wire
 from ..protocol.errors import FrameTimeout
-from .cache import CameraView, FrameCache
+from .cache import CameraView, FrameCache, TooManyWaiting
 from .mjpeg import CONTENT_TYPE as MJPEG_CONTENT_TYPE
 from .mjpeg import MjpegStream, StreamSlots, StreamStats
 from .waitress_seam import request_connection
@@ -168,6 +168,8 @@ class Frames:
         if frame is None or frame.age_ns(self.cache.clock()) > limit_ns:
             try:
                 frame = self.cache.snap(cam, self.timeout_s)
+            except TooManyWaiting:
+                raise  # 503 + Retry-After (app.py): a busy camera, not a dead one
             except FrameTimeout:
                 if view.frame is None:
                     why = f"has delivered no frame (waited {self.timeout_s:g} s)"
@@ -187,6 +189,8 @@ class Frames:
             raise _not_live(cam, "is disconnected", view.last_error)
         try:
             return self.cache.snap(cam, self.timeout_s, requested_ns=requested)
+        except TooManyWaiting:
+            raise  # 503 + Retry-After (app.py): a busy camera, not a dead one
         except FrameTimeout:
             why = f"delivered no frame within {self.timeout_s:g} s of the request"
             raise _not_live(cam, why, self.cache.view(cam).last_error) from None

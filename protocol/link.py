@@ -2,7 +2,7 @@
 
 A TCP connection whose far end lost power, or lost its connection state, sends no FIN and no
 RST: without help the near end keeps it ESTABLISHED forever and never reconnects, so a camera
-whose host came back stays dark. `configure_link(sock)` gives every fabric socket two guards:
+whose host came back stays dark. `configure_link(sock)` gives every fabric socket three guards:
 
 - ZeroMQ heartbeats (ZMTP 3.1 PING/PONG, handled by libzmq's I/O thread, not by Python): a
   PING every `HEARTBEAT_IVL_MS`; a connection that carried nothing, PONG included, for
@@ -11,6 +11,16 @@ whose host came back stays dark. `configure_link(sock)` gives every fabric socke
   ends the dead connection at once.
 - TCP keepalive, for the same silence seen by the kernel (and by links where the peer speaks
   an older ZMTP without heartbeats).
+
+- A connect timeout and a short reconnect interval, so a link that comes back is used within
+  seconds. A dead connection is replaced by a new attempt, and during a partition each
+  attempt's SYN is lost: without `ZMQ_CONNECT_TIMEOUT` that attempt waits on the kernel's SYN
+  retransmits (1, 2, 4, 8, 16 s: a partition of 60 s healed only 12-15 s later, a host back
+  with a new MAC address after a minute). Each attempt is abandoned after
+  `CONNECT_TIMEOUT_MS` and the next follows `RECONNECT_IVL_MS` later, backing off to at most
+  `RECONNECT_IVL_MAX_MS`: once the path is back, the next SYN goes out within about
+  `CONNECT_TIMEOUT_MS + RECONNECT_IVL_MAX_MS` (2 s), however long it was away. (A bound
+  socket ignores these; set on every socket, they need no thought about which side connects.)
 
 A receiving socket also gets `ZMQ_MAXMSGSIZE`: a peer that sends a bigger message part is
 disconnected by libzmq before the part is buffered, so no message can make a receiver
@@ -35,15 +45,24 @@ HEARTBEAT_TTL_MS = 4000
 KEEPALIVE_IDLE_S = 5
 KEEPALIVE_INTVL_S = 1
 KEEPALIVE_CNT = 3
+# A LAN answers a SYN in milliseconds; a second is generous, and bounds how long an attempt
+# made while the path was down keeps waiting after it is back.
+CONNECT_TIMEOUT_MS = 1000
+RECONNECT_IVL_MS = 100
+RECONNECT_IVL_MAX_MS = 1000
 # A subscription message is a topic prefix: a few dozen bytes.
 MAX_SUBSCRIPTION = 1024
 
 
 def configure_link(sock: zmq.Socket, *, max_message: int | None = MAX_PAYLOAD) -> None:
-    """Set heartbeats, TCP keepalive and (when `max_message` is given) ZMQ_MAXMSGSIZE on `sock`.
+    """Set heartbeats, TCP keepalive, the connect timeout and reconnect interval, and (when
+    `max_message` is given) ZMQ_MAXMSGSIZE on `sock`.
 
     Call it before `bind`/`connect`: libzmq copies the options into each new connection.
     """
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
     sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
     sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TTL_MS)

@@ -20,7 +20,9 @@ its owner thread was behind (the mailbox was full). A subscriber whose own queue
 (send high-water mark, small on purpose: a slow subscriber loses old frames, never builds a
 queue) loses messages inside ZeroMQ without the publisher being told — XPUB drops them per
 subscriber without an error — so those are counted on the receiving side, as sequence gaps
-(`Subscriber.stats.dropped`).
+(`Subscriber.stats.dropped`). Only frames are lost that way: heartbeats, scans, status and
+the world model wait in the owner thread until every subscriber has room (`outlet.Outlet`), so
+a node's heartbeats of 64 cameras, sent together, all arrive.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .endpoint import check_endpoint
 from .errors import CamfabricError
 from .link import MAX_SUBSCRIPTION, configure_link
 from .mailbox import Mailbox
+from .outlet import Outlet
 from .security import CurveServer, is_loopback_endpoint, secure_server
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5550"
@@ -110,6 +113,7 @@ class Publisher(Background):
         self._cache_lock = threading.Lock()
         self._inbox: Mailbox[tuple[bool, list[Any]]] = Mailbox(MAILBOX_CAPACITY)
         self._thread: threading.Thread | None = None
+        self._outlet: Outlet | None = None  # made on the owner thread, with its socket
         self._stopping = threading.Event()
         self._count_lock = threading.Lock()
         self.sent = 0
@@ -202,13 +206,15 @@ class Publisher(Background):
                 auth.stop()
             self._inbox.close()
             raise
+        self._outlet = Outlet(xpub)
         ready.set()
         poller = zmq.Poller()
         poller.register(xpub, zmq.POLLIN)
         poller.register(self._inbox, zmq.POLLIN)
         try:
             while not self._stopping.is_set():
-                events = dict(poller.poll(100))
+                events = dict(poller.poll(self._outlet.timeout_ms(100)))
+                self._outlet.flush()  # heartbeats that waited for a subscriber's room
                 if xpub in events:
                     self._on_subscription_events(xpub)
                 if self._inbox in events or len(self._inbox):
@@ -239,9 +245,9 @@ class Publisher(Background):
             self._cache[topic] = _Cached(parts, now)
 
     def _send(self, xpub: zmq.Socket, parts: list[Any]) -> bool:
-        try:
-            xpub.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:  # XPUB drops per subscriber without telling; this is a full socket
+        # Frames are lossy per subscriber (XPUB drops them without telling: counted by the
+        # receivers as sequence gaps); heartbeats, scans and status wait for room (outlet.py).
+        if not self._outlet.send(parts):
             with self._count_lock:
                 self.dropped += 1
             return False

@@ -8,8 +8,10 @@
 One background thread owns the SUB socket and drains it as fast as messages come, keeping
 only the newest message per topic, so a slow consumer always sees the newest frame and never a
 queue. What it had to skip is counted: `dropped` (sequence gaps: frames the network or the
-publisher's high-water mark lost), `skipped` (frames replaced before the consumer took them),
-`malformed` (messages that break the wire format — dropped, logged once per kind).
+publisher's high-water mark lost — never more than a camera could have captured in the time
+between the two arrivals, so a forged `seq` cannot inflate it), `skipped` (frames replaced
+before the consumer took them), `malformed` (messages that break the wire format — dropped,
+logged once per kind).
 
 It always listens to every camera's heartbeat (`meta/`), so it knows which cameras exist.
 Frames are subscribed
@@ -471,9 +473,7 @@ class Subscriber(Background):
             sub = self.context.socket(zmq.SUB)
             sub.linger = 0
             sub.rcvhwm = self.rcvhwm
-            sub.reconnect_ivl = 100
-            sub.reconnect_ivl_max = 1000
-            configure_link(sub)
+            configure_link(sub)  # liveness, connect timeout, reconnect within a second
             for prefix in self._initial_topics():
                 sub.subscribe(prefix)
             self.reachability.attach(sub)
@@ -588,6 +588,19 @@ class Subscriber(Background):
                 self._failures.error(f"listener.{type(exc).__name__}", "subscriber listener "
                                      "failed on %r (logged once per kind)", msg.topic, exc_info=exc)
 
+    def _count_gap(self, prev: wire.Frame, frame: wire.Frame) -> None:
+        """Count the frames lost between `prev` and `frame` (lock held). `seq` is a header
+        field: a jump no camera could make in the time between the two arrivals (a forged or
+        corrupt header) is no evidence of loss, and is logged once instead of counted."""
+        gap = frame.seq - prev.seq - 1
+        if gap <= _plausible_gap(prev, frame):
+            self._dropped += gap
+            return
+        self._failures.warning("seq.jump", "camera %d: sequence number jumped from %d to %d "
+                               "faster than any camera captures; not counted as drops (a forged "
+                               "or corrupt header?); further ones are not logged", frame.cam,
+                               prev.seq, frame.seq)
+
     def _accept_frame(self, frame: wire.Frame) -> bool:
         if self.cameras is not None and frame.cam not in self.cameras:
             return False
@@ -599,7 +612,7 @@ class Subscriber(Background):
             self._duplicates += 1  # a last-value re-send meant for a late joiner
             return False
         if prev is not None and prev.node == frame.node and frame.seq > prev.seq + 1:
-            self._dropped += frame.seq - prev.seq - 1
+            self._count_gap(prev, frame)
         self._frames[key] = frame
         if len(self._framed) < MAX_CAMERAS:
             self._framed.add(frame.cam)
@@ -608,6 +621,13 @@ class Subscriber(Background):
             del self._pending[key]
         self._pending[key] = frame
         return True
+
+
+def _plausible_gap(prev: wire.Frame, frame: wire.Frame) -> int:
+    """The most frames a camera can have lost between two frames that arrived here: as many as
+    the fastest camera (wire.MAX_FPS) captures in the time between their arrivals, plus one."""
+    elapsed_ns = max(0, frame.t_receive_ns - prev.t_receive_ns)
+    return 1 + elapsed_ns * wire.MAX_FPS // 1_000_000_000
 
 
 def _announced_fps(meta: wire.Meta | None) -> float | None:

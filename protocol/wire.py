@@ -36,6 +36,7 @@ MAX_ITEMS = 65536
 MAX_STRING = 64 * 1024
 MAX_FRAME_ID = 256
 MAX_TOPIC = 256
+MAX_FPS = 1000  # the fastest a camera may capture; bounds the frames a sequence gap can hold
 CHANNELS = {"bgr8": 3, "gray8": 1}
 
 
@@ -275,7 +276,7 @@ HEALTH_FIELDS: dict[str, tuple[type, ...] | str] = {
     "connected": (bool,), "state": _TEXT, "fps": _NUMBER, "configured_fps": _NUMBER,
     "frames": (int,), "errors": (int,), "retries": (int,), "last_error": _TEXT, "node": _TEXT,
     "width": (int,), "height": (int,), "source": _TEXT, "last_capture_ns": (int,),
-    "seq": (int,), "cpu_s": _NUMBER,
+    "seq": (int,), "cpu_s": _NUMBER, "run": _TEXT,
 }
 
 

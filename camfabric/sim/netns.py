@@ -3,6 +3,7 @@
     with NetnsHost.create() as host:          # host.address: its side; host.peer: ours
         proc = host.spawn([python, "-m", ...])
         host.partition(); host.heal()          # every packet dropped, then flowing again
+        host.silence(); host.unsilence()       # the same, our link up (SYNs sent into nothing)
         host.power_cut()                       # link gone, no FIN, its processes killed
         host.restore()                         # a fresh namespace, same addresses
 
@@ -102,6 +103,23 @@ class NetnsHost:
     def heal(self) -> None:
         """End a partition: the link comes up and its route with it."""
         _ip("link", "set", self.veth, "up")
+
+    def silence(self) -> None:
+        """Packets to and from the host vanish while both ends of the link stay up (a router
+        or Wi-Fi that stops passing traffic): the host loses its route back to us, so what we
+        send reaches it and is never answered, and a connection attempt sends its SYN into
+        nothing and waits on TCP's retransmits, as it would in the field."""
+        _ip("route", "del", f"{self.peer}/32", netns=self.netns, check=False)
+        _ip("route", "add", "blackhole", f"{self.peer}/32", netns=self.netns)
+
+    def unsilence(self, new_mac: bool = False) -> None:
+        """Traffic passes again; with `new_mac`, the host comes back with another MAC address
+        (another network card, or a randomised one) while our neighbour entry still holds
+        the old one."""
+        if new_mac:
+            mac = "02:" + ":".join(f"{random.randrange(256):02x}" for _ in range(5))
+            _ip("link", "set", self.veth_peer, "address", mac, netns=self.netns)
+        _ip("route", "del", "blackhole", f"{self.peer}/32", netns=self.netns, check=False)
 
     def power_cut(self) -> None:
         """The host loses power: its link vanishes first (no FIN or RST can leave), then its

@@ -15,6 +15,9 @@ failure becomes one of our errors, classified by what the caller should do about
     └── RequestRejected       any other 4xx (bad image, too large, 404): this request is bad
 
 The token travels in a header only — never in a URL — and no message built here contains it.
+It goes to `server` and nowhere else: a redirect is never followed (it is a RequestRejected
+naming the URL), and a loopback server is reached directly whatever proxy the environment
+names (`subscribers/egress.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import requests
 
 from ...runtime.errors import CamfabricError
+from ..egress import redirect_target, secret_session
 
 SNAPSHOT_PATH = "/c/snapshot"
 INFO_PATH = "/c/info"
@@ -91,7 +95,8 @@ class ConnectClient:
                  *, user_agent: str = "camfabric") -> None:
         self.server = server.rstrip("/")
         self.timeout_s = timeout_s
-        self.session = session or requests.Session()
+        # Never a redirect, never an environment proxy towards loopback (subscribers/egress.py).
+        self.session = secret_session(self.server, session)
         self.user_agent = user_agent
 
     def put_snapshot(self, token: str, fingerprint: str, jpeg: bytes) -> Reply:
@@ -138,7 +143,10 @@ class ConnectClient:
         if status == 429 or status == 408 or status >= 500:
             raise TransientError(what, status, parse_retry_after(response.headers.get("Retry-After")))
         if 300 <= status < 400:
-            raise RequestRejected(f"{what} (a redirect; check prusa_connect.server)", status)
+            raise RequestRejected(
+                f"PUT {response.url} answered {status}, a redirect to "
+                f"{redirect_target(response, token)}: not followed (the token goes to "
+                f"prusa_connect.server only); check prusa_connect.server", status)
         if status == 404:
             raise RequestRejected(f"{what} (check prusa_connect.server = {self.server})", status)
         raise RequestRejected(what, status)

@@ -44,7 +44,7 @@ import cv2
 from ...protocol.publisher import DEFAULT_ENDPOINT
 from ...protocol.security import is_loopback_host
 from ...runtime.config import bounded, check_unique, load_section
-from ...runtime.errors import ConfigError
+from ...runtime.errors import ConfigError, looks_like_key
 
 DEFAULT_PUBLISH = "tcp://127.0.0.1:5560"
 Role = Literal["overhead", "side_profile", "end_effector"]
@@ -90,6 +90,11 @@ class GeminiConfig:
                               "plain http:// is allowed only to a loopback address")
         if self.max_backoff_s < self.backoff_s:
             raise ConfigError("max_backoff_s", f"must be >= backoff_s ({self.backoff_s})")
+        if looks_like_key(self.model):
+            raise ConfigError("model", "holds what looks like an API key, not a model name (value "
+                              "not shown): put the key in tracker.gemini.api_key or the "
+                              f"environment variable {self.api_key_env}, and name a model such "
+                              f"as {DEFAULT_MODEL!r}")
         if not self.model or "/" in self.model:
             raise ConfigError("model", f"must be a model name such as {DEFAULT_MODEL!r}, got {self.model!r}")
 

@@ -145,3 +145,27 @@ def test_a_message_part_over_the_size_limit_is_refused_by_the_socket(publisher, 
             assert sub.stats.malformed == 0
     finally:
         hostile.close(linger=0)
+
+
+def test_a_forged_sequence_number_cannot_inflate_the_drop_count(publisher, zmq_context, caplog):
+    # One forged header once made `dropped` read 4.6e21. A gap counts only as far as a camera
+    # could have captured frames in the time between the two arrivals.
+    with protocol.Subscriber(publisher.endpoint, cameras=[0], context=zmq_context) as sub:
+        assert publisher.wait_for_subscriber(topics.frame(0, "jpeg"), timeout=3)
+
+        def deliver(seq: int) -> None:
+            publisher.publish(good(seq))
+            deadline = time.monotonic() + 3
+            while sub.latest(0, timeout=3).seq != seq and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert sub.latest(0, timeout=1).seq == seq
+
+        with caplog.at_level(logging.WARNING):
+            for seq in (1, 2, 2**62, 3, 2**63 - 1, 4):
+                deliver(seq)
+            assert sub.stats.dropped == 0
+            time.sleep(0.05)  # two frames lost in 50 ms: a real gap, counted as it is
+            deliver(7)
+            assert sub.stats.dropped == 2
+    jumps = [r for r in caplog.records if "sequence number jumped" in r.getMessage()]
+    assert len(jumps) == 1

@@ -22,7 +22,10 @@ says so. Answers, as the service gives them today
 - 429 with a per-day QuotaFailure: every camera pauses until midnight Pacific; with RetryInfo:
   every camera pauses for its `retryDelay`; a bare 429: backoff, as for 5xx and timeouts;
 - 400 / 403 / 404: permanent for this camera (retrying cannot help) — its status says what to
-  fix (a retired model names `tracker.gemini.model`).
+  fix (a retired model names `tracker.gemini.model`);
+- a redirect (3xx): never followed, permanent as well — the key goes to `base_url` only, and a
+  loopback `base_url` is reached directly, whatever proxy the environment names
+  (`subscribers/egress.py`).
 
 Error text from the service may echo the key: it is scrubbed before it is logged or published.
 """
@@ -42,6 +45,7 @@ import requests
 from ....runtime.clock import SYSTEM_CLOCK, Clock
 from ....runtime.errors import CamfabricError
 from ....runtime.logonce import LogOnce
+from ...egress import redirect_target, secret_session
 from ..budget import RequestBudget
 from ..config import DEFAULT_MODEL, GeminiConfig
 from . import Detection, DetectionSkipped
@@ -115,7 +119,9 @@ class GeminiDetector:
         self._key = api_key
         self.budget = budget
         self.labels = list(labels)
-        self.session = session or requests.Session()
+        # Never a redirect, never an environment proxy towards loopback: the key goes to
+        # base_url and nowhere else (subscribers/egress.py).
+        self.session = secret_session(config.base_url, session)
         self.clock = clock
         self.log = log or logging.getLogger(__name__)
         self.url = f"{config.base_url.rstrip('/')}/v1beta/models/{config.model}:generateContent"
@@ -172,7 +178,8 @@ class GeminiDetector:
         self.calls += 1
         try:
             try:
-                response = self.session.send(prepared, timeout=self.config.timeout_s)
+                response = self.session.send(prepared, timeout=self.config.timeout_s,
+                                             allow_redirects=False)
             except requests.RequestException as exc:
                 backoff = self.budget.on_failure(sent_at, type(exc).__name__)
                 self._failed("transport", f"Gemini request failed ({type(exc).__name__}); every "
@@ -207,6 +214,14 @@ class GeminiDetector:
             self._failed(f"http{status}", f"Gemini answered HTTP {status} {_error_message(body)}; "
                          f"every camera backs off {wait:.1f} s")
             raise DetectionSkipped(f"HTTP {status}", self.clock.monotonic() + wait)
+        if 300 <= status < 400:
+            self.refused = scrub(
+                f"Gemini at {self.url} answered HTTP {status}, a redirect to "
+                f"{redirect_target(response, self._key)}: not followed (the API key goes to "
+                f"tracker.gemini.base_url only); set tracker.gemini.base_url to the API's own "
+                f"address", self._key)
+            self._failed("redirect", self.refused)
+            raise GeminiRefused(self.refused)
         if status != 200:
             self.refused = scrub(self._what_to_fix(status, body), self._key)
             self._failed("refused", self.refused)
