@@ -87,7 +87,16 @@ def _main(argv: Sequence[str] | None) -> int:
         _top_parser().parse_args(argv)  # --help, --version or a usage error: exits
         return 2
     name = argv[0]
-    module = load_command(name)
+    try:
+        module = load_command(name)
+    except ModuleNotFoundError as exc:
+        from camfabric.runtime.optional import missing_dependency
+
+        error = missing_dependency(exc.name or "", f"camfabric {name}")
+        if error is None:
+            raise
+        print(f"camfabric {name}: {error}", file=sys.stderr)
+        return 2
     args = _command_parser(name, module).parse_args(argv[1:])
     args.command = name
 

@@ -50,7 +50,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ "${CAMFABRIC_SKIP_PIP:-0}" != 1 ]; then
     say "installing camfabric from $SRC"
-    "$VENV/bin/python" -m pip install --quiet --upgrade "$SRC"
+    "$VENV/bin/python" -m pip install --quiet --upgrade -c "$SRC/requirements.lock" "$SRC[all]"
 fi
 
 # 3. Configuration: copied once, then it is the administrator's.

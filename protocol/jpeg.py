@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 
+from ..runtime.optional import require
 from .errors import LimitError, ProtocolError
 
 SOI = b"\xff\xd8"
@@ -17,8 +16,9 @@ MAX_SEGMENTS = 256
 
 
 def _cv2():
-    # Imported on first use: commands that never touch an image (`camfabric keys`) stay light.
-    return importlib.import_module("cv2")
+    # Imported on first use: commands that never touch an image (`camfabric keys`) stay light,
+    # and robot code receiving raw frames needs no OpenCV at all.
+    return require("cv2", "encoding or decoding JPEG")
 
 
 def is_complete_jpeg(data: bytes | memoryview) -> bool:

@@ -19,7 +19,7 @@ tuple[X, ...], dict[str, X], dict[str, Any] (passed through as is) and nested da
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -27,6 +27,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli package
+    import tomli as tomllib
 
 T = TypeVar("T")
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Self
+from typing import TYPE_CHECKING
 
 from .errors import CamfabricError
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations here are never evaluated at run time
 
 
 class Ready:

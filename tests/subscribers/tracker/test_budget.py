@@ -118,10 +118,10 @@ def test_the_day_count_resets_at_pacific_midnight():
 
 def test_next_pacific_midnight_follows_daylight_saving():
     before_switch = dt.datetime(2026, 3, 7, 23, 0, tzinfo=PACIFIC).timestamp()
-    utc = dt.datetime.fromtimestamp(next_pacific_midnight(before_switch), dt.UTC)
+    utc = dt.datetime.fromtimestamp(next_pacific_midnight(before_switch), dt.timezone.utc)
     assert (utc.hour, utc.day) == (8, 8)  # PST: midnight is 08:00 UTC
     summer = dt.datetime(2026, 7, 1, 12, 0, tzinfo=PACIFIC).timestamp()
-    assert dt.datetime.fromtimestamp(next_pacific_midnight(summer), dt.UTC).hour == 7  # PDT
+    assert dt.datetime.fromtimestamp(next_pacific_midnight(summer), dt.timezone.utc).hour == 7  # PDT
 
 
 def test_backoff_doubles_and_only_a_request_sent_after_the_outage_began_ends_it():
