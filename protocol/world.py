@@ -63,7 +63,8 @@ class Estimate:
 def object_at(obj: Mapping[str, Any], later_s: float, stale_s: float | None,
               max_uncertainty_mm: float | None) -> dict[str, Any]:
     """`obj` as published, re-evaluated `later_s` seconds after the model's moment. An object
-    without a velocity (an older tracker's) is returned as it is."""
+    without a velocity (an older tracker's) or with values that are not finite numbers is
+    returned as it is."""
     try:
         p, v, f = obj["position_mm"], obj["velocity_mm_s"], obj["filter"]
         age0 = float(obj["measured_age_s"])
@@ -73,8 +74,10 @@ def object_at(obj: Mapping[str, Any], later_s: float, stale_s: float | None,
         horizon = stale_s if stale_s is not None else math.inf
         moved = min(age, horizon) - min(age0, horizon)
         radius = radius_mm(spread(f, age))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         return dict(obj)
+    if not all(math.isfinite(n) for n in (x, y, vx, vy, age, radius)):
+        return dict(obj)  # JSON has no infinities: what cannot be carried on stays as published
     if stale_s is None and max_uncertainty_mm is None:
         stale = bool(obj.get("stale"))
     else:
