@@ -15,6 +15,7 @@ from camfabric.gateway.app import create_app
 from camfabric.gateway.cache import FrameCache
 from camfabric.gateway.config import GatewayConfig
 from camfabric.protocol import Publisher, Subscriber, World, encode, topics
+from camfabric.protocol.world import model_at
 from camfabric.subscribers.tracker.config import WorldConfig
 from camfabric.subscribers.tracker.world import PlaneSighting, WorldModel
 from tests.gateway.support import wait_until
@@ -61,14 +62,21 @@ def test_get_world_carries_each_object_on_to_the_moment_of_the_request(offset):
                 parts = encode(World(model=model, source="tracker"), t_publish_ns)
                 wait_until(lambda: pub.publish_parts(parts) and cache.world()["objects"],
                            what="the world model")
+                answers = {}
                 for later in (0.0, 1.0, 2.5):
                     clock.ns = 7_000 * 10**9 + int(later * 1e9)
-                    (obj,) = client.simulate_get("/world").json["objects"]
+                    answers[later] = client.simulate_get("/world").json
+                    (obj,) = answers[later]["objects"]
                     # 0.5 s from the detection to the model's moment + the reader's wait since receipt
                     assert obj["position_mm"]["x"] == pytest.approx(200.0 + 10.0 * (0.5 + later), abs=0.05)
                     assert obj["measured_mm"]["x"] == 200.0
                     assert obj["measured_age_s"] == pytest.approx(0.5 + later, abs=1e-3)
                     assert obj["uncertainty_mm"] > 0 and obj["stale"] is False
+                # an HTTP reader carries an answer on by itself: 1.5 s after the 1.0 s one
+                (carried,) = model_at(answers[1.0], 1.5)["objects"]
+                (asked,) = answers[2.5]["objects"]
+                assert carried["position_mm"] == pytest.approx(asked["position_mm"], abs=0.02)
+                assert carried["uncertainty_mm"] == pytest.approx(asked["uncertainty_mm"], abs=0.02)
                 clock.ns = 7_000 * 10**9 + int(8.0 * 1e9)  # 8.5 s after the detection
                 (obj,) = client.simulate_get("/world").json["objects"]
                 assert obj["stale"] is True
