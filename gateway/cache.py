@@ -580,11 +580,12 @@ class FrameCache(Background):
         return entry
 
     def world(self) -> dict[str, Any]:
-        """`/world`: the tracker's newest model with `age_s`, or an empty model."""
+        """`/world`: the tracker's newest model with `age_s`, each object estimated for now
+        (carried on from the tracker's moment by this host's clock), or an empty model."""
         msg = self.tracker.message(topics.world()) if self.tracker is not None else None
         if not isinstance(msg, wire.World):
             return {"objects": [], "updated": None, "age_s": None}
-        model = dict(msg.model)
+        model = msg.at(self.clock())
         model.setdefault("objects", [])
         model.setdefault("updated", None)
         # Both differences on one clock: our wait since receipt, the tracker's since its update.

@@ -29,6 +29,7 @@ from .security import CurveClient, CurveServer, generate_keypair, is_loopback_en
 from .subscriber import Subscriber, SubscriberStats, captured_locally_ns
 from .sync import FrameSet, SyncTimeout
 from .wire import VERSION, Frame, Message, Meta, Scan, Status, World, decode, encode
+from .world import Estimate, WorldObject
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -40,6 +41,7 @@ __all__ = [
     "CurveServer",
     "EncodingError",
     "EndpointError",
+    "Estimate",
     "Frame",
     "FrameSet",
     "FrameTimeout",
@@ -57,6 +59,7 @@ __all__ = [
     "UnknownCamera",
     "VersionError",
     "World",
+    "WorldObject",
     "captured_locally_ns",
     "check_endpoint",
     "decode",

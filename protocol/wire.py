@@ -23,7 +23,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from . import topics
+from . import topics, world
 from .errors import LimitError, ProtocolError, VersionError
 from .jpeg import EOI, MAX_DIMENSION, MAX_PIXELS, SOI, decode_jpeg, jpeg_size
 
@@ -137,7 +137,10 @@ class Status:
 
 @dataclass(frozen=True)
 class World:
-    """The tracker's world model."""
+    """The tracker's world model, as it stood at its moment (`model["updated"]`).
+
+    `at(t_ns)` is the model estimated for a moment of the receiver's monotonic clock (the clock
+    of `t_receive_ns`), `objects()` the objects, each with `.at(t_ns)`: see `protocol.world`."""
 
     model: dict[str, Any]
     source: str = ""
@@ -147,6 +150,22 @@ class World:
     @property
     def topic(self) -> bytes:
         return topics.world()
+
+    def at(self, t_ns: int | None = None) -> dict[str, Any]:
+        """The model with every object's position, uncertainty and `stale` estimated for
+        `t_ns` (default: now, `time.monotonic_ns()`)."""
+        now = time.monotonic_ns() if t_ns is None else t_ns
+        moment = world.model_moment_ns(self.model, self.t_publish_ns, self.t_receive_ns)
+        return world.model_at(self.model, max(0, now - moment) / 1e9)
+
+    def objects(self) -> list[world.WorldObject]:
+        """The model's objects; `obj.at(t_ns)` estimates one at a moment of the receiver's clock."""
+        moment = world.model_moment_ns(self.model, self.t_publish_ns, self.t_receive_ns)
+        stale_s = world.number(self.model.get("stale_s"))
+        bound = world.number(self.model.get("max_uncertainty_mm"))
+        objects = self.model.get("objects")
+        return [world.WorldObject(o, moment, stale_s, bound)
+                for o in (objects if isinstance(objects, list) else []) if isinstance(o, dict)]
 
 
 Message = Frame | Meta | Scan | Status | World

@@ -11,7 +11,9 @@ The scene's boxes carry ArUco markers, so the demo needs no Gemini key.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
+from typing import Any
 
 import zmq
 
@@ -77,3 +79,13 @@ def tabletop_tracker_config(
     return TrackerConfig(nodes=list(nodes or [DEFAULT_ENDPOINT]), publish=publish,
                          aruco_dictionary=tabletop.ARUCO_DICTIONARY, markers=dict(tabletop.MARKER_LABELS),
                          cameras=tuple(tracked))
+
+
+def xy_error_mm(position: Mapping[str, Any], label: str, t_wall_s: float, speed: float = 1.0) -> float | None:
+    """How far `position` ({"x", "y"} mm) lies from the tabletop box `label` at wall-clock time
+    `t_wall_s` of a scene running at `speed` (None: no such box)."""
+    box = next((b for b in tabletop.BOXES if b.label == label), None)
+    if box is None:
+        return None
+    x, y, _ = tabletop.box_pose(box, tabletop.scene_time(int(t_wall_s * 1e9), speed))
+    return math.hypot(float(position["x"]) - x, float(position["y"]) - y)

@@ -225,11 +225,19 @@ function showWorld() {
   const section = document.getElementById("world");
   const objects = world.objects || [];
   section.hidden = objects.length === 0;
+  const num = (v) => typeof v === "number" && Number.isFinite(v);
   section.querySelector("tbody").replaceChildren(...objects.map((o) => {
+    // position_mm is /world's estimate for the moment of the request; uncertainty_mm its 95 % radius
     const p = o.position_mm || {};
+    const v = o.velocity_mm_s || {};
+    const where = num(p.x) ? [p.x, p.y, p.z].map((c) => c.toFixed(0)).join(", ") : "–";
+    const radius = num(o.uncertainty_mm) ? ` ± ${o.uncertainty_mm.toFixed(o.uncertainty_mm < 10 ? 1 : 0)}` : "";
+    const speed = num(v.x) && num(v.y) ? Math.hypot(v.x, v.y) : null;
     const row = el("tr");
     row.append(el("td", {}, `${o.label || o.id}${o.stale ? " (stale)" : ""}`),
-               el("td", {}, p.x !== undefined ? [p.x, p.y, p.z].map((v) => v.toFixed(0)).join(", ") : "–"),
+               el("td", {}, where + radius),
+               el("td", {}, speed === null ? "–" : `${speed.toFixed(1)} (${v.x.toFixed(1)}, ${v.y.toFixed(1)})`),
+               el("td", {}, num(o.measured_age_s) ? `${o.measured_age_s.toFixed(1)} s ago` : "–"),
                el("td", {}, `${Math.round((o.confidence || 0) * 100)}%`),
                el("td", {}, Object.keys(o.pixel || {}).join(", ") || String(o.camera ?? "–")));
     return row;

@@ -163,11 +163,15 @@ class CameraTracking:
 class WorldConfig:
     """How detections become tracked objects."""
 
-    match_distance_mm: float = bounded(60.0, 0.1, 10_000.0)  # same label closer than this: one object
-    # Smoothing as a time constant: a sighting dt seconds after the last one weighs
-    # 1 - exp(-dt / smoothing_s); 0 turns smoothing off. Short enough that a box moving 10 mm/s
-    # is followed within a fraction of a millimetre at the default 2 s interval.
-    smoothing_s: float = bounded(0.25, 0.0, 3600.0)
+    # Same label closer than this to where an object is estimated to be: one object.
+    match_distance_mm: float = bounded(60.0, 0.1, 10_000.0)
+    # The constant-velocity filter (see motion.py): a detection's position noise, how hard
+    # objects accelerate between detections, how fast a newly seen object may be moving.
+    measurement_mm: float = bounded(0.5, 0.0, 1000.0)
+    acceleration_mm_s2: float = bounded(0.5, 0.0, 100_000.0)
+    max_speed_mm_s: float = bounded(20.0, 0.0, 100_000.0)
+    # Stale once the estimate's 95 % radius passes this (besides `stale_s`).
+    max_uncertainty_mm: float = bounded(100.0, 0.1, 100_000.0)
     # Unset: derived from the cameras' effective intervals and the detectors' measured latency.
     stale_s: float | None = bounded(None, 0.1, 86400.0)
     remove_s: float | None = bounded(None, 0.1, 86400.0)

@@ -7,13 +7,16 @@ shared budget (see `budget`). Frame arrival decides nothing: the worker waits un
 is due, takes the newest frame captured after that moment (so nothing stale is detected as
 fresh), and hands it to the pipeline.
 
-The worker subscribes to its camera's frames only around its turn — from `LEAD_S` before it is
-due until it has its frame — so a node encodes about one frame per camera per interval for the
-tracker, not its full frame rate.
+The worker subscribes to its camera's frames only for its turn — from the moment the camera is
+due until the first fresh frame is in hand, and lets go *before* detecting (a Gemini request
+takes seconds) — so a node encodes one frame, at most two (one captured while the
+unsubscription travels), per camera per interval for the tracker, not its full frame rate. The
+price is at most one frame interval between due and detection: the next capture after the
+subscription reaches the node.
 
-    wait_s > LEAD_S ── unsubscribed, sleep ──┐
-    wait_s <= LEAD_S ── subscribed ──────────┤
-    due ── newest fresh frame ── pipeline.process(frame, gate) ── gate.reserve() … done()
+    wait_s > 0 ── unsubscribed, sleep ──────────────────────────────┐
+    due ── subscribed ── first fresh frame ── unsubscribed ── pipeline.process(frame, gate)
+                                                               └─ gate.reserve() … done()
 
 A camera with a `partner` (the side camera, whose height is measured at the overhead camera's
 x, y) subscribes the partner's frames too around its own turn, and when due takes the two as one
@@ -38,7 +41,6 @@ from ...runtime.errors import CamfabricError
 from ...runtime.logonce import LogOnce
 from .budget import RequestBudget
 
-LEAD_S = 1.0  # subscribe this long before the camera is due
 FRESH_S = 1.0  # a frame captured longer ago than this before the camera was due is not taken
 POLL_S = 0.25  # longest sleep between two looks at the gate (another process may change it)
 PAIR_WAIT_S = 1.0  # how long a due camera waits for a synchronised set with its partner
@@ -120,9 +122,9 @@ class CameraWorker:
     def _step(self) -> None:
         wait = self.gate.wait_s()
         self.last_wait_s = wait
-        self._follow(wait <= LEAD_S)
+        self._follow(wait <= 0)
         if wait > 0:
-            self._stop.wait(min(wait - LEAD_S if wait > LEAD_S else wait, POLL_S))
+            self._stop.wait(min(wait, POLL_S))
             return
         due_ns = int(self.clock.monotonic() * 1e9)
         if self.partner is not None and self._take_pair():
@@ -132,6 +134,7 @@ class CameraWorker:
                                            captured_after_ns=due_ns - int(FRESH_S * 1e9))
         except FrameTimeout:
             return  # the camera delivers nothing fresh: nothing is sent
+        self._follow(False)  # the frame is in hand: the node need not encode another
         self._last = frame
         self._detected(lambda: self.process(frame))
 
@@ -159,6 +162,7 @@ class CameraWorker:
         if self._pairing.recovered():
             self.log.info("camera %d: frames captured together with camera %d again", self.cam,
                           self.partner)
+        self._follow(False)
         self._last_pair = pair
         self._last = pair[self.cam]
         self.pairs += 1
@@ -168,7 +172,7 @@ class CameraWorker:
         return True
 
     def _follow(self, want: bool) -> None:
-        """Subscribe to the camera's frames (and its partner's) only around its turn. The
+        """Subscribe to the camera's frames (and its partner's) only for its turn. The
         partner's worker holds a subscription of its own: subscriptions are counted."""
         if want != self.subscribed:
             self._subscribe(self.cam, want)

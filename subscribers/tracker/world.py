@@ -1,10 +1,13 @@
 """The world model: tracked objects in workspace millimetres, built from detections.
 
-An overhead detection of a label within `match_distance_mm` of a known object of that label
-updates it; otherwise it starts a new object. Smoothing is a time constant: a sighting `dt`
-seconds after the object's previous one moves it by `1 - exp(-dt / smoothing_s)` of the way
-(of the point where the marker's ray meets the table; the position is that point corrected for
-the object's height), so the lag behind a moving box is the same at any detection rate. A side
+An overhead detection of a label within `match_distance_mm` of where a known object of that
+label is estimated to be at the frame's capture time updates it; otherwise it starts a new
+object. Each object's motion is a constant-velocity Kalman filter (`motion.Motion`) on the point
+where its marker's ray meets the table; the position is that point corrected for the object's
+height. The model is published *estimated for a moment* (`snapshot(now, …)`): each object's
+`position_mm` carried along its velocity from its last detection to `now` (for at most
+`stale_s`), with its `uncertainty_mm` (a 95 % radius, growing with the time since the
+detection) and the detection itself (`measured_mm`, captured at `measured_at`). A side
 detection sets only the height (z) and the side camera's own fields of the object of its label
 whose (x, y) best explains the pixel, and never refreshes the (x, y)'s time. That (x, y) is
 the object's overhead sighting in the frame captured together with the side frame (`paired`:
@@ -13,14 +16,15 @@ measured against frames taken at the same moment; when there is no such sighting
 in time, or the overhead frame missed the object) it is where the object was at the side
 frame's capture time, interpolated between its overhead sightings — and counted
 (`heights["interpolated"]`). Each object publishes which it was (`height_at`). Objects whose (x, y)
-was not seen for `stale_s` are marked stale, and after `remove_s` removed. Detections of the
+was not seen for `stale_s`, or whose uncertainty passed `max_uncertainty_mm`, are marked stale,
+and after `remove_s` removed. Detections of the
 arm-mounted camera stay in that camera's frame: they are listed under `camera_frames`, never
 mixed into workspace millimetres.
 
 Each sighting carries two times, both passed in: `seen`, when its frame was captured on this
-host's monotonic clock (ages, smoothing, staleness and expiry use it, so a stepped wall clock
+host's monotonic clock (ages, the filter, staleness and expiry use it, so a stepped wall clock
 changes nothing), and `stamp`, the frame's capture time on the wall clock (what is published as
-`last_seen`). The model keeps no clock of its own.
+`last_seen` and `measured_at`). The model keeps no clock of its own.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...protocol.world import RADIUS_95, object_at
 from .config import WorldConfig
+from .motion import Motion
 
 TRACK_LEN = 8
 HEIGHT_ROUNDS = 3  # x, y <-> height: each round shrinks the parallax error ~c_z / z-fold
@@ -44,15 +50,16 @@ Correction = Callable[[tuple[float, float], float], tuple[float, float]]
 class TrackedObject:
     """One object of the world model (see `as_dict` for the published form).
 
-    Overhead sightings are smoothed where their rays meet the table (`plane_x`, `plane_y`);
-    the position is that point corrected for the object's height, so a height measured later
+    Overhead sightings are filtered where their rays meet the table (`motion`; `plane_x`,
+    `plane_y` its estimate at the last detection, `measured` that detection itself); the
+    position is that point corrected for the object's height, so a height measured later
     corrects every earlier sighting at once.
     """
 
     id: str
     label: str
-    plane_x: float
-    plane_y: float
+    motion: Motion
+    measured: tuple[float, float]
     z: float
     confidence: float
     camera: str
@@ -60,7 +67,6 @@ class TrackedObject:
     last_seen: float  # wall-clock capture time of the frame the (x, y) came from
     seen: float  # the same moment on the monotonic clock
     observations: int = 1
-    height_known: bool = False
     height_seen: float | None = None  # wall-clock capture time of the last height
     z_seen: float = 0.0  # the same moment on the monotonic clock
     # The (x, y) the last height was measured at, the wall-clock capture time it stands for and
@@ -74,9 +80,25 @@ class TrackedObject:
         default_factory=lambda: collections.deque(maxlen=TRACK_LEN))
 
     @property
+    def plane_x(self) -> float:
+        return self.motion.x
+
+    @property
+    def plane_y(self) -> float:
+        return self.motion.y
+
+    @property
     def xy(self) -> tuple[float, float]:
-        plane = (self.plane_x, self.plane_y)
-        return self.correct(plane, self.z) if self.correct else plane
+        """The estimate at the last detection, in workspace mm."""
+        return self.at_height((self.plane_x, self.plane_y), self.z)
+
+    def scale(self) -> float:
+        """How table-plane lengths shrink at the object's height (parallax); 1 without it."""
+        if not self.correct:
+            return 1.0
+        x0, y0 = self.correct((0.0, 0.0), self.z)
+        x1, _ = self.correct((1000.0, 0.0), self.z)
+        return abs(x1 - x0) / 1000.0
 
     def plane_sighted_at(self, seen: float) -> tuple[float, float] | None:
         """Where its ray met the table in the overhead frame captured at `seen`, if it was seen."""
@@ -97,17 +119,30 @@ class TrackedObject:
         """The (x, y) of a table point `plane` for an object `z` mm tall (parallax)."""
         return self.correct(plane, z) if self.correct else plane
 
-    def as_dict(self, stale: bool) -> dict[str, Any]:
+    def as_dict(self, now: float, config: WorldConfig, stale_s: float) -> dict[str, Any]:
+        """The object as published, estimated for `now` (monotonic)."""
         x, y = self.xy
-        return {
+        mx, my = self.at_height(self.measured, self.z)
+        k = self.scale()
+        m = self.motion
+        spread = m.spread(config)
+        for key, power in (("position_var_mm2", 2), ("covariance_mm2_s", 2), ("velocity_var_mm2_s2", 2),
+                           ("acceleration_mm_s2", 1)):
+            spread[key] = round(spread[key] * k ** power, 6)
+        at_detection = {
             "id": self.id, "label": self.label,
-            "position_mm": {"x": round(x, 2), "y": round(y, 2), "z": round(self.z, 2)},
+            "position_mm": {"x": x, "y": y, "z": round(self.z, 2)},
+            "velocity_mm_s": {"x": round(m.vx * k, 3), "y": round(m.vy * k, 3)},
+            "velocity_uncertainty_mm_s": round(RADIUS_95 * math.sqrt(max(0.0, m.vv)) * k, 3),
+            "measured_mm": {"x": round(mx, 2), "y": round(my, 2), "z": round(self.z, 2)},
+            "measured_at": self.last_seen, "measured_age_s": 0.0, "filter": spread,
             "confidence": round(self.confidence, 3), "camera": self.camera,
             "first_seen": self.first_seen, "last_seen": self.last_seen,
-            "observations": self.observations, "stale": stale, "height_seen": self.height_seen,
+            "observations": self.observations, "height_seen": self.height_seen,
             "height_at": dict(self.height_at) if self.height_at else None,
             "pixel": {cam: [round(p[0], 1), round(p[1], 1)] for cam, p in self.pixel.items()},
         }
+        return object_at(at_detection, now - self.seen, stale_s, config.max_uncertainty_mm)
 
 
 def _interpolate(track: Sequence[tuple[float, float, float]], t: float) -> tuple[float, float] | None:
@@ -173,7 +208,7 @@ class WorldModel:
 
         `track_only`: an extra look, taken only to measure heights at (the overhead frame of a
         synchronised pair): its sightings join the known objects' tracks and move nothing —
-        no smoothing step a fraction of a second after the last, no new `last_seen`, no new
+        no filter step a fraction of a second after the last, no new `last_seen`, no new
         object."""
         if track_only:
             self._add_to_tracks(sightings, seen)
@@ -185,21 +220,22 @@ class WorldModel:
                 for obj in self._objects.values():
                     if obj.label != s.label or obj.id in claimed:
                         continue
-                    d = math.hypot(s.table_xy[0] - obj.plane_x, s.table_xy[1] - obj.plane_y)
+                    px, py = obj.motion.position(seen, self.stale_s)  # where it should be now
+                    d = math.hypot(s.table_xy[0] - px, s.table_xy[1] - py)
                     if d <= best_d:
                         best, best_d = obj, d
                 if best is None:
                     best = TrackedObject(id=f"{s.label}-{next(self._ids)}", label=s.label,
-                                         plane_x=s.table_xy[0], plane_y=s.table_xy[1], z=0.0,
+                                         motion=Motion.start(s.table_xy, seen, self.config),
+                                         measured=s.table_xy, z=0.0,
                                          confidence=s.confidence, camera=camera, first_seen=stamp,
                                          last_seen=stamp, seen=seen, correct=s.correct)
                     self._objects[best.id] = best
-                elif seen >= best.seen:  # an older frame finishing late never moves an object back
-                    a = self._weight(seen - best.seen)
-                    best.plane_x += a * (s.table_xy[0] - best.plane_x)
-                    best.plane_y += a * (s.table_xy[1] - best.plane_y)
+                elif seen > best.seen:  # an older frame finishing late never moves an object back
+                    best.motion.update(s.table_xy, seen, self.config)
+                    best.measured = s.table_xy
                     best.correct = s.correct
-                    best.confidence += a * (s.confidence - best.confidence)
+                    best.confidence = s.confidence
                     best.observations += 1
                     best.last_seen, best.seen = stamp, seen
                     best.camera = camera
@@ -214,10 +250,8 @@ class WorldModel:
             claimed: set[str] = set()
             for s in sightings:
                 near = [o for o in self._objects.values() if o.label == s.label and o.id not in claimed]
-                best = min(near, default=None, key=lambda o: math.hypot(
-                    s.table_xy[0] - o.plane_x, s.table_xy[1] - o.plane_y))
-                if best is None or math.hypot(s.table_xy[0] - best.plane_x, s.table_xy[1] - best.plane_y) \
-                        > self.config.match_distance_mm:
+                best = min(near, default=None, key=lambda o: self._distance(o, s, seen))
+                if best is None or self._distance(best, s, seen) > self.config.match_distance_mm:
                     continue
                 # In time order: the pair's frame may be older than the newest sighting.
                 points = sorted([p for p in best.track if p[0] != seen] + [(seen, *s.table_xy)])
@@ -243,9 +277,7 @@ class WorldModel:
                 if best is None:
                     self.unmatched_heights += 1
                     continue
-                a = 1.0 if not best.height_known else self._weight(seen - best.z_seen)
-                best.z += a * (best_z - best.z)
-                best.height_known = True
+                best.z = best_z
                 best.height_seen, best.z_seen = stamp, seen
                 best.height_at = {k: round(v, 2) if k in ("x", "y") else v for k, v in best_at.items()}
                 self.heights["synced" if best_at["synced"] else "interpolated"] += 1
@@ -286,9 +318,12 @@ class WorldModel:
                                            "detections": list(detections)}
             self.version += 1
 
-    def _weight(self, dt: float) -> float:
-        tau = self.config.smoothing_s
-        return 1.0 if tau <= 0 else 1.0 - math.exp(-max(0.0, dt) / tau)
+    def _distance(self, obj: TrackedObject, s: PlaneSighting, seen: float) -> float:
+        px, py = obj.motion.position(seen, self.stale_s)
+        return math.hypot(s.table_xy[0] - px, s.table_xy[1] - py)
+
+    def _is_stale(self, obj: TrackedObject, now: float) -> bool:
+        return bool(obj.as_dict(now, self.config, self.stale_s)["stale"])
 
     def expire(self, now: float) -> bool:
         """Drop objects unseen for `remove_s` at `now` (monotonic); True when the model changed
@@ -297,7 +332,7 @@ class WorldModel:
             gone = [k for k, o in self._objects.items() if now - o.seen > self.remove_s]
             for key in gone:
                 del self._objects[key]
-            stale_now = {k for k, o in self._objects.items() if now - o.seen > self.stale_s}
+            stale_now = {k for k, o in self._objects.items() if self._is_stale(o, now)}
             old_frames = [c for c, f in self._camera_frames.items() if now - f["seen"] > self.remove_s]
             for cam in old_frames:
                 del self._camera_frames[cam]
@@ -308,15 +343,16 @@ class WorldModel:
             return changed
 
     def snapshot(self, now: float, wall: float) -> dict[str, Any]:
-        """The model as published on the `world` topic, at `now` (monotonic) = `wall`."""
+        """The model as published on the `world` topic, estimated for `now` (monotonic) = `wall`."""
         with self._lock:
-            objects = [o.as_dict(stale=now - o.seen > self.stale_s)
+            objects = [o.as_dict(now, self.config, self.stale_s)
                        for o in sorted(self._objects.values(), key=lambda o: o.id)]
             frames = {cam: {"frame": f["frame"], "time": f["time"], "detections": list(f["detections"]),
                             "stale": now - f["seen"] > self.stale_s}
                       for cam, f in self._camera_frames.items()}
         return {"objects": objects, "updated": wall, "frame": "workspace", "camera_frames": frames,
-                "stale_s": round(self.stale_s, 3)}
+                "stale_s": round(self.stale_s, 3),
+                "max_uncertainty_mm": self.config.max_uncertainty_mm}
 
     def __len__(self) -> int:
         return len(self._objects)

@@ -194,7 +194,7 @@ def test_any_valid_raw_frame_round_trips(cam, seq, w, h):
 def test_public_names_are_exactly_the_documented_surface():
     assert set(protocol.__all__) == {name for name in dir(protocol) if not name.startswith("_")} - {
         "delay", "demand", "endpoint", "errors", "jpeg", "link", "mailbox", "outlet", "publisher",
-        "reachability", "security", "subscriber", "sync", "wire"}
+        "reachability", "security", "subscriber", "sync", "wire", "world"}
 
 
 # -- hostile input: deep nesting, huge declared sizes, bombs --------------------------------

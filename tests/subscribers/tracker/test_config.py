@@ -43,7 +43,8 @@ def test_defaults(tmp_path):
     # today's service: a current model, the free tier's daily limit, world times derived
     assert config.gemini.model == DEFAULT_MODEL == "gemini-3.5-flash-lite"
     assert config.gemini.requests_per_day == 20
-    assert config.world.stale_s is None and config.world.smoothing_s == 0.25
+    assert config.world.stale_s is None and config.world.max_uncertainty_mm == 100.0
+    assert (config.world.measurement_mm, config.world.acceleration_mm_s2) == (0.5, 0.5)
 
 
 @pytest.mark.parametrize(("url", "ok"), [
@@ -73,10 +74,12 @@ def test_a_gemini_camera_faster_than_2_s_is_refused_naming_the_key(tmp_path):
     assert _load(tmp_path, MINIMAL + "    interval_s = 0.05\n").cameras[0].interval_s == 0.05  # aruco
 
 
-def test_the_old_per_update_smoothing_key_is_refused(tmp_path):
+@pytest.mark.parametrize("old", ["smoothing = 0.6", "smoothing_s = 0.25"])
+def test_the_old_smoothing_keys_are_refused_naming_the_filter_s(tmp_path, old):
     with pytest.raises(ConfigError) as err:
-        _load(tmp_path, MINIMAL + "[tracker.world]\nsmoothing = 0.6\n")
-    assert err.value.path == "tracker.world.smoothing" and "smoothing_s" in str(err.value)
+        _load(tmp_path, MINIMAL + f"[tracker.world]\n{old}\n")
+    assert err.value.path == "tracker.world." + old.split(" ")[0]
+    assert "measurement_mm" in str(err.value) and "acceleration_mm_s2" in str(err.value)
 
 
 @pytest.mark.parametrize(("extra", "path"), [

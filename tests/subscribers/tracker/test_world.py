@@ -1,13 +1,9 @@
-"""The world model: matching, smoothing, heights, staleness and removal, with times passed in.
+"""The world model: matching, motion, heights, staleness and removal, with times passed in.
 
 Each sighting carries its frame's capture time twice: `M0 + t` on the monotonic clock (ages,
-smoothing, expiry) and `T0 + t` on the wall clock (the published stamps)."""
+the filter, expiry) and `T0 + t` on the wall clock (the published stamps)."""
 
 from __future__ import annotations
-
-import math
-
-import pytest
 
 from camfabric.subscribers.tracker.config import WorldConfig
 from camfabric.subscribers.tracker.world import HeightSighting, PlaneSighting, WorldModel
@@ -22,7 +18,7 @@ def _at(t: float) -> tuple[float, float]:
 
 
 def _world(**kwargs) -> WorldModel:
-    return WorldModel(WorldConfig(**{"match_distance_mm": 50.0, "smoothing_s": 0.0, "stale_s": 5.0,
+    return WorldModel(WorldConfig(**{"match_distance_mm": 50.0, "measurement_mm": 0.0, "stale_s": 5.0,
                                      "remove_s": 20.0, **kwargs}))
 
 
@@ -38,7 +34,12 @@ def test_a_new_detection_becomes_an_object_with_every_published_field():
     (obj,) = model["objects"]
     assert obj["label"] == "cup" and obj["position_mm"] == {"x": 100.0, "y": 50.0, "z": 0.0}
     assert set(obj) == {"id", "label", "position_mm", "confidence", "camera", "first_seen", "last_seen",
-                        "observations", "stale", "pixel", "height_seen", "height_at"}
+                        "observations", "stale", "pixel", "height_seen", "height_at", "velocity_mm_s",
+                        "velocity_uncertainty_mm_s", "uncertainty_mm", "measured_mm", "measured_at",
+                        "measured_age_s", "filter"}
+    assert obj["measured_mm"] == obj["position_mm"] and obj["measured_at"] == T0
+    assert obj["measured_age_s"] == 1.0 and obj["velocity_mm_s"] == {"x": 0.0, "y": 0.0}
+    assert obj["uncertainty_mm"] > 0 and model["max_uncertainty_mm"] == 100.0
     assert obj["height_seen"] is None and obj["height_at"] is None
     assert obj["camera"] == "0" and obj["pixel"] == {"0": [10.0, 20.0]}
     assert obj["first_seen"] == obj["last_seen"] == T0 and obj["observations"] == 1 and not obj["stale"]
@@ -50,25 +51,8 @@ def test_nearby_detections_of_a_label_update_one_object_smoothly():
     world.observe_plane("0", [_seen("cup", 110.0, 50.0)], *_at(2))
     world.observe_plane("0", [_seen("cup", 110.0, 50.0)], *_at(4))
     (obj,) = world.snapshot(*_at(4))["objects"]
-    assert obj["position_mm"]["x"] == 110.0  # smoothing off: the newest sighting
+    assert obj["position_mm"]["x"] == 110.0  # no measurement noise: the newest sighting
     assert obj["observations"] == 3 and obj["last_seen"] == T0 + 4 and obj["first_seen"] == T0
-
-
-def test_smoothing_is_a_time_constant_not_a_per_update_weight():
-    """After a box jumps 100 mm, the position has covered 1 - exp(-t / smoothing_s) of the jump
-    t seconds later, whether sightings come every 0.5 s or every 2 s."""
-    moved = {}
-    for every in (0.5, 2.0):
-        world = _world(smoothing_s=1.0, match_distance_mm=500.0)
-        world.observe_plane("0", [_seen("cup", 0.0, 50.0)], *_at(0))
-        t = every
-        while t <= 4.0 + 1e-9:
-            world.observe_plane("0", [_seen("cup", 100.0, 50.0)], *_at(t))
-            t += every
-        (obj,) = world.snapshot(*_at(4))["objects"]
-        moved[every] = obj["position_mm"]["x"]
-    assert moved[0.5] == pytest.approx(moved[2.0], abs=0.02)
-    assert moved[2.0] == pytest.approx(100 * (1 - math.exp(-4.0)), abs=0.02)
 
 
 def test_a_frame_older_than_the_last_sighting_never_moves_an_object_back():
@@ -105,7 +89,7 @@ def test_heights_from_the_side_go_to_the_object_that_explains_the_pixel():
     world.observe_heights("2", [HeightSighting("cup", (500.0, 100.0), lambda x, y: (50.0, abs(x - 300)))],
                           *_at(2))
     objects = {o["position_mm"]["x"]: o for o in world.snapshot(*_at(2))["objects"]}
-    assert objects[300.0]["position_mm"]["z"] == 50.0  # smoothing off: the newest height
+    assert objects[300.0]["position_mm"]["z"] == 50.0  # the newest height
     # a side sighting changes only z and its own fields: not the (x, y)'s time, camera or count
     obj = objects[300.0]
     assert obj["last_seen"] == T0 and obj["camera"] == "0" and obj["observations"] == 1
@@ -163,7 +147,7 @@ def test_a_first_height_puts_its_place_at_that_height_parallax_and_all():
     def towards_camera(xy, z):
         return xy[0] * (1 - z / 200), xy[1]
 
-    world = WorldModel(WorldConfig(match_distance_mm=500, smoothing_s=0.0))
+    world = WorldModel(WorldConfig(match_distance_mm=500, measurement_mm=0.0))
     world.observe_plane("0", [PlaneSighting("cup", (100.0, 0.0), (0, 0), 1.0, towards_camera)], *_at(0))
     world.observe_heights("2", [HeightSighting("cup", (0.0, 0.0), lambda x, y: (50.0, abs(x - 75)))],
                           *_at(0), paired=_at(0))
@@ -182,7 +166,7 @@ def test_parallax_correction_uses_the_known_height():
     def halve_towards_origin(xy, z):
         return (xy[0] / 2, xy[1] / 2) if z else xy
 
-    world = WorldModel(WorldConfig(match_distance_mm=500, smoothing_s=0.0))
+    world = WorldModel(WorldConfig(match_distance_mm=500, measurement_mm=0.0))
     sighting = PlaneSighting("cup", (100.0, 50.0), (0, 0), 1.0, halve_towards_origin)
     world.observe_plane("0", [sighting], *_at(0))
     world.observe_heights("2", [HeightSighting("cup", (0.0, 0.0), lambda x, y: (40.0, 0.0))], *_at(0))
