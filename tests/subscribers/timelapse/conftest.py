@@ -77,6 +77,12 @@ def rendered(service: TimelapseService, count: int = 1) -> list[dict[str, Any]]:
                     f"{count} render(s)")
 
 
+def taken(service: TimelapseService) -> int:
+    """Frames stored for the print being recorded now (-1 while none is)."""
+    recording = service.recording
+    return recording.taken if recording is not None else -1
+
+
 def manifest(service: TimelapseService, entry: dict[str, Any]) -> list[dict[str, Any]]:
     path = service.frames_root / f"{entry['print_id']}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
