@@ -40,6 +40,10 @@ CALL_TIMEOUT_S = 5.0
 KLIPPY_POLL_S = 2.0  # introduction.md: re-request server.info every 2 s while Klippy starts
 
 log = logging.getLogger(__name__)
+# The websocket library logs every frame at DEBUG, identify's api_key included: its logger for
+# this link never goes below INFO, so `--log-level DEBUG` cannot put the key in a log.
+wire_log = logging.getLogger(__name__ + ".websocket")
+wire_log.setLevel(logging.INFO)
 
 
 class MoonrakerError(CamfabricError):
@@ -126,7 +130,8 @@ class MoonrakerLink:
     def _session(self) -> None:
         try:
             ws = connect(self.url, open_timeout=self.open_timeout_s, close_timeout=1.0, proxy=None,
-                         max_size=2**22, user_agent_header=f"camfabric/{__version__}")
+                         max_size=2**22, user_agent_header=f"camfabric/{__version__}",
+                         logger=wire_log)
         except InvalidURI as exc:
             raise MoonrakerError(f"not a websocket URL: {exc}") from exc
         except InvalidHandshake as exc:

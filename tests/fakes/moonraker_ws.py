@@ -72,7 +72,9 @@ class FakeMoonrakerWS:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> FakeMoonrakerWS:
-        self._server = serve(self._handle, "127.0.0.1", self.port, compression=None)
+        # A short close_timeout: a connection the test killed has nobody left to finish the close
+        # handshake with, and loopback answers in microseconds when somebody is there.
+        self._server = serve(self._handle, "127.0.0.1", self.port, compression=None, close_timeout=0.5)
         self.port = self._server.socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-moonraker",

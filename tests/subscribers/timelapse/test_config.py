@@ -3,6 +3,7 @@ the key, before anything starts; a good file says what it will do."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,17 @@ from camfabric import cli
 from camfabric.runtime.errors import ConfigError
 from camfabric.subscribers.timelapse.config import TimelapseConfig, load_timelapse_config
 from tests.conftest import PYTHON, REPO
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """`cli.main` sets up logging for a process (a handler on this test's captured stderr); the
+    tests after this one must not log into that closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def write(tmp_path: Path, body: str) -> Path:
