@@ -89,11 +89,13 @@ class FakeMoonrakerWS:
         with self._lock:
             clients = list(self._clients)
         for connection in clients:
-            try:  # no close frame: a killed process sends none, the kernel only ends the TCP
+            # No close frame: a killed process sends none, the kernel only ends the TCP. Shut
+            # down, not closed: the connection's reader sees the end and closes the socket
+            # itself (a descriptor closed under its poller would leave it waiting).
+            try:
                 connection.socket.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass  # already gone
-            connection.socket.close()
         self._server.shutdown()
         if self._thread is not None:
             self._thread.join(2)
