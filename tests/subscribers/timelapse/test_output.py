@@ -104,3 +104,23 @@ def test_old_frame_folders_and_a_crash_leftovers_are_removed_at_start(node, moon
     assert not partial.exists()
     assert clean_old(root, 0.0, keep={"recent_print"}, now=time.time() + 1) == []
     assert clean_old(root, 0.0, now=time.time() + 1) == ["recent_print"]
+
+
+def test_with_pyav_the_video_is_h264_and_without_it_h264_is_a_clear_error(tmp_path):
+    import shutil
+    import subprocess
+
+    from camfabric.subscribers.timelapse.render import have_pyav
+
+    paths = frames(tmp_path, 12, size=(161, 121))  # odd sizes: H.264 wants them even
+    if not have_pyav():
+        with pytest.raises(RenderError, match="PyAV"):
+            render(paths, tmp_path / "h.mp4", fps=12, codec="h264")
+        pytest.skip("PyAV is not installed (the optional `timelapse` extra): the mp4v path is used")
+    video = render(paths, tmp_path / "h.mp4", fps=12, codec="auto")
+    assert video.encoder == "h264" and video_frames(video.path) == 12
+    if shutil.which("ffprobe"):
+        codec = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                                "stream=codec_name,width,height", "-of", "csv=p=0", str(video.path)],
+                               capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+        assert codec == "h264,160,120"
