@@ -316,10 +316,9 @@ class TimelapseService:
         which the gateway shows in that camera's /status health."""
         with self._lock:
             recording = self.recording
-            state = "idle"
-            if recording is not None:
-                state = recording.state if self.triggers.state != "paused" or recording.state != \
-                    "recording" else "paused"
+            state = recording.state if recording is not None else "idle"
+            if state == "recording" and self.triggers.state == "paused":
+                state = "paused"
             camera = {
                 "state": state,
                 "mode": self.config.mode,
@@ -330,6 +329,7 @@ class TimelapseService:
                 "last_error": self.last_error,
                 "moonraker": self._moonraker_state(),
                 "last_render": self.renders[0] if self.renders else None,
+                "renders": list(self.renders),  # newest first; the dashboard lists them
             }
             return {
                 "cameras": {str(self.config.camera): camera},

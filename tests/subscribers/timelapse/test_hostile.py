@@ -170,6 +170,7 @@ def test_the_gateway_status_shows_the_timelapse_for_its_camera(node, moonraker, 
         done = wait_for(lambda: (s := shown()) and s["state"] == "idle" and s["last_render"] and s,
                         20, "the render in /status")
         assert done["last_render"]["ok"] and done["last_render"]["video"].endswith(".mp4")
+        assert done["renders"] == [done["last_render"]]  # what the dashboard lists
 
 
 def test_moonraker_unreachable_at_start_is_retried_until_it_answers(node, make_service):
