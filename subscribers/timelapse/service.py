@@ -112,7 +112,8 @@ class TimelapseService:
             frame_timeout_s=self.config.frame_timeout_s, on_frame=self._on_frame,
             on_skip=self._on_skip, on_end=self._on_end, clock=self.clock).start()
         self.link = MoonrakerLink(self.config.websocket_url, self, api_key=self.api_key,
-                                  backoff=Backoff(base_s=0.2, cap_s=self.config.reconnect_max_s),
+                                  backoff=Backoff(base_s=min(0.2, self.config.reconnect_max_s),
+                                                  cap_s=self.config.reconnect_max_s),
                                   clock=self.clock).start()
         for target, name in ((self._tick, "timelapse-tick"), (self._render_loop, "timelapse-render"),
                              (self._publish_status, "timelapse-status")):
