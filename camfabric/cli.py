@@ -29,6 +29,8 @@ SUBCOMMANDS = {
     "prusa-connect": ("camfabric.subscribers.prusa_connect.main", "upload camera snapshots to Prusa Connect"),
     "tracker": ("camfabric.subscribers.tracker.main",
                 "track objects on the workspace (ArUco or Gemini) and publish the world model"),
+    "timelapse": ("camfabric.subscribers.timelapse.main",
+                  "record print timelapses: a frame per layer (or every N s) from Moonraker's print state"),
     "proxy": ("camfabric.proxy", "forward many nodes' fabric through one endpoint"),
     "keys": ("camfabric.keys",
              "write a CURVE key pair (for a node beyond loopback, or one of its clients), or check one"),

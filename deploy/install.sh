@@ -83,7 +83,7 @@ fi
 
 say "done. Edit $CONF_DIR/camfabric.toml, then for example:"
 say "  systemctl enable --now camfabric-node camfabric-gateway"
-say "  (camfabric-prusa-connect and camfabric-tracker when configured)"
+say "  (camfabric-prusa-connect, camfabric-tracker and camfabric-timelapse when configured)"
 if grep -q '^\[prusa_connect\]' "$CONF_DIR/camfabric.toml"; then
     say "Prusa Connect: put PRUSA_CONNECT_TOKEN=<20 letters and digits> in $CONF_DIR/secrets.env"
 fi

@@ -1,6 +1,6 @@
 """TOML configuration, validated into typed dataclasses before anything starts.
 
-Every process reads one section of a TOML file (`[node]`, `[gateway]`, `[prusa_connect]`,
+Every process reads one section of a TOML file (`[node]`, `[gateway]`, `[prusa_connect]`, `[timelapse]`,
 `[tracker]`, `[proxy]`) into its own frozen dataclass with `load_section`. The loader walks
 the dataclass's type hints, so the dataclass *is* the schema:
 
@@ -35,7 +35,7 @@ else:  # Python 3.10: the same parser, as the tomli package
 
 T = TypeVar("T")
 
-SECTIONS = frozenset({"node", "gateway", "prusa_connect", "tracker", "proxy", "demo"})
+SECTIONS = frozenset({"node", "gateway", "prusa_connect", "tracker", "timelapse", "proxy", "demo"})
 
 
 def bounded(default: Any = dataclasses.MISSING, lo: float | None = None, hi: float | None = None,

@@ -244,6 +244,27 @@ function showWorld() {
   }));
 }
 
+function showTimelapses(status) {
+  // The timelapse service's last renders, as /status carries them under health.timelapse.
+  const renders = [];
+  for (const [id, s] of Object.entries(status)) {
+    const timelapse = (s.health && s.health.timelapse) || {};
+    for (const r of timelapse.renders || []) renders.push({ ...r, camera: id });
+  }
+  renders.sort((a, b) => (b.finished || 0) - (a.finished || 0));
+  const section = document.getElementById("timelapses");
+  section.hidden = renders.length === 0;
+  section.querySelector("tbody").replaceChildren(...renders.map((r) => {
+    const row = el("tr");
+    const when = r.finished ? new Date(r.finished * 1000).toLocaleString() : "–";
+    const video = r.ok ? `${r.video} (${r.seconds} s)` : `not rendered: ${r.error || "unknown error"}`;
+    row.append(el("td", {}, when), el("td", {}, String(r.print || r.print_id || "–")),
+               el("td", {}, r.camera), el("td", {}, `${r.frames_taken} (${r.frames_skipped})`),
+               el("td", {}, video));
+    return row;
+  }));
+}
+
 async function refresh() {
   try {
     const [cameras, status, model] = await Promise.all(
@@ -262,6 +283,7 @@ async function refresh() {
       showCamera(t, s);
     }
     showWorld();
+    showTimelapses(status);
     const objects = (world.objects || []).length;
     document.getElementById("summary").textContent =
       `${up}/${tiles.size} cameras live · ${objects} object${objects === 1 ? "" : "s"} in the world model`;
