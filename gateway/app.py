@@ -39,13 +39,15 @@ from .cache import FrameCache
 from .config import GatewayConfig, Network
 from .metrics import GatewayMetrics, MetricsResource, RequestCounter
 from .mjpeg import FanoutRegistry, StreamSlots, StreamStats
+from .whep import WebRtc, WhepResource, WhepSessionResource
 
 log = logging.getLogger(__name__)
 
 # Every X-* header an answer may carry, plus Retry-After: what a page on another origin reads.
 EXPOSED_HEADERS = ("X-Frame-Age-Ms", "X-Timestamp", "X-Frame-Width", "X-Frame-Height",
-                   "X-Frame-Channels", "X-Frame-Dtype", "Retry-After")
-ALLOWED_METHODS = "GET, HEAD, OPTIONS"
+                   "X-Frame-Channels", "X-Frame-Dtype", "Retry-After",
+                   "Location", "ETag", "Link", "Accept-Patch")  # WHEP's, read by the player
+ALLOWED_METHODS = "GET, HEAD, OPTIONS, POST, PATCH, DELETE"  # the last three: WHEP only
 PREFLIGHT_MAX_AGE_S = 600
 READ_PARAMS = ("action", "cam", "format")
 JS_SAFE_INT = 2**53
@@ -211,4 +213,7 @@ def create_app(
     app.add_route("/metrics", MetricsResource(metrics))
     app.add_route("/static/{name}", r.StaticResource())
     app.add_route("/favicon.ico", r.StaticResource("favicon.svg"))
+    webrtc = WebRtc(cache, stopping)
+    app.add_route("/webrtc/{cam_id}/whep", WhepResource(webrtc))
+    app.add_route("/webrtc/{cam_id}/whep/{session_id}", WhepSessionResource(webrtc))
     return app

@@ -65,13 +65,14 @@ log = logging.getLogger(__name__)
 OUTBUF_HIGH_WATERMARK = 256 * 1024
 SEND_BUFFER_BYTES = 256 * 1024
 BACKLOG = 1024
-# An API that only serves GET (and HEAD, OPTIONS): a request head must be whole within
-# HEADER_TIMEOUT_S of its first byte and fit MAX_HEADER_BYTES; a body beyond MAX_BODY_BYTES is
+# An API that serves GET (and HEAD, OPTIONS), and takes only WHEP's SDP offers as bodies: a request
+# head must be whole within HEADER_TIMEOUT_S of its first byte and fit MAX_HEADER_BYTES; a body
+# beyond MAX_BODY_BYTES (a browser's offer is a few KiB) is
 # refused (413) without being read; a connection with no request running and nothing sent or
 # received for IDLE_TIMEOUT_S is closed; CLEANUP_INTERVAL_S is how often that is checked.
 HEADER_TIMEOUT_S = 5.0
 MAX_HEADER_BYTES = 16 * 1024
-MAX_BODY_BYTES = 1024
+MAX_BODY_BYTES = 32 * 1024
 IDLE_TIMEOUT_S = 15
 CLEANUP_INTERVAL_S = 1
 # Open connections per worker, bounded further by the descriptors the process may open (an
