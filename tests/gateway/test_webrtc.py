@@ -156,3 +156,16 @@ def test_a_patch_with_a_stale_etag_is_412(node, gateway):
     assert seen.delete.status_code == 200
     again = requests.delete(seen.location, timeout=5)
     assert again.status_code == 404
+
+
+def test_every_request_of_a_session_works_whichever_worker_takes_it(node, gateway):
+    # Two gateway processes' worth of WebRTC: the POST reaches one, the PATCH and DELETE the
+    # other, which relays them to the owner of the session.
+    with Gateway(GatewayConfig(port=0, subscribe=(node.endpoint,))) as other:
+        seen = asyncio.run(view(gateway.url + "webrtc/0", seconds=1.0, session_via=other.url))
+        assert seen.location.startswith(other.url)
+        assert seen.post.status_code == 201 and seen.patch.status_code == 204, seen.patch.text
+        assert set(seen.sizes) == {(W, H)}
+        assert seen.delete.status_code == 200, seen.delete.text
+        assert requests.delete(seen.location, timeout=5).status_code == 404
+        assert node.publisher.wait_for_no_subscriber(H264, timeout=RELEASE_AFTER_S + 3)

@@ -66,9 +66,10 @@ def split_candidates(sdp: str) -> tuple[str, str]:
 
 
 async def view(stream_url: str, seconds: float, *, delete: bool = True, keep_pictures: bool = False,
-               on_playing=None) -> Viewing:
+               on_playing=None, session_via: str | None = None) -> Viewing:
     """Watch `stream_url` (e.g. http://127.0.0.1:8081/webrtc/0) for `seconds` after the first
-    picture (or until `seconds` pass with none)."""
+    picture (or until `seconds` pass with none). `session_via` sends the PATCH and DELETE to
+    another server (another gateway worker) instead of the one that answered the POST."""
     seen = Viewing()
     whep = stream_url.rstrip("/") + "/whep"
     seen.options = await asyncio.to_thread(requests.options, whep, timeout=5)
@@ -107,7 +108,7 @@ async def view(stream_url: str, seconds: float, *, delete: bool = True, keep_pic
     if seen.post.status_code != 201:
         await pc.close()
         return seen
-    seen.location = urljoin(whep, seen.post.headers["Location"])
+    seen.location = urljoin(session_via or whep, seen.post.headers["Location"])
     seen.patch = await asyncio.to_thread(
         requests.patch, seen.location, data=fragment.encode(), timeout=5,
         headers={"Content-Type": "application/trickle-ice-sdpfrag",
