@@ -180,7 +180,8 @@ def create_app(
     config = config or GatewayConfig()
     stopping = stopping or threading.Event()
     stats = stats or FanoutRegistry.of(cache).stats  # one per cache: every stream counted once
-    metrics = GatewayMetrics(cache, stats, stopping=stopping)
+    webrtc = WebRtc(cache, stopping)
+    metrics = GatewayMetrics(cache, stats, stopping=stopping, webrtc=webrtc.viewers)
     middleware: list[Any] = [Cors(), RequestCounter(metrics)]
     if not config.loopback_only:
         middleware.append(AllowFrom(config.networks))
@@ -213,7 +214,6 @@ def create_app(
     app.add_route("/metrics", MetricsResource(metrics))
     app.add_route("/static/{name}", r.StaticResource())
     app.add_route("/favicon.ico", r.StaticResource("favicon.svg"))
-    webrtc = WebRtc(cache, stopping)
     app.add_route("/webrtc/{cam_id}/whep", WhepResource(webrtc))
     app.add_route("/webrtc/{cam_id}/whep/{session_id}", WhepSessionResource(webrtc))
     return app

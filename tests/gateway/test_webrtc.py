@@ -52,7 +52,13 @@ def h264_encodes(node: CaptureNode) -> int:
 
 def test_a_mainsail_style_viewer_plays_the_camera_at_its_rate_and_size(node, gateway):
     assert h264_encodes(node) == 0, "no viewer yet: no H.264 encode"
-    seen = asyncio.run(view(gateway.url + "webrtc/0", seconds=3.0))
+    scrapes = []
+
+    def scrape(seen) -> None:
+        time.sleep(0.5)
+        scrapes.append(requests.get(gateway.url + "metrics", timeout=5).text)
+
+    seen = asyncio.run(view(gateway.url + "webrtc/0", seconds=3.0, on_playing=scrape))
 
     assert seen.options.status_code in (200, 204)
     assert "Link" not in seen.options.headers, "no ICE servers unless configured (no STUN)"
@@ -72,6 +78,12 @@ def test_a_mainsail_style_viewer_plays_the_camera_at_its_rate_and_size(node, gat
     # Decoded at the source's rate: within a tenth of it (pictures are timed on arrival).
     assert seen.rate() == pytest.approx(FPS, rel=0.1)
     assert seen.delete.status_code == 200
+    assert 'camfabric_webrtc_viewers{camera="0"} 1.0' in scrapes[0]
+    sent = [line for line in scrapes[0].splitlines()
+            if line.startswith('camfabric_webrtc_bytes_sent_total{camera="0"}')]
+    assert sent and float(sent[0].split()[-1]) > 0
+    after_delete = requests.get(gateway.url + "metrics", timeout=5).text
+    assert 'camfabric_webrtc_viewers{camera="0"} 0.0' in after_delete
     # Leaving: the gateway releases the camera's H.264 and the node stops encoding it.
     assert node.publisher.wait_for_no_subscriber(H264, timeout=RELEASE_AFTER_S + 3)
     after = h264_encodes(node)
