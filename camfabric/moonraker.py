@@ -15,7 +15,9 @@ alone and reported, anything else is added — so running it twice leaves one en
 
 URLs are mjpg-streamer's `?action=stream|snapshot` with `cam=N`: the one scheme every frontend
 reads, and the one whose stream URL survives MobileRaker rewriting `action=stream` into
-`action=snapshot`. With `--path-prefix` they are relative (`/webcam2/?action=…`), served
+`action=snapshot`. With `--service webrtc-mediamtx` the stream URL is the gateway's WHEP
+base, `/webrtc/N` (H.264 over WebRTC at a fraction of MJPEG's bandwidth), and the snapshot
+stays mjpg-streamer's. With `--path-prefix` they are relative (`/webcam2/?action=…`), served
 through the web UI's own nginx, so HTTPS, remote access and tunnels keep working.
 """
 
@@ -54,6 +56,9 @@ See docs/klipper.md.
 
 API_KEY_ENV = "MOONRAKER_API_KEY"
 DEFAULT_SERVICE = "mjpegstreamer-adaptive"
+# Mainsail's and Fluidd's WebRTC player for MediaMTX-style WHEP: its stream_url is the base the
+# player appends `/whep` to (the gateway's /webrtc/{id}, which needs the webrtc extra).
+WEBRTC_SERVICE = "webrtc-mediamtx"
 DEFAULT_FPS = 15
 TIMEOUT_S = 5.0
 
@@ -119,7 +124,8 @@ def webcams(cameras: dict[str, Any], status: dict[str, Any], *, base: str, path_
         target = round(fps) if isinstance(fps, int | float) and fps >= 1 else DEFAULT_FPS
         result.append(Webcam(
             name=name, service=service, target_fps=int(target),
-            stream_url=f"{prefix}?action=stream&cam={cam}",
+            stream_url=f"{prefix}webrtc/{cam}" if service == WEBRTC_SERVICE
+            else f"{prefix}?action=stream&cam={cam}",
             snapshot_url=f"{prefix}?action=snapshot&cam={cam}",
             aspect_ratio=aspect_ratio(int(width or 0), int(height or 0))))
     return result
@@ -199,7 +205,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path-prefix", metavar="PATH",
                         help="serve through the web UI's nginx at this path, e.g. /webcam2/")
     parser.add_argument("--service", default=DEFAULT_SERVICE,
-                        help=f"Moonraker webcam service (default: {DEFAULT_SERVICE})")
+                        help=f"Moonraker webcam service (default: {DEFAULT_SERVICE}); "
+                        f"{WEBRTC_SERVICE} gives WebRTC stream URLs (/webrtc/N)")
     parser.add_argument("--register", metavar="MOONRAKER_URL",
                         help="register the webcams in Moonraker (e.g. http://127.0.0.1:7125)")
 
