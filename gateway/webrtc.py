@@ -12,11 +12,13 @@ viewers of one camera cost the node one encode. The camera's H.264 is subscribed
 subscriber of its own, so the JPEG cache never sees it) while it has a viewer, and released
 a second after the last one leaves.
 
-A viewer starts at a keyframe. When it joins a stream that is already running, or when an
-access unit was lost on the way (a sequence gap), the gateway asks the node for a keyframe at
-once by subscribing the topic again (the node forces one for every subscription it sees) and
-holds the viewer's video until it comes; a viewer too slow to take its packets is cut back
-to the next keyframe, never handed a queue. Drops are counted.
+A viewer starts at a keyframe. The first viewer of a camera gets one at once (the node forces
+a keyframe for a new subscription); one joining a stream already running, or every viewer
+after an access unit was lost on the way (a sequence gap), waits for the next keyframe, at
+most one GOP (a second). (Asking the node again by a second subscription from the same socket
+would upset its count of subscribers: ZeroMQ passes the duplicate subscribe on, but only one
+unsubscribe.) A viewer too slow to take its packets is cut back to the next keyframe, never
+handed a queue. Drops are counted.
 
 Only video is sent: the audio m-line of an offer (Mainsail and Fluidd offer sendrecv audio and
 video) is answered inactive. ICE uses host candidates only, no STUN unless configured, so it
@@ -39,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import topics, wire
+from ..protocol import wire
 from ..protocol.subscriber import Subscriber
 from ..runtime.errors import CamfabricError
 from ..runtime.logonce import LogOnce
@@ -68,7 +70,6 @@ TIME_BASE = fractions.Fraction(1, CLOCK_RATE)
 CONNECT_TIMEOUT_S = 15.0  # a session whose ICE has not connected by then is dropped
 CONSENT_INTERVAL_S = 1.0  # ICE consent check period (RFC 7675 says 5 s; a viewer gone is
 CONSENT_FAILURES = 4      # noticed after this many unanswered checks)
-KEYFRAME_REQUEST_INTERVAL_S = 0.5
 RELEASE_AFTER_S = 1.0  # the camera's H.264 stays subscribed this long after its last viewer
 VIEWER_QUEUE = 30  # access units a viewer may be behind before it is cut back to a keyframe
 CALL_TIMEOUT_S = 10.0
@@ -134,7 +135,6 @@ class FabricVideoTrack(MediaStreamTrack):
             self.dropped += len(self._queue)
             self._queue.clear()
             self.waiting_for_key = True
-            self.feed.request_keyframe()
             if not frame.key:
                 return
         self.waiting_for_key = False
@@ -190,19 +190,17 @@ class CameraFeed:
     gaps: int = 0
     bytes_sent: int = 0
     _hold: contextlib.ExitStack | None = None
-    _asked_at: float = 0.0
 
     def on_frame(self, frame: wire.Frame) -> None:
         """One access unit from the fabric (on the event loop)."""
-        if not self.node or (frame.key and frame.node != self.node and not self.last_seq):
-            self.node = frame.node
+        if not self.node:
+            self.node = frame.node  # the camera's owner from now until its last viewer leaves
         if frame.node != self.node:
             return  # a second node claiming this camera: never mix two streams
         if self.last_seq and frame.seq != self.last_seq + 1 and not frame.key:
             self.gaps += 1
             for track in self.tracks:
                 track.waiting_for_key = True
-            self.request_keyframe()
         self.last_seq = frame.seq
         for track in list(self.tracks):
             track.push(frame)
@@ -211,8 +209,6 @@ class CameraFeed:
         if self._hold is None:
             self._hold = contextlib.ExitStack()
             self._hold.enter_context(self.peers.subscriber.watching(self.cam, "h264"))
-        elif self.tracks:
-            self.request_keyframe()  # a stream already running: start the joiner now
         self.tracks.add(track)
 
     def remove(self, track: FabricVideoTrack) -> None:
@@ -222,17 +218,6 @@ class CameraFeed:
             self._hold = None
             self.last_seq = 0
             self.node = ""
-
-    def request_keyframe(self) -> None:
-        now = time.monotonic()
-        if now - self._asked_at < KEYFRAME_REQUEST_INTERVAL_S:
-            return
-        self._asked_at = now
-        topic = topics.frame(self.cam, "h264")
-        # A second subscription to the same topic reaches the node (it sees every one) and
-        # the matching unsubscription does not (the socket still holds the first).
-        self.peers.subscriber.subscribe(topic)
-        self.peers.subscriber.unsubscribe(topic)
 
 
 @dataclass

@@ -118,6 +118,8 @@ def test_ten_viewers_of_one_camera_cost_one_encode(node, gateway):
     assert all(v.post.status_code == 201 and v.sizes for v in views)
     # One encode per capture while anyone watches, however many watch.
     assert h264_encodes(node) <= captures + 1
+    # And when they have all left, none.
+    assert node.publisher.wait_for_no_subscriber(H264, timeout=RELEASE_AFTER_S + 3)
 
 
 def post(gateway, path: str, body: bytes, content_type: str = "application/sdp") -> requests.Response:

@@ -66,10 +66,11 @@ def split_candidates(sdp: str) -> tuple[str, str]:
 
 
 async def view(stream_url: str, seconds: float, *, delete: bool = True, keep_pictures: bool = False,
-               on_playing=None, session_via: str | None = None) -> Viewing:
+               on_playing=None, session_via: str | None = None, on_picture=None) -> Viewing:
     """Watch `stream_url` (e.g. http://127.0.0.1:8081/webrtc/0) for `seconds` after the first
     picture (or until `seconds` pass with none). `session_via` sends the PATCH and DELETE to
-    another server (another gateway worker) instead of the one that answered the POST."""
+    another server (another gateway worker) instead of the one that answered the POST.
+    `on_picture(picture)` is called with each decoded `av.VideoFrame` as it arrives."""
     seen = Viewing()
     whep = stream_url.rstrip("/") + "/whep"
     seen.options = await asyncio.to_thread(requests.options, whep, timeout=5)
@@ -96,6 +97,8 @@ async def view(stream_url: str, seconds: float, *, delete: bool = True, keep_pic
                     playing.set()
                 seen.sizes.append((picture.width, picture.height))
                 seen.times.append(now)
+                if on_picture is not None:
+                    on_picture(picture)
                 if keep_pictures:
                     seen.pictures.append((now, picture.to_ndarray(format="bgr24")))
 
