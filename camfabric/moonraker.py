@@ -15,7 +15,9 @@ alone and reported, anything else is added — so running it twice leaves one en
 
 URLs are mjpg-streamer's `?action=stream|snapshot` with `cam=N`: the one scheme every frontend
 reads, and the one whose stream URL survives MobileRaker rewriting `action=stream` into
-`action=snapshot`. With `--path-prefix` they are relative (`/webcam2/?action=…`), served
+`action=snapshot`. With `--service webrtc-mediamtx` the stream URL is the gateway's WHEP
+base, `/webrtc/N` (H.264 over WebRTC at a fraction of MJPEG's bandwidth), and the snapshot
+stays mjpg-streamer's. With `--path-prefix` they are relative (`/webcam2/?action=…`), served
 through the web UI's own nginx, so HTTPS, remote access and tunnels keep working.
 """
 

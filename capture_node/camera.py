@@ -4,7 +4,9 @@ Each capture gets the next `seq` and is kept as a `Shot`, which produces its enc
 and at most once: the JPEG is the source's own bytes passed through untouched when the source
 delivers JPEG and no rotation/flip applies, otherwise one encode; the raw `bgr8`/`gray8`
 picture is decoded or converted only when someone wants it. Nothing is produced for a topic
-nobody subscribes to.
+nobody subscribes to. H.264 (`h264.H264Encoder`) is a stream, not a per-shot product: the
+loop feeds every capture to one encoder while someone subscribes, closes it when nobody does,
+and answers a new subscriber with a forced keyframe instead of a replayed picture.
 
 A source that fails to open or dies mid-read is closed and opened again after a capped
 exponential backoff (reset by the next good frame). The failure shows in the camera's health
@@ -27,7 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..protocol import topics
+from ..protocol import topics, wire
 from ..protocol.errors import ProtocolError
 from ..protocol.jpeg import decode_jpeg, encode_jpeg, is_complete_jpeg
 from ..protocol.publisher import Publisher
@@ -37,6 +39,7 @@ from ..runtime.errors import CamfabricError
 from ..runtime.logonce import LogOnce
 from .config import CameraConfig
 from .errors import SourceError
+from .h264 import H264Encoder
 from .source import Capture, ProbeReport, Source
 from .transform import Transform
 
@@ -49,7 +52,7 @@ class Counters:
     """What a camera's thread did, for its health: the CPU-relevant work counted one by one."""
 
     NAMES = ("frames", "errors", "retries", "encodes", "decodes", "conversions", "transforms",
-             "passthrough", "publish_failed")
+             "passthrough", "publish_failed", "h264_encodes")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -159,6 +162,7 @@ class CaptureLoop:
         self.log = log or logging.getLogger(__name__)
         self.transform = Transform(camera.rotation, camera.flip)
         self.counters = Counters()
+        self.video = H264Encoder(camera.fps, log=self.log)
         self.topics = {enc: topics.frame(camera.id, enc) for enc in topics.ENCODINGS}
         self.read_timeout = max(2.0, 3.0 / camera.fps)
         self.connected = False
@@ -241,7 +245,9 @@ class CaptureLoop:
             return 0
         sent = 0
         for encoding, topic in self.topics.items():
-            if topic.startswith(prefix) and self._published_seq.get(encoding) != shot.seq:
+            if topic.startswith(prefix) and encoding in topics.VIDEO_ENCODINGS:
+                self.video.force_keyframe()  # the next capture starts the joiner's stream
+            elif topic.startswith(prefix) and self._published_seq.get(encoding) != shot.seq:
                 sent += self._publish(shot, encoding)
         return sent
 
@@ -344,7 +350,9 @@ class CaptureLoop:
         shot = Shot(self._seq, capture, self.transform, self.jpeg_quality, self.counters)
         self._latest = shot
         for encoding, topic in self.topics.items():
-            if self.publisher.wants(topic):
+            if encoding in topics.VIDEO_ENCODINGS:
+                self._publish_video(shot, wanted=self.publisher.wants(topic))
+            elif self.publisher.wants(topic):
                 self._publish(shot, encoding)
         self.cpu_s = time.thread_time()
 
@@ -377,3 +385,28 @@ class CaptureLoop:
             return 0
         self.counters.add_published(encoding)
         return 1
+
+    def _publish_video(self, shot: Shot, wanted: bool) -> None:
+        """Feed `shot` to the H.264 encoder while someone subscribes; close it when nobody does."""
+        if not wanted:
+            if self.video.running:
+                self.video.close()
+            return
+        try:
+            units = self.video.encode(shot.raw("bgr8"), shot.seq, shot.t_capture_ns)
+            self.counters.add("h264_encodes")
+        except Exception as exc:  # no PyAV, no codec: JPEG and raw consumers go on unaffected
+            self.counters.add("publish_failed")
+            self.failures.warning(f"h264: {type(exc).__name__}", "camera %s: cannot encode H.264: "
+                                  "%s (repeats are only counted)", self.camera.id, exc)
+            return
+        for unit in units:
+            frame = Frame(cam=self.camera.id, seq=unit.seq, t_capture_ns=unit.t_capture_ns,
+                          w=unit.w, h=unit.h, encoding="h264", data=unit.data, node=self.node,
+                          frame_id=self.camera.frame_id, key=unit.key)
+            # Kept out of the last-value cache: a late joiner needs a keyframe, not the newest
+            # access unit, and gets one (force_keyframe) from the next capture.
+            if self.publisher.publish_parts(wire.encode(frame), cache=False):
+                self.counters.add_published("h264")
+            else:
+                self.counters.add("publish_failed")

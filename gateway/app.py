@@ -39,13 +39,15 @@ from .cache import FrameCache
 from .config import GatewayConfig, Network
 from .metrics import GatewayMetrics, MetricsResource, RequestCounter
 from .mjpeg import FanoutRegistry, StreamSlots, StreamStats
+from .whep import WebRtc, WhepResource, WhepSessionResource
 
 log = logging.getLogger(__name__)
 
 # Every X-* header an answer may carry, plus Retry-After: what a page on another origin reads.
 EXPOSED_HEADERS = ("X-Frame-Age-Ms", "X-Timestamp", "X-Frame-Width", "X-Frame-Height",
-                   "X-Frame-Channels", "X-Frame-Dtype", "Retry-After")
-ALLOWED_METHODS = "GET, HEAD, OPTIONS"
+                   "X-Frame-Channels", "X-Frame-Dtype", "Retry-After",
+                   "Location", "ETag", "Link", "Accept-Patch")  # WHEP's, read by the player
+ALLOWED_METHODS = "GET, HEAD, OPTIONS, POST, PATCH, DELETE"  # the last three: WHEP only
 PREFLIGHT_MAX_AGE_S = 600
 READ_PARAMS = ("action", "cam", "format", "fps")
 JS_SAFE_INT = 2**53
@@ -180,7 +182,8 @@ def create_app(
     config = config or GatewayConfig()
     stopping = stopping or threading.Event()
     stats = stats or FanoutRegistry.of(cache).stats  # one per cache: every stream counted once
-    metrics = GatewayMetrics(cache, stats, stopping=stopping)
+    webrtc = WebRtc(cache, stopping)
+    metrics = GatewayMetrics(cache, stats, stopping=stopping, webrtc=webrtc.viewers)
     middleware: list[Any] = [Cors(), RequestCounter(metrics)]
     if not config.loopback_only:
         middleware.append(AllowFrom(config.networks))
@@ -213,4 +216,6 @@ def create_app(
     app.add_route("/metrics", MetricsResource(metrics))
     app.add_route("/static/{name}", r.StaticResource())
     app.add_route("/favicon.ico", r.StaticResource("favicon.svg"))
+    app.add_route("/webrtc/{cam_id}/whep", WhepResource(webrtc))
+    app.add_route("/webrtc/{cam_id}/whep/{session_id}", WhepSessionResource(webrtc))
     return app

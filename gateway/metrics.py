@@ -12,7 +12,9 @@ Every name starts with `camfabric_`; a per-camera series carries `camera="N"`.
       camfabric_tracker_detections_total
     this process (counted where it happens, merged over workers):
       camfabric_http_requests_total{route,status}, camfabric_mjpeg_clients,
-      camfabric_mjpeg_parts_total, camfabric_frames_skipped_total, camfabric_gateway_workers
+      camfabric_mjpeg_parts_total, camfabric_frames_skipped_total, camfabric_gateway_workers,
+      camfabric_webrtc_viewers, camfabric_webrtc_bytes_sent_total (the H.264 sent to WebRTC
+      viewers, payload bytes)
 
 With several workers each one counts its own requests and streams: prometheus-client's
 multiprocess mode keeps each worker's values in a file under one directory
@@ -30,7 +32,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import falcon
@@ -183,8 +185,10 @@ class GatewayMetrics:
     """
 
     def __init__(self, cache: FrameCache, stats: StreamStats, *,
-                 stopping: threading.Event | None = None) -> None:
+                 stopping: threading.Event | None = None,
+                 webrtc: Callable[[], dict[int, dict[str, int]]] | None = None) -> None:
         self.stats = stats
+        self.webrtc = webrtc
         self.multiprocess_dir = os.environ.get(MULTIPROCESS_ENV)
         self.registry = CollectorRegistry()
         own = None if self.multiprocess_dir else self.registry
@@ -205,6 +209,11 @@ class GatewayMetrics:
         self.workers = Gauge("camfabric_gateway_workers", "gateway processes serving",
                              registry=own, multiprocess_mode="livesum")
         self.workers.set(1)
+        self.webrtc_viewers = Gauge("camfabric_webrtc_viewers", "WebRTC (WHEP) sessions open now",
+                                    cam, registry=own, multiprocess_mode="livesum")
+        self.webrtc_bytes = Counter("camfabric_webrtc_bytes_sent",
+                                    "H.264 payload bytes sent to WebRTC viewers", cam, registry=own)
+        self._webrtc_synced: dict[int, int] = {}
         self._request_children: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
         self._synced: dict[int, dict[str, int]] = {}
@@ -233,6 +242,14 @@ class GatewayMetrics:
                     if delta > 0:
                         child.inc(delta)
                 self._synced[cam] = dict(counts)
+            for cam, counts in (self.webrtc() if self.webrtc is not None else {}).items():
+                label = str(cam)
+                self.webrtc_viewers.labels(label).set(counts["viewers"])
+                delta = counts["bytes_sent"] - self._webrtc_synced.get(cam, 0)
+                child = self.webrtc_bytes.labels(label)
+                if delta > 0:
+                    child.inc(delta)
+                self._webrtc_synced[cam] = counts["bytes_sent"]
 
     def sync(self) -> None:
         """Bring this process's series up to date (in the shared files, with several workers)."""

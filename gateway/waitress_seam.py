@@ -41,11 +41,12 @@ Waitress settings, and why:
   offers `waitress.client_disconnected`, so a stream served by its iterator notices a client
   that left. An end of input while a response is on its way is a *half-close* here, not a
   hang-up: `printf 'GET /snap/0 HTTP/1.0\\r\\n\\r\\n' | socat - TCP:…` gets its answer.
-- An API that only serves GET cannot be starved by clients that hold connections: a request
-  head must be whole within HEADER_TIMEOUT_S (a slowloris is cut off), idle connections close
-  after IDLE_TIMEOUT_S, heads beyond MAX_HEADER_BYTES and bodies beyond MAX_BODY_BYTES are
-  refused unread, and the connection limit is high (CONNECTION_LIMIT, within the descriptor
-  limit), so a hundred idle sockets do not lock everyone else out.
+- An API that serves GET (and WHEP's small SDP bodies) cannot be starved by clients that
+  hold connections: a request head must be whole within HEADER_TIMEOUT_S (a slowloris is
+  cut off), idle connections close after IDLE_TIMEOUT_S, heads beyond MAX_HEADER_BYTES and
+  bodies beyond MAX_BODY_BYTES are refused unread, and the connection limit is high
+  (CONNECTION_LIMIT, within the descriptor limit), so a hundred idle sockets do not lock
+  everyone else out.
 - Errors Waitress answers itself (a malformed request line, a head too large) are JSON with
   the CORS headers, as every other answer; `Expect: 100-continue` with no body is answered,
   not left waiting for a body that never comes; "Task queue depth" is logged once a minute.
@@ -72,13 +73,14 @@ log = logging.getLogger(__name__)
 
 OUTBUF_HIGH_WATERMARK = 256 * 1024
 SEND_BUFFER_BYTES = 256 * 1024
-# An API that only serves GET (and HEAD, OPTIONS): a request head must be whole within
-# HEADER_TIMEOUT_S of its first byte and fit MAX_HEADER_BYTES; a body beyond MAX_BODY_BYTES is
-# refused (413) without being read; a connection with no request running and nothing sent or
-# received for IDLE_TIMEOUT_S is closed; CLEANUP_INTERVAL_S is how often that is checked.
+# An API that serves GET (and HEAD, OPTIONS), and takes only WHEP's SDP offers as bodies: a
+# request head must be whole within HEADER_TIMEOUT_S of its first byte and fit MAX_HEADER_BYTES;
+# a body beyond MAX_BODY_BYTES (a browser's offer is a few KiB) is refused (413) without being
+# read; a connection with no request running and nothing sent or received for IDLE_TIMEOUT_S
+# is closed; CLEANUP_INTERVAL_S is how often that is checked.
 HEADER_TIMEOUT_S = 5.0
 MAX_HEADER_BYTES = 16 * 1024
-MAX_BODY_BYTES = 1024
+MAX_BODY_BYTES = 32 * 1024
 IDLE_TIMEOUT_S = 15
 CLEANUP_INTERVAL_S = 1
 # Open connections per worker, bounded further by the descriptors the process may open (an

@@ -3,7 +3,7 @@
 Subscribing is prefix matching, so every per-camera topic closes its camera part with `/`:
 `frame/1/` never matches `frame/10/`. A camera's topics are therefore
 
-    frame/{cam}/jpeg   frame/{cam}/bgr8   frame/{cam}/gray8   meta/{cam}/
+    frame/{cam}/jpeg   frame/{cam}/bgr8   frame/{cam}/gray8   frame/{cam}/h264   meta/{cam}/
 
 and the others `scan/{node}/`, `status/{service}/` and `world`.
 """
@@ -18,8 +18,11 @@ SCAN = "scan/"
 STATUS = "status/"
 WORLD = "world"
 
-ENCODINGS = ("jpeg", "bgr8", "gray8")
+ENCODINGS = ("jpeg", "bgr8", "gray8", "h264")
 RAW_ENCODINGS = ("bgr8", "gray8")
+# A video encoding's messages depend on the ones before them: a receiver decodes them in order
+# and can start only at a keyframe (header `key`).
+VIDEO_ENCODINGS = ("h264",)
 
 
 def check_encoding(encoding: object) -> str:

@@ -38,14 +38,18 @@ MAX_FRAME_ID = 256
 MAX_TOPIC = 256
 MAX_FPS = 1000  # the fastest a camera may capture; bounds the frames a sequence gap can hold
 CHANNELS = {"bgr8": 3, "gray8": 1}
+ANNEX_B_START = b"\0\0\1"
 
 
 @dataclass(frozen=True, eq=False)
 class Frame:
     """One captured image of one camera, as it travels the fabric.
 
-    `data` is the payload (JPEG bytes, or `h*step` raw bytes); `.image` is the numpy array,
-    decoded from JPEG on first use, read-only (it is shared by every reader of this frame).
+    `data` is the payload (JPEG bytes, `h*step` raw bytes, or one H.264 access unit in Annex B
+    form); `.image` is the numpy array, decoded from JPEG on first use, read-only (it is shared
+    by every reader of this frame). An H.264 frame has no `.image` of its own: it depends on
+    the frames before it, so a receiver feeds the stream to a decoder (PyAV), starting at a
+    frame whose `key` is true (it carries SPS and PPS).
     `t_receive_ns` is the receiver's monotonic clock at arrival (0 on the publishing side);
     `t_delay_ns` the time the receiver estimates the frame spent in flight beyond its link's
     usual (a queue, a partition; see `protocol.delay`), which its age includes.
@@ -64,6 +68,7 @@ class Frame:
     step: int = 0
     t_receive_ns: int = 0
     t_delay_ns: int = 0
+    key: bool = False
 
     @cached_property
     def image(self) -> np.ndarray:
@@ -71,6 +76,9 @@ class Frame:
         with `.copy()` to draw on it)."""
         if self.encoding == "jpeg":
             pixels = decode_jpeg(self.data)
+        elif self.encoding in topics.VIDEO_ENCODINGS:
+            raise _error("video", f"an {self.encoding} frame is one access unit of a stream; "
+                                  "decode the stream in order with a video decoder (e.g. PyAV)")
         else:
             channels = CHANNELS[self.encoding]
             rows = np.frombuffer(self.data, dtype=np.uint8).reshape(self.h, self.step)
@@ -217,6 +225,8 @@ def encode(msg: Message, t_publish_ns: int | None = None) -> list[Any]:
         }
         if msg.encoding in CHANNELS:
             header["step"] = msg.step
+        elif msg.encoding in topics.VIDEO_ENCODINGS:
+            header["key"] = bool(msg.key)
         return [msg.topic, _pack(header), msg.data]
     if isinstance(msg, Meta):
         header = {"cam": msg.cam, "node": msg.node, "registry": msg.registry,
@@ -256,6 +266,11 @@ def check_frame(frame: Frame) -> None:
         if declared != (frame.w, frame.h):
             raise _error("jpeg.sof", f"JPEG's own SOF says {declared[0]}x{declared[1]}, the "
                                      f"header {frame.w}x{frame.h}", LimitError)
+        return
+    if frame.encoding in topics.VIDEO_ENCODINGS:
+        view = memoryview(frame.data)
+        if bytes(view[:3]) != ANNEX_B_START and bytes(view[:4]) != b"\0" + ANNEX_B_START:
+            raise _error("h264", "h264 payload does not start with an Annex B start code")
         return
     min_step = frame.w * CHANNELS[frame.encoding]
     if frame.step < min_step:
@@ -418,6 +433,7 @@ def decode(parts: Sequence[Any], t_receive_ns: int | None = None) -> Message:
             frame_id=frame_id,
             step=_nonneg(header, "step") if encoding in CHANNELS else 0,
             data=_as_buffer(parts[2]), t_receive_ns=rx,
+            key=_get(header, "key", bool) if encoding in topics.VIDEO_ENCODINGS else False,
         )
         check_frame(frame)
         return frame

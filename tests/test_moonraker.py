@@ -88,6 +88,18 @@ def test_a_path_prefix_gives_relative_urls_through_the_web_uis_nginx(gateway, ca
     assert printer["service"] == "mjpegstreamer"
 
 
+def test_webrtc_mediamtx_entries_point_the_player_at_the_gateways_whep_base(gateway, capsys):
+    assert cli.main(["moonraker", "--gateway", gateway, "--service", "webrtc-mediamtx"]) == 0
+    conf = sections(capsys.readouterr().out)
+    printer = conf["webcam Printer"]
+    assert printer["service"] == "webrtc-mediamtx"
+    assert printer["stream_url"] == f"{gateway}/webrtc/0"
+    assert printer["snapshot_url"] == f"{gateway}/?action=snapshot&cam=0"
+    # The player sends OPTIONS to {stream_url}/whep first: the route is there.
+    answer = requests.options(printer["stream_url"] + "/whep", timeout=5)
+    assert answer.status_code == 204 and answer.headers["Accept-Post"] == "application/sdp"
+
+
 def test_registering_twice_leaves_one_entry_per_camera_and_never_touches_moonraker_conf(
         gateway, capsys, monkeypatch):
     monkeypatch.setenv("MOONRAKER_API_KEY", "secret-key")

@@ -179,7 +179,8 @@ def test_nothing_is_encoded_or_converted_while_nobody_asks(make_node, zmq_contex
     assert wait_until(lambda: loop.counters["frames"] >= 10)
     counts = loop.counters.snapshot()
     assert counts["encodes"] == 0 and counts["conversions"] == 0
-    assert counts["published"] == {"jpeg": 0, "bgr8": 0, "gray8": 0}
+    assert counts["published"] == {"jpeg": 0, "bgr8": 0, "gray8": 0, "h264": 0}
+    assert counts["h264_encodes"] == 0
 
     with subscriber(node, zmq_context, encoding="bgr8") as sub:  # raw only: still no JPEG
         sub.latest(0, timeout=2.0)
