@@ -261,7 +261,11 @@ class Tracker:
         if self.world.version != self._published_version or now - self._last_world >= WORLD_EVERY_S:
             self._published_version = self.world.version
             self._last_world = now
-            self.publisher.publish(wire.World(model=self.world.snapshot(now, wall), source=SERVICE))
+            # Stamped with the reading `updated` carries: readers take (t_publish_ns - updated)
+            # as the tracker's own wait, so both must come from one clock.
+            wall_ns = int(wall * 1e9)
+            world = wire.World(model=self.world.snapshot(now, wall_ns / 1e9), source=SERVICE)
+            self.publisher.publish_parts(wire.encode(world, wall_ns))
         if now - self._last_status >= self.config.status_interval_s:
             self._last_status = now
             self.publisher.publish(wire.Status(service=SERVICE, state=self.status()))

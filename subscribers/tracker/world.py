@@ -96,7 +96,7 @@ class TrackedObject:
         """How table-plane lengths shrink at the object's height (parallax); 1 without it."""
         if not self.correct:
             return 1.0
-        x0, y0 = self.correct((0.0, 0.0), self.z)
+        x0, _ = self.correct((0.0, 0.0), self.z)
         x1, _ = self.correct((1000.0, 0.0), self.z)
         return abs(x1 - x0) / 1000.0
 

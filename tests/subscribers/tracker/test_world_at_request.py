@@ -16,7 +16,8 @@ from camfabric.gateway.cache import FrameCache
 from camfabric.gateway.config import GatewayConfig
 from camfabric.protocol import Publisher, Subscriber, World, encode, topics
 from camfabric.protocol.world import model_at
-from camfabric.subscribers.tracker.config import WorldConfig
+from camfabric.subscribers.tracker.config import CameraTracking, TrackerConfig, WorldConfig
+from camfabric.subscribers.tracker.service import Tracker
 from camfabric.subscribers.tracker.world import PlaneSighting, WorldModel
 from tests.gateway.support import wait_until
 
@@ -54,30 +55,37 @@ def test_get_world_carries_each_object_on_to_the_moment_of_the_request(offset):
     clock = ReaderClock()
     model, t_publish_ns = _tracker_model(offset)
     try:
-        with Publisher("tcp://127.0.0.1:0", context=context) as pub:
-            cache = FrameCache([pub.endpoint], tracker=[pub.endpoint], context=context, clock=clock).start()
+        with Publisher("tcp://127.0.0.1:0", context=context) as node, \
+                Publisher("tcp://127.0.0.1:0", context=context) as tracker:
+            # Published once, before the gateway subscribes: it reaches the gateway from the
+            # tracker's last-value cache, re-stamped by the time it waited there.
+            tracker.publish_parts(encode(World(model=model, source="tracker"), t_publish_ns))
+            cache = FrameCache([node.endpoint], tracker=[tracker.endpoint], context=context,
+                               clock=clock).start()
             try:
                 client = falcon.testing.TestClient(create_app(cache, GatewayConfig()))
-                # arrives at the reader at 7000 s; nothing else waited
-                parts = encode(World(model=model, source="tracker"), t_publish_ns)
-                wait_until(lambda: pub.publish_parts(parts) and cache.world()["objects"],
-                           what="the world model")
+                wait_until(lambda: cache.world()["objects"], what="the world model")
+                received = cache.tracker.message(topics.world())  # at 7000 s of the reader's clock
+                waited = (received.t_publish_ns - t_publish_ns) / 1e9  # in the tracker's cache
+                assert 0 <= waited < 5
                 answers = {}
                 for later in (0.0, 1.0, 2.5):
                     clock.ns = 7_000 * 10**9 + int(later * 1e9)
                     answers[later] = client.simulate_get("/world").json
                     (obj,) = answers[later]["objects"]
-                    # 0.5 s from the detection to the model's moment + the reader's wait since receipt
-                    assert obj["position_mm"]["x"] == pytest.approx(200.0 + 10.0 * (0.5 + later), abs=0.05)
+                    # 0.5 s from the detection to the model's moment, the wait in the tracker's
+                    # cache (its clock), the wait since receipt (the reader's): at 10 mm/s
+                    age = 0.5 + waited + later
+                    assert obj["position_mm"]["x"] == pytest.approx(200.0 + 10.0 * age, abs=0.05)
                     assert obj["measured_mm"]["x"] == 200.0
-                    assert obj["measured_age_s"] == pytest.approx(0.5 + later, abs=1e-3)
+                    assert obj["measured_age_s"] == pytest.approx(age, abs=2e-3)
                     assert obj["uncertainty_mm"] > 0 and obj["stale"] is False
                 # an HTTP reader carries an answer on by itself: 1.5 s after the 1.0 s one
                 (carried,) = model_at(answers[1.0], 1.5)["objects"]
                 (asked,) = answers[2.5]["objects"]
                 assert carried["position_mm"] == pytest.approx(asked["position_mm"], abs=0.02)
                 assert carried["uncertainty_mm"] == pytest.approx(asked["uncertainty_mm"], abs=0.02)
-                clock.ns = 7_000 * 10**9 + int(8.0 * 1e9)  # 8.5 s after the detection
+                clock.ns = 7_000 * 10**9 + int(8.0 * 1e9)  # over 8.5 s after the detection
                 (obj,) = client.simulate_get("/world").json["objects"]
                 assert obj["stale"] is True
             finally:
@@ -106,5 +114,37 @@ def test_robot_code_evaluates_an_object_at_any_moment_of_its_own_clock():
             assert box.at(now + 9 * 10**9).stale
             later = msg.at(now + 1_500_000_000)["objects"][0]
             assert later["position_mm"]["x"] == pytest.approx(here.x, abs=0.01)
+    finally:
+        context.destroy(linger=0)
+
+
+class SteppedWall:
+    """This host's monotonic clock, and a wall clock an hour ahead of the system's."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time() + HOUR
+
+    def wall_ns(self) -> int:
+        return int(self.wall() * 1e9)
+
+
+def test_the_tracker_stamps_its_model_and_the_message_from_one_clock():
+    """`updated` and `t_publish_ns` are read from the tracker's own clock together, so the
+    reader's `(t_publish_ns - updated)` is the tracker's wait, whatever clock it was given."""
+    context = zmq.Context()
+    try:
+        with Publisher("tcp://127.0.0.1:0", context=context) as node:
+            config = TrackerConfig(nodes=[node.endpoint], publish="tcp://127.0.0.1:0", markers={"20": "cup"},
+                                   cameras=(CameraTracking(id=1, role="end_effector"),))
+            with Tracker(config, context=context, clock=SteppedWall()) as tracker, \
+                    Subscriber(tracker.endpoint, cameras=[], topics_extra=[topics.world()],
+                               context=context) as sub:
+                msg = wait_until(lambda: sub.message(topics.world()), timeout=5, what="the world model")
+        assert msg.model["updated"] > time.time() + HOUR - 60
+        # the wait (if any) in the tracker's last-value cache before this late joiner got it
+        assert 0 <= msg.t_publish_ns - int(msg.model["updated"] * 1e9) < 5 * 10**9
     finally:
         context.destroy(linger=0)
