@@ -35,7 +35,7 @@ from ...runtime.version import __version__
 
 CLIENT_NAME = "camfabric-timelapse"
 PROJECT_URL = "https://pypi.org/project/camfabric/"
-SUBSCRIBED = {"print_stats": ["state", "filename", "info"]}
+SUBSCRIBED = {"print_stats": ["state", "filename", "info", "total_duration"]}
 CALL_TIMEOUT_S = 5.0
 KLIPPY_POLL_S = 2.0  # introduction.md: re-request server.info every 2 s while Klippy starts
 

@@ -35,11 +35,11 @@ from ...runtime.errors import CamfabricError
 from ...runtime.logonce import LogOnce
 from ...runtime.version import __version__
 from .config import TimelapseConfig
-from .frames import FRAMES_DIR, FrameFolder, clean_old
+from .frames import FRAMES_DIR, FrameFolder, clean_old, unfinished
 from .moonraker import MoonrakerLink
 from .recorder import FrameRecorder
 from .render import RenderError, render
-from .triggers import PrintEnded, PrintStarted, PrintTriggers, Trigger
+from .triggers import PrintEnded, PrintStarted, PrintTriggers, Trigger, print_stem
 
 SERVICE = "timelapse"
 RENDERS_SHOWN = 5
@@ -70,7 +70,9 @@ class TimelapseService:
         self.clock = clock
         self.api_key = config.api_key() if api_key is None else api_key
         self.frames_root = Path(config.output_dir) / FRAMES_DIR
-        self.triggers = PrintTriggers(config.mode, config.interval_s, wall=clock.wall)
+        self.triggers = PrintTriggers(config.mode, config.interval_s, wall=clock.wall,
+                                      resume=lambda filename, since: unfinished(
+                                          self.frames_root, print_stem(filename), since))
         self.publisher: Publisher | None = None
         self.subscriber: Subscriber | None = None
         self.recorder: FrameRecorder | None = None
@@ -204,9 +206,13 @@ class TimelapseService:
             self._error("folder", f"cannot create the frame folder for {event.print_id}: {_os_error(exc)}")
             folder = FrameFolder(self.frames_root / event.print_id)
         with self._lock:
-            self.recording = Recording(event.print_id, event.filename, folder)
+            self.recording = Recording(event.print_id, event.filename, folder, taken=folder.count)
             self.recordings[event.print_id] = self.recording
-        log.info("print %r started: recording %s", event.filename, event.print_id)
+        if event.resumed:
+            log.info("print %r in progress: carrying on with %s (%d frames so far)", event.filename,
+                     event.print_id, folder.count)
+        else:
+            log.info("print %r started: recording %s", event.filename, event.print_id)
 
     def _on_frame(self, trigger: Trigger, frame: wire.Frame) -> None:
         recording = self._recording_of(trigger.print_id)
