@@ -35,7 +35,7 @@ from ...runtime.errors import ConfigError
 DEFAULT_PUBLISH = "tcp://127.0.0.1:5562"
 DEFAULT_MOONRAKER = "http://127.0.0.1:7125"
 Mode = Literal["layer", "hyperlapse"]
-Codec = Literal["auto", "h264", "mp4v"]
+Codec = Literal["auto", "h264", "mp4v", "vp9"]
 
 
 def default_output_dir() -> Path:
@@ -63,7 +63,7 @@ class TimelapseConfig:
     min_fps: float = bounded(5.0, 1.0, 120.0)
     max_fps: float = bounded(60.0, 1.0, 120.0)
     duplicate_last_s: float = bounded(0.0, 0.0, 60.0)
-    codec: Codec = "auto"  # auto: H.264 through PyAV when installed, else OpenCV's mp4v
+    codec: Codec = "auto"  # auto: H.264 through PyAV when installed, else OpenCV's mp4v (or vp9)
     output_dir: Path = field(default_factory=default_output_dir)
     frames_max_age_days: float = bounded(7.0, 0.0, 3650.0)
     jpeg_quality: int = bounded(90, 10, 100)  # the preview; frames are stored as captured

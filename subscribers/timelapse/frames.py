@@ -95,6 +95,19 @@ class FrameFolder:
         return kept
 
 
+def unfinished(root: Path, stem: str, since: float) -> str | None:
+    """The newest frame folder of a print of `stem`, written to after `since` (wall seconds),
+    that was never rendered (a render leaves `NAME.jsonl` beside it instead), or None."""
+    try:
+        candidates = [p for p in root.glob(f"{stem}_*") if p.is_dir()
+                      and p.name[len(stem) + 1:].replace("_", "").isdigit()
+                      and not p.with_name(f"{p.name}.jsonl").exists()
+                      and p.stat().st_mtime >= since]
+    except OSError:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime).name if candidates else None
+
+
 def clean_old(root: Path, max_age_days: float, keep: Collection[str] = (),
               now: float | None = None) -> list[str]:
     """Remove the frame folders (and kept manifests) under `root` not touched for
@@ -123,4 +136,4 @@ def clean_old(root: Path, max_age_days: float, keep: Collection[str] = (),
     return removed
 
 
-__all__ = ["FRAMES_DIR", "MANIFEST", "FrameFolder", "clean_old"]
+__all__ = ["FRAMES_DIR", "MANIFEST", "FrameFolder", "clean_old", "unfinished"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ...runtime.errors import ConfigError
 from ...runtime.process import stop_event
 from .config import load_timelapse_config
 from .render import have_pyav
@@ -17,7 +18,8 @@ Follows the printer through Moonraker's websocket (print_stats: state and
 info.current_layer, and the TIMELAPSE_TAKE_FRAME macro's line) and, for each trigger, takes
 the first frame the camera *captured* settle_s after it — subscribed only around each
 trigger, so the node encodes nothing in between. When the print ends it renders an MP4
-(H.264 with PyAV installed, else OpenCV's mp4v) and a preview JPEG into output_dir, where
+(H.264 with PyAV installed, else OpenCV's mp4v; codec = "vp9" for browsers without PyAV)
+and a preview JPEG into output_dir, where
 Mainsail and Fluidd list timelapses; both appear under their final names only when complete.
 A frame not captured within frame_timeout_s is skipped and counted; Moonraker going away is
 retried with backoff. State is published as status/timelapse/ on `publish`, which the
@@ -56,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_timelapse_config(args.config)
     config.api_key()  # a key that would travel in clear is a configuration error, now
     if args.check:
-        encoder = "h264 (PyAV)" if config.codec != "mp4v" and have_pyav() else "mp4v (OpenCV)"
+        encoder = config.codec if config.codec != "auto" else ("h264" if have_pyav() else "mp4v")
+        if encoder == "h264" and not have_pyav():
+            raise ConfigError("timelapse.codec", "\"h264\" needs PyAV: pip install 'camfabric[timelapse]'")
         print(f"{args.config}: [timelapse] is valid (camera {config.camera}, {config.mode} mode, "
               f"{encoder}, into {config.output_dir})")
         return 0

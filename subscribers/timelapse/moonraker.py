@@ -35,7 +35,7 @@ from ...runtime.version import __version__
 
 CLIENT_NAME = "camfabric-timelapse"
 PROJECT_URL = "https://pypi.org/project/camfabric/"
-SUBSCRIBED = {"print_stats": ["state", "filename", "info"]}
+SUBSCRIBED = {"print_stats": ["state", "filename", "info", "total_duration"]}
 CALL_TIMEOUT_S = 5.0
 KLIPPY_POLL_S = 2.0  # introduction.md: re-request server.info every 2 s while Klippy starts
 
@@ -106,7 +106,7 @@ class MoonrakerLink:
         failures = 0
         while not self._stop.is_set():
             try:
-                self._session()
+                self._connection()
                 failures = 0
             except (OSError, TimeoutError, WebSocketException, MoonrakerError, ValueError) as exc:
                 if self._stop.is_set():
@@ -127,7 +127,7 @@ class MoonrakerLink:
             if not self._stop.is_set():
                 self._stop.wait(self.backoff.delay(max(failures, 1)))
 
-    def _session(self) -> None:
+    def _connection(self) -> None:
         try:
             ws = connect(self.url, open_timeout=self.open_timeout_s, close_timeout=1.0, proxy=None,
                          max_size=2**22, user_agent_header=f"camfabric/{__version__}",
@@ -151,7 +151,7 @@ class MoonrakerLink:
                 self.listener.on_connected()
                 while not self._stop.is_set():
                     try:
-                        self._klippy_session(ws)
+                        self._follow_klippy(ws)
                     except _Lost:
                         self.listener.on_klippy_lost(self.clock.monotonic())
                 if self._stop.is_set():
@@ -159,7 +159,7 @@ class MoonrakerLink:
         finally:
             self._ws = None
 
-    def _klippy_session(self, ws: ClientConnection) -> None:
+    def _follow_klippy(self, ws: ClientConnection) -> None:
         """Wait until Klippy is ready, subscribe to print_stats, then read until it goes."""
         while not self._stop.is_set():
             info = self._call(ws, "server.info", None)

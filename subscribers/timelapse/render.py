@@ -5,7 +5,8 @@
     video.path, video.preview, video.frames, video.fps, video.encoder
 
 H.264 through PyAV when it is installed (the optional `timelapse` extra), otherwise MPEG-4 Part 2
-(`mp4v`) through OpenCV, which every camfabric install has. Both are written to a hidden
+(`mp4v`) through OpenCV, which every camfabric install has; `vp9` (OpenCV too) for a video a
+browser plays without PyAV, at many times the encoding time. Both are written to a hidden
 temporary name in the output folder and renamed when complete: a half-written video never
 appears under its final name, and a failure leaves only the frames behind.
 """
@@ -24,6 +25,11 @@ import numpy as np
 from ...runtime.errors import CamfabricError
 
 log = logging.getLogger(__name__)
+
+
+# OpenCV's FFmpeg writers: MPEG-4 Part 2 (fast, plays in desktop players, not in browsers) and
+# VP9 (plays in browsers, Mainsail's player included, but encodes many times slower).
+FOURCC = {"mp4v": "mp4v", "vp9": "vp09"}
 
 
 class RenderError(CamfabricError):
@@ -54,7 +60,7 @@ def render(frames: list[Path], path: Path, *, fps: float, duplicate_last_s: floa
     if not images.count:
         raise RenderError("no frames were captured for this print: nothing to render")
     extra = round(duplicate_last_s * fps)
-    encoder = "h264" if codec == "h264" or (codec == "auto" and have_pyav()) else "mp4v"
+    encoder = codec if codec != "auto" else ("h264" if have_pyav() else "mp4v")
     if encoder == "h264" and not have_pyav():
         raise RenderError("timelapse.codec = \"h264\" needs PyAV: pip install 'camfabric[timelapse]'")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +69,7 @@ def render(frames: list[Path], path: Path, *, fps: float, duplicate_last_s: floa
         if encoder == "h264":
             written = _write_pyav(images, temporary, fps, extra)
         else:
-            written = _write_opencv(images, temporary, fps, extra)
+            written = _write_opencv(images, temporary, fps, extra, FOURCC[encoder])
         os.replace(temporary, path)
         preview = _write_preview(images.last, path.with_suffix(".jpg"), preview_quality)
     except OSError as exc:
@@ -98,10 +104,11 @@ class _Images:
             yield image
 
 
-def _write_opencv(images: _Images, path: Path, fps: float, extra: int) -> int:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, images.size)
+def _write_opencv(images: _Images, path: Path, fps: float, extra: int, fourcc: str) -> int:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, images.size)
     if not writer.isOpened():
-        raise RenderError(f"OpenCV cannot write MP4 (mp4v) to {path.parent}")
+        raise RenderError(f"OpenCV cannot write MP4 ({fourcc}) to {path.parent}: its FFmpeg may lack "
+                          "the encoder, or the folder is not writable or full")
     written = 0
     try:
         for image in images:

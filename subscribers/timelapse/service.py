@@ -32,13 +32,14 @@ from ...protocol.subscriber import Subscriber, captured_locally_ns
 from ...runtime.backoff import Backoff
 from ...runtime.clock import SYSTEM_CLOCK, Clock
 from ...runtime.errors import CamfabricError
+from ...runtime.logonce import LogOnce
 from ...runtime.version import __version__
 from .config import TimelapseConfig
-from .frames import FRAMES_DIR, FrameFolder, clean_old
+from .frames import FRAMES_DIR, FrameFolder, clean_old, unfinished
 from .moonraker import MoonrakerLink
 from .recorder import FrameRecorder
 from .render import RenderError, render
-from .triggers import PrintEnded, PrintStarted, PrintTriggers, Trigger
+from .triggers import PrintEnded, PrintStarted, PrintTriggers, Trigger, print_stem
 
 SERVICE = "timelapse"
 RENDERS_SHOWN = 5
@@ -69,7 +70,9 @@ class TimelapseService:
         self.clock = clock
         self.api_key = config.api_key() if api_key is None else api_key
         self.frames_root = Path(config.output_dir) / FRAMES_DIR
-        self.triggers = PrintTriggers(config.mode, config.interval_s, wall=clock.wall)
+        self.triggers = PrintTriggers(config.mode, config.interval_s, wall=clock.wall,
+                                      resume=lambda filename, since: unfinished(
+                                          self.frames_root, print_stem(filename), since))
         self.publisher: Publisher | None = None
         self.subscriber: Subscriber | None = None
         self.recorder: FrameRecorder | None = None
@@ -84,6 +87,7 @@ class TimelapseService:
         self._stopping = threading.Event()
         self._render_jobs: queue.Queue[tuple[Recording, str] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
+        self._failures = LogOnce(log)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> TimelapseService:
@@ -183,7 +187,8 @@ class TimelapseService:
             if isinstance(event, PrintStarted):
                 self._start_recording(event)
             elif isinstance(event, Trigger):
-                self.totals["triggers"] += 1
+                with self._lock:
+                    self.totals["triggers"] += 1
                 if self.recorder is not None:
                     self.recorder.trigger(event)
             elif isinstance(event, PrintEnded):
@@ -198,12 +203,16 @@ class TimelapseService:
         try:
             folder = FrameFolder.create(self.frames_root, event.print_id)
         except OSError as exc:
-            self._error(f"cannot create the frame folder for {event.print_id}: {_os_error(exc)}")
+            self._error("folder", f"cannot create the frame folder for {event.print_id}: {_os_error(exc)}")
             folder = FrameFolder(self.frames_root / event.print_id)
         with self._lock:
-            self.recording = Recording(event.print_id, event.filename, folder)
+            self.recording = Recording(event.print_id, event.filename, folder, taken=folder.count)
             self.recordings[event.print_id] = self.recording
-        log.info("print %r started: recording %s", event.filename, event.print_id)
+        if event.resumed:
+            log.info("print %r in progress: carrying on with %s (%d frames so far)", event.filename,
+                     event.print_id, folder.count)
+        else:
+            log.info("print %r started: recording %s", event.filename, event.print_id)
 
     def _on_frame(self, trigger: Trigger, frame: wire.Frame) -> None:
         recording = self._recording_of(trigger.print_id)
@@ -217,8 +226,11 @@ class TimelapseService:
             recording.folder.add(bytes(frame.data), facts)
         except OSError as exc:
             self._on_skip(trigger, "disk", _os_error(exc))
-            self._error(f"cannot store a frame in {recording.folder.path}: {_os_error(exc)}")
+            self._error("store", f"cannot store a frame in {recording.folder.path}: {_os_error(exc)} "
+                                 "(logged once until a frame is stored again; each one counted)")
             return
+        if self._failures.recovered("store"):
+            log.info("timelapse: frames are stored again in %s", recording.folder.path)
         with self._lock:
             recording.taken += 1
             self.totals["taken"] += 1
@@ -258,7 +270,7 @@ class TimelapseService:
                 self._render(recording, state)
             except Exception as exc:  # the next print must still be recorded
                 log.exception("rendering %s failed", recording.print_id)
-                self._error(f"rendering {recording.print_id} failed: {exc}")
+                self._error("render", f"rendering {recording.print_id} failed: {exc}")
             with self._lock:
                 self.recordings.pop(recording.print_id, None)
                 if self.recording is recording:
@@ -284,7 +296,7 @@ class TimelapseService:
                                codec=config.codec, preview_quality=config.jpeg_quality)
             except RenderError as exc:
                 entry.update(ok=False, error=str(exc), frames_dir=str(recording.folder.path))
-                self._error(f"{exc}; the frames are kept in {recording.folder.path}")
+                self._error("render", f"{exc}; the frames are kept in {recording.folder.path}")
             else:
                 entry.update(ok=True, video=video.path.name, preview=video.preview.name,
                              video_frames=video.frames, fps=round(video.fps, 3), encoder=video.encoder,
@@ -306,8 +318,11 @@ class TimelapseService:
                 self._handle(events)
 
     # -- status --------------------------------------------------------------------------------
-    def _error(self, message: str) -> None:
-        log.error("timelapse: %s", message)
+    def _error(self, kind: str, message: str) -> None:
+        """Show `message` as the last error in the status; log it once per kind of failure."""
+        self._failures.error(kind, "timelapse: %s", message)
+        if kind == "render":
+            self._failures.recovered("render")  # each print's render failure is its own line
         with self._lock:
             self.last_error = message
         self._changed.set()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ ACTIVE = ("printing", "paused")
 class PrintStarted:
     print_id: str
     filename: str
+    resumed: bool = False  # carrying on with a recording this service began before a restart
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,21 +59,30 @@ class PrintEnded:
 Event = PrintStarted | Trigger | PrintEnded
 
 
+def print_stem(filename: str) -> str:
+    """The part of a print's id that comes from its file: the stem, safe as a file name."""
+    stem = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "print"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[:80] or "print"
+
+
 def print_name(filename: str, wall: float) -> str:
     """A print's id: its file's stem and the local start time, safe as a file name."""
-    stem = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "print"
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[:80] or "print"
-    return f"{stem}_{time.strftime('%Y%m%d_%H%M%S', time.localtime(wall))}"
+    return f"{print_stem(filename)}_{time.strftime('%Y%m%d_%H%M%S', time.localtime(wall))}"
 
 
 class PrintTriggers:
     """The print lifecycle and its triggers, from Moonraker's `print_stats` and G-code lines."""
 
     def __init__(self, mode: str = "layer", interval_s: float = 10.0,
-                 wall: Any = time.time) -> None:
+                 wall: Any = time.time, resume: Callable[[str, float], str | None] | None = None) -> None:
+        """`resume(filename, started)`, when given, names an unfinished recording of that file
+        made since `started` (wall seconds: now less print_stats.total_duration) to carry on
+        with, for a print already running when this process first hears of it (a restart of
+        this service mid-print), instead of starting a second video of the same print."""
         self.mode = mode
         self.interval_s = interval_s
         self.wall = wall
+        self.resume = resume
         self.stats: dict[str, Any] = {}
         self.print_id: str | None = None
         self._filename = ""
@@ -105,7 +116,7 @@ class PrintTriggers:
         if self.print_id is not None and (state not in ACTIVE or (full and filename != self._filename)):
             events.append(self._end(state if state not in ACTIVE else "lost"))
         if self.print_id is None and state == "printing":
-            events.extend(self._start(filename, now))
+            events.extend(self._start(filename, now, already_running=full))
         elif self.print_id is not None and state == "printing" and self._next_due is None \
                 and self.mode == "hyperlapse":
             self._next_due = now  # resumed after a pause: the interval starts again
@@ -144,13 +155,18 @@ class PrintTriggers:
         self.stats = {}
         return [self._end("lost")] if self.print_id is not None else []
 
-    def _start(self, filename: str, now: float) -> list[Event]:
-        self.print_id = print_name(filename, self.wall())
+    def _start(self, filename: str, now: float, already_running: bool = False) -> list[Event]:
+        resumed = None
+        elapsed = self.stats.get("total_duration")
+        if already_running and self.resume is not None and isinstance(elapsed, int | float) \
+                and not isinstance(elapsed, bool) and elapsed > 0:
+            resumed = self.resume(filename, self.wall() - float(elapsed))
+        self.print_id = resumed or print_name(filename, self.wall())
         self._filename = filename
         self._layer = self._current_layer()
         self._macro_driven = False
         self._next_due = now if self.mode == "hyperlapse" else None
-        events: list[Event] = [PrintStarted(self.print_id, filename)]
+        events: list[Event] = [PrintStarted(self.print_id, filename, resumed=resumed is not None)]
         events.extend(self.tick(now))
         return events
 
@@ -167,4 +183,5 @@ class PrintTriggers:
         return layer if isinstance(layer, int) and not isinstance(layer, bool) else None
 
 
-__all__ = ["FRAME_MARKER", "Event", "PrintEnded", "PrintStarted", "PrintTriggers", "Trigger", "print_name"]
+__all__ = ["FRAME_MARKER", "Event", "PrintEnded", "PrintStarted", "PrintTriggers", "Trigger", "print_name",
+           "print_stem"]

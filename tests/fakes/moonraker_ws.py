@@ -60,7 +60,8 @@ class FakeMoonrakerWS:
         self.klippy_state = "ready"
         # [OBJ] the object Klipper reports; kept across a Moonraker restart, as Klipper keeps it.
         self.print_stats: dict[str, Any] = {
-            "filename": "", "state": "standby", "message": "",
+            "filename": "", "state": "standby", "message": "", "total_duration": 0.0,
+            "print_duration": 0.0, "filament_used": 0.0,
             "info": {"total_layer": None, "current_layer": None}}
         self.sent: list[tuple[str, int]] = []  # (what, wall time_ns) of every notification
         self._lock = threading.Lock()
@@ -69,6 +70,7 @@ class FakeMoonrakerWS:
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._next_id = 1
+        self._started: float | None = None  # monotonic, when the print began
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> FakeMoonrakerWS:
@@ -128,7 +130,8 @@ class FakeMoonrakerWS:
             return sum("print_stats" in c.get("objects", {}) for c in self._clients.values())
 
     def start_print(self, filename: str, total_layers: int | None = None) -> int:
-        return self.update(filename=filename, state="printing", message="",
+        self._started = time.monotonic()
+        return self.update(filename=filename, state="printing", message="", total_duration=0.0,
                            info={"total_layer": total_layers, "current_layer": None})
 
     def set_layer(self, layer: int) -> int:
@@ -270,6 +273,10 @@ class FakeMoonrakerWS:
             self.violations.append("subscribe while Klippy is not ready")
             raise _RpcError(503, "Klippy Disconnected")
         status = {}
+        with self._lock:  # [OBJ] total_duration: seconds since the print began (here only
+            # refreshed in a subscription's answer, the one place the timelapse reads it)
+            if self._started is not None and self.print_stats["state"] in ("printing", "paused"):
+                self.print_stats["total_duration"] = time.monotonic() - self._started
         for name, fields in objects.items():
             if name == "print_stats":
                 status[name] = self._fields(self.print_stats, fields)

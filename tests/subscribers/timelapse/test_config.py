@@ -88,3 +88,15 @@ def test_check_accepts_a_good_file_and_the_command_is_listed(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "[timelapse] is valid (camera 2, hyperlapse mode" in out.stdout
     assert cli.SUBCOMMANDS["timelapse"][1] == cli.load_command("timelapse").HELP
+
+
+def test_check_refuses_h264_without_pyav(tmp_path, capsys):
+    from camfabric.subscribers.timelapse.render import have_pyav
+
+    path = write(tmp_path, f'codec = "h264"\noutput_dir = "{tmp_path}"\n')
+    code = cli.main(["timelapse", "--config", str(path), "--check"])
+    out = capsys.readouterr()
+    if have_pyav():
+        assert code == 0 and "h264" in out.out
+    else:
+        assert code == 2 and "timelapse.codec" in out.err and "PyAV" in out.err

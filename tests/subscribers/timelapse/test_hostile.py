@@ -229,3 +229,27 @@ def test_a_disk_full_mid_print_is_shown_in_the_status_and_nothing_crashes(node, 
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
     assert os.path.ismount(small) is False
+
+
+def test_the_service_restarted_mid_print_carries_on_in_the_same_video(node, moonraker, make_service):
+    first = make_service(node.endpoint, moonraker.url)
+    assert moonraker.wait_subscribed()
+    moonraker.start_print("long.gcode")
+    for layer in (1, 2):
+        moonraker.set_layer(layer)
+        time.sleep(0.15)
+    wait_for(lambda: taken(first) == 2, what="two frames")
+    first.stop()  # killed by a restart of the unit: its frames stay on disk
+    wait_for(lambda: moonraker.subscribed_clients() == 0, what="the first service to go")
+    second = make_service(node.endpoint, moonraker.url)
+    assert moonraker.wait_subscribed()
+    wait_for(lambda: taken(second) == 2, what="the recording carried on")
+    for layer in (3, 4):
+        moonraker.set_layer(layer)
+        time.sleep(0.15)
+    moonraker.finish("complete")
+    (entry,) = rendered(second)
+    assert entry["ok"] and entry["frames_taken"] == 4
+    assert [f["layer"] for f in manifest(second, entry)] == [1, 2, 3, 4]
+    assert video_frames(second.frames_root.parent / entry["video"]) == 4
+    assert [n for n in output_files(second) if n.endswith(".mp4")] == [entry["video"]]

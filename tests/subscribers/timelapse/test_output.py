@@ -124,3 +124,16 @@ def test_with_pyav_the_video_is_h264_and_without_it_h264_is_a_clear_error(tmp_pa
                                 "stream=codec_name,width,height", "-of", "csv=p=0", str(video.path)],
                                capture_output=True, text=True, timeout=60, check=True).stdout.strip()
         assert codec == "h264,160,120"
+
+
+def test_vp9_through_opencv_is_a_video_browsers_play_without_pyav(tmp_path):
+    import shutil
+    import subprocess
+
+    video = render(frames(tmp_path, 6), tmp_path / "v.mp4", fps=6, codec="vp9")
+    assert video.encoder == "vp9" and video_frames(video.path) == 6
+    if shutil.which("ffprobe"):
+        codec = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                                "stream=codec_name", "-of", "csv=p=0", str(video.path)],
+                               capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+        assert codec == "vp9"

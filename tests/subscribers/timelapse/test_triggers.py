@@ -111,3 +111,23 @@ def test_after_a_reconnect_the_full_state_continues_ends_or_replaces_the_print()
     # Klipper restarted under the print: it ends with what was recorded
     assert prints.lost() == [PrintEnded(events[1].print_id, "lost")]
     assert prints.lost() == []
+
+
+def test_a_print_already_running_at_first_sight_carries_on_with_its_unfinished_recording():
+    clock = ManualClock()
+    asked = []
+
+    def resume(filename, since):
+        asked.append((filename, since))
+        return "cube_20261207_010000"
+
+    prints = PrintTriggers("layer", wall=clock.wall, resume=resume)
+    full = {"state": "printing", "filename": "cube.gcode", "total_duration": 600.0,
+            "info": {"current_layer": 9}}
+    (started,) = prints.status(full, clock.monotonic(), full=True)
+    assert started == PrintStarted("cube_20261207_010000", "cube.gcode", resumed=True)
+    assert asked == [("cube.gcode", clock.wall() - 600.0)]  # only a recording made since the start
+    # a print seen starting live is always a new recording
+    prints.status({"state": "complete"}, clock.monotonic())
+    (fresh,) = prints.status({"state": "printing", "total_duration": 0.0}, clock.monotonic())
+    assert not fresh.resumed and fresh.print_id.startswith("cube_") and len(asked) == 1
