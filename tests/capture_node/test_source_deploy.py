@@ -32,7 +32,8 @@ def test_install_is_idempotent_and_never_overwrites_the_configuration(tmp_path):
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
     assert sorted(p.name for p in (tmp_path / "etc" / "systemd" / "system").iterdir()) == UNITS
     assert UNITS == ["camfabric-gateway.service", "camfabric-node.service",
-                     "camfabric-prusa-connect.service", "camfabric-tracker.service"]
+                     "camfabric-prusa-connect.service", "camfabric-timelapse.service",
+                     "camfabric-tracker.service"]
 
     config.write_text(config.read_text() + "\n# edited by the administrator\n")
     secrets.write_text("PRUSA_CONNECT_TOKEN=abc\n")
