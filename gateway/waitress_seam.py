@@ -200,12 +200,18 @@ class GatewayTask(waitress.task.WSGITask):
         with channel.outbuf_lock:
             if not channel.connected:
                 raise waitress.channel.ClientDisconnected
-            rest = [memoryview(head), memoryview(data).cast("B")]
-            if not channel.total_outbufs_len:  # nothing queued: these bytes go first
-                rest = _send_direct(channel.socket, rest, SEND_DIRECT_TIMEOUT_S)
+            direct = not channel.total_outbufs_len  # nothing queued: these bytes go first
+        rest = [memoryview(head), memoryview(data).cast("B")]
+        if direct:
+            # Without the buffer lock, which Waitress's loop takes to close a connection: only
+            # this request's thread writes to it now, and a connection closed meanwhile makes
+            # sendmsg fail and write_soon raise ClientDisconnected, as Waitress's own writes do.
+            sock = channel.socket  # None once Waitress has closed the connection
+            if sock is not None:
+                rest = _send_direct(sock, rest, SEND_DIRECT_TIMEOUT_S)
                 channel.last_activity = time.time()
-            for buffer in rest:
-                channel.write_soon(buffer)
+        for buffer in rest:
+            channel.write_soon(buffer)
 
     def finish(self) -> None:
         if self.request.command == "HEAD":
