@@ -341,8 +341,11 @@ class GatewayServer(waitress.server.TcpWSGIServer):
     quick: QuickAnswer | None = None
 
     def add_task(self, channel: GatewayChannel) -> None:
-        # On the loop thread, the request just parsed being the channel's only one.
-        if self.quick is None or not self._answer_quickly(channel):
+        # Called with the channel's requests_lock held: on the loop thread when a request has
+        # just been parsed and is the channel's only one, or on a request thread that has
+        # answered one and finds more (pipelined). Only a channel's sole request is answered
+        # quickly; with more queued, a task serves them in order as Waitress does.
+        if self.quick is None or len(channel.requests) != 1 or not self._answer_quickly(channel):
             super().add_task(channel)
 
     def _answer_quickly(self, channel: GatewayChannel) -> bool:

@@ -69,6 +69,10 @@ def test_pipelined_and_http10_requests_are_answered_in_order(gateway, node):
                                        b"GET /cameras HTTP/1.1\r\nHost: x\r\n\r\n"
                                        b"GET /latest/0 HTTP/1.1\r\nHost: x\r\n\r\n", answers=3)
         assert [h["Content-Type"] for h, _ in three] == ["image/jpeg", "application/json", "image/jpeg"]
+        three = exchange(gateway.port, b"GET /cameras HTTP/1.1\r\nHost: x\r\n\r\n"
+                                       b"GET /latest/0 HTTP/1.1\r\nHost: x\r\n\r\n"
+                                       b"GET /latest/0 HTTP/1.1\r\nHost: x\r\n\r\n", answers=3)
+        assert [h["Content-Type"] for h, _ in three] == ["application/json", "image/jpeg", "image/jpeg"]
         with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
             sock.sendall(b"GET /latest/0 HTTP/1.0\r\n\r\n")
             data = b""
