@@ -6,7 +6,8 @@ camfabric Subscriber, so both servers get the same JPEG bytes); `/latest/{id}` r
 
 As written, it sends the response head and the JPEG in two writes, so Nagle's algorithm and
 the client's delayed ACK can hold the JPEG back ~40 ms. `nodelay` sets TCP_NODELAY: the same
-design at its best, so that comparisons do not rest on that stall.
+design at its best, so that comparisons do not rest on that stall. PORT 0 picks a free port;
+the server prints the one it listens on.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def main() -> None:
     sub.start()
     Handler.disable_nagle_algorithm = len(sys.argv) > 3 and sys.argv[3] == "nodelay"
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    print(f"baseline serving http://127.0.0.1:{server.server_address[1]}/", flush=True)
     server.daemon_threads = True
     server.handle_error = lambda request, address: None  # clients hanging up mid-stream
     threading.Thread(target=server.serve_forever, daemon=True).start()

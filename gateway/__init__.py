@@ -7,6 +7,8 @@
     StreamStats     MJPEG clients, parts delivered and frames skipped per camera (fanout.py)
     Gateway         cache + app + Waitress in one process; `serve` runs 1..n workers (server.py)
     GatewayConfig   the [gateway] configuration section (config.py)
+    QuickLatest     `/latest/{id}` of a camera asked for lately, answered on the server's loop
+                    thread without the framework, as the app would answer it (quick.py)
     HttpServer      Waitress built, tuned and stopped; a request's connection taken over and
                     given back (waitress_seam.py, the one module that knows Waitress's insides;
                     its contract test, tests/gateway/test_waitress_seam.py, is the first thing

@@ -28,6 +28,7 @@ import ipaddress
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -39,6 +40,7 @@ from .cache import FrameCache
 from .config import GatewayConfig, Network
 from .metrics import GatewayMetrics, MetricsResource, RequestCounter
 from .mjpeg import FanoutRegistry, StreamSlots, StreamStats
+from .quick import QuickLatest
 from .whep import WebRtc, WhepResource, WhepSessionResource
 
 log = logging.getLogger(__name__)
@@ -179,14 +181,29 @@ def create_app(
 ) -> falcon.App:
     """The WSGI app serving `cache`; `slots` caps MJPEG streams, `stopping` ends them,
     `stats` counts their clients and frames (the cache's fan-out's when not given)."""
+    return build_app(cache, config, slots=slots, stopping=stopping, stats=stats)[0]
+
+
+def build_app(
+    cache: FrameCache,
+    config: GatewayConfig | None = None,
+    *,
+    slots: StreamSlots | None = None,
+    stopping: threading.Event | None = None,
+    stats: StreamStats | None = None,
+) -> tuple[falcon.App, QuickLatest]:
+    """`create_app`'s app, and the quick answer of its `/latest` for the server (quick.py)."""
     config = config or GatewayConfig()
     stopping = stopping or threading.Event()
     stats = stats or FanoutRegistry.of(cache).stats  # one per cache: every stream counted once
     webrtc = WebRtc(cache, stopping)
     metrics = GatewayMetrics(cache, stats, stopping=stopping, webrtc=webrtc.viewers)
     middleware: list[Any] = [Cors(), RequestCounter(metrics)]
+    allowed: Callable[[str], bool] = lambda address: True  # noqa: E731
     if not config.loopback_only:
-        middleware.append(AllowFrom(config.networks))
+        allow_from = AllowFrom(config.networks)
+        middleware.append(allow_from)
+        allowed = allow_from.allowed
     middleware.append(QueryRules())
     app = falcon.App(middleware=middleware, cors_enable=False)
     app.req_options.keep_blank_qs_values = False
@@ -205,7 +222,7 @@ def create_app(
     app.add_route("/", r.RootResource(frames, streams, default))
     app.add_route("/cameras", r.CacheViewResource(cache.registry))
     app.add_route("/snap/{cam_id}", r.SnapResource(frames))
-    app.add_route("/latest/{cam_id}", r.LatestResource(frames))
+    app.add_route(r.LATEST_ROUTE, r.LatestResource(frames))
     app.add_route("/cam/{cam_id}", r.CamStreamResource(frames, streams))
     app.add_route("/status", r.StatusResource(cache, stats))
     app.add_route("/frame/{cam_id}", r.FrameResource(frames))
@@ -218,4 +235,7 @@ def create_app(
     app.add_route("/favicon.ico", r.StaticResource("favicon.svg"))
     app.add_route("/webrtc/{cam_id}/whep", WhepResource(webrtc))
     app.add_route("/webrtc/{cam_id}/whep/{session_id}", WhepSessionResource(webrtc))
-    return app
+    # The server's quick answer of /latest (quick.py), with what the middleware would add.
+    cors = [("Access-Control-Allow-Origin", "*"), ("Access-Control-Expose-Headers", Cors.expose)]
+    quick = QuickLatest(cache, frames.answered, allowed, metrics.count_request, cors)
+    return app, quick

@@ -19,8 +19,9 @@ Which frame each image route serves:
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources as package_files
 from typing import Any
 
@@ -37,6 +38,7 @@ IMAGE_HEADERS = {"Cache-Control": "no-cache"}
 RETRY_AFTER_S = 1
 # A dead camera rarely comes back within a second; a client polling it waits a little longer.
 DOWN_RETRY_AFTER_S = 2
+LATEST_ROUTE = "/latest/{cam_id}"
 FORMATS = ("jpeg", "raw")
 # `?fps=N` on a stream: parts per second, at most this many (and more than none).
 MAX_STREAM_FPS = 120.0
@@ -129,7 +131,7 @@ def require_connected(cam: int, view: CameraView) -> None:
 
 def send_jpeg(resp: falcon.Response, frame: wire.Frame) -> None:
     resp.content_type = "image/jpeg"
-    resp.data = frame.data if isinstance(frame.data, bytes) else bytes(frame.data)
+    resp.data = frame.data if isinstance(frame.data, bytes) else bytes(frame.data)  # WSGI: bytes
     resp.set_headers(IMAGE_HEADERS)
     resp.set_header("X-Timestamp", f"{frame.t_capture_ns / 1e9:.6f}")
 
@@ -146,6 +148,9 @@ class Frames:
     cache: FrameCache
     timeout_s: float
     stale_after_s: float
+    # camera -> when its /latest was last answered (time.monotonic): quick.py answers the
+    # cameras asked for lately without the framework.
+    answered: dict[int, float] = field(default_factory=dict)
 
     def latest(self, resp: falcon.Response, cam: int) -> None:
         """The cached newest JPEG with X-Frame-Age-Ms; 503 + Retry-After before the first
@@ -156,6 +161,7 @@ class Frames:
         if view.frame is None:
             raise _no_frame_yet(cam)
         send_aged(resp, self.cache, view.frame)
+        self.answered[cam] = time.monotonic()
 
     def live(self, resp: falcon.Response, cam: int) -> None:
         """A frame no older than `stale_after_s`: the cached one, else one waited for; 503

@@ -30,6 +30,7 @@ import logging
 import multiprocessing
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -39,7 +40,7 @@ import zmq
 from ..runtime.errors import CamfabricError
 from ..runtime.process import setup_logging, stop_event
 from . import metrics
-from .app import Cors, create_app
+from .app import Cors, build_app
 from .cache import FrameCache
 from .config import GatewayConfig
 from .mjpeg import StreamSlots, shared_counts
@@ -48,6 +49,12 @@ from .waitress_seam import HttpServer
 log = logging.getLogger(__name__)
 
 BACKLOG = 1024
+# Every request passes from Waitress's loop thread (read, parse) to a request thread (answer)
+# and back. A thread that wants the GIL while another runs Python waits up to the switch
+# interval (5 ms by default) before asking for it: with a few busy clients the loop thread sat
+# in that wait after each `recv`, and one worker answered /latest at half the rate it does with
+# 0.2 ms (benchmarks/latest_rps.py). Set in the processes that serve, not by the library.
+GIL_SWITCH_INTERVAL_S = 0.0002
 RESPAWN_INTERVAL_S = 1.0
 # A worker that exits this soon after starting, this many times in a row, is not restarted:
 # the gateway stops with an error instead of looping (e.g. a port or key it cannot use).
@@ -148,7 +155,7 @@ class Gateway:
                                 context=context, curve=config.curve_clients,
                                 tracker=config.tracker, services=config.services,
                                 owners=config.camera_owners, max_cameras=config.max_cameras)
-        self.app = create_app(self.cache, config, slots=self.slots, stopping=self.stopping)
+        self.app, self.quick = build_app(self.cache, config, slots=self.slots, stopping=self.stopping)
         self.server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -165,7 +172,8 @@ class Gateway:
         sock = self.sock or bind_socket(self.config.host, self.config.port)
         self.cache.start()
         try:
-            self.server = HttpServer(self.app, sock, self.config.request_threads, Cors.expose)
+            self.server = HttpServer(self.app, sock, self.config.request_threads, Cors.expose,
+                                     quick=self.quick)
         except Exception:
             self.cache.close()
             raise
@@ -199,6 +207,7 @@ def _worker_main(config: GatewayConfig, sock: socket.socket, counts: Any, index:
                  log_level: str, pin: bool) -> None:
     """A worker process: serve on the inherited socket until SIGTERM/SIGINT or the parent dies."""
     setup_logging(log_level)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     cpu = pin_to_one_cpu(index) if pin else None
     stop = stop_event()
     parent = os.getppid()
@@ -296,6 +305,7 @@ def serve(config: GatewayConfig, stop: threading.Event, log_level: str = "INFO",
              workers, "s" if workers > 1 else "", "each pinned to one CPU" if pin else "not pinned",
              usable_cpus(), "yes" if config.shares_host else "no")
     if workers == 1:
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         if pin:
             pin_to_one_cpu()
         gateway = Gateway(config, sock=sock).start()

@@ -7,6 +7,10 @@ answers. This module offers exactly that:
 
     HttpServer(app, sock, threads)      Waitress tuned for the gateway (below); .run() serves
                                         until .stop(timeout); .socket is the listening socket
+      quick=answer                      `answer(QuickRequest)` may answer a request whole on
+                                        Waitress's loop thread, before any request thread or
+                                        WSGI environ (a cached JPEG): (headers, body) or None
+                                        to let the app answer it as usual
     request_connection(environ)         the Waitress connection serving a request, or None
                                         where the server is not Waitress (Falcon's test client)
       .headers_only                     the response has no body (HEAD, 204, 304)
@@ -22,7 +26,9 @@ Waitress):
 
 - `waitress.server.TcpWSGIServer`'s constructor and its test-shim arguments `(app, map,
   _start, _sock)`, `bind_socket=False`, `sockinfo`; its `channel_class`, `maintenance(now)`,
-  `active_channels`, `_map`, `trigger.pull_trigger(callable)`, `task_dispatcher.shutdown`;
+  `active_channels`, `_map`, `trigger.pull_trigger(callable)`, `task_dispatcher.shutdown`,
+  and `add_task(channel)`, called on the loop thread by `received` with `requests_lock` held
+  once a request is whole and the only one in `channel.requests`;
 - `waitress.channel.HTTPChannel`: `task_class`, `error_task_class`, `parser_class`,
   `received`, `handle_read`, `readable`, `service`, `send_continue`, `requests`, `request`,
   `will_close`, `close_when_flushed`, `connected`, `total_outbufs_len`, `socket`, `_fileno`,
@@ -30,8 +36,10 @@ Waitress):
 - `waitress.task.WSGITask.get_environment`, `finish`, `wrote_header`, `chunked_response`,
   `has_body`;
   `waitress.task.ErrorTask.execute` with `status`, `response_headers`, `content_length`;
-- `waitress.parser.HTTPRequestParser`: `completed`, `expect_continue`, `error`, and `path`
-  set only for a request it could parse;
+- `waitress.parser.HTTPRequestParser`: `completed`, `expect_continue`, `error`, `command`,
+  `path`, `query`, `version`, `headers` (upper-case names), `close()`, and `path` set only for
+  a request it could parse;
+- `waitress.utilities.build_http_date`; Waitress's answers list their headers sorted by name;
 - the `waitress.queue` logger's "Task queue depth is N" warning, one per request.
 
 Waitress settings, and why:
@@ -56,10 +64,12 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import waitress.adjustments
@@ -67,6 +77,7 @@ import waitress.channel
 import waitress.parser
 import waitress.server
 import waitress.task
+import waitress.utilities
 import waitress.wasyncore
 
 log = logging.getLogger(__name__)
@@ -87,6 +98,8 @@ CLEANUP_INTERVAL_S = 1
 # MJPEG stream uses two: Waitress's and the fan-out's duplicate).
 CONNECTION_LIMIT = 1000
 DESCRIPTION_CHARS = 200
+# How long a request thread sends a whole body itself before leaving the rest to Waitress.
+SEND_DIRECT_TIMEOUT_S = 1.0
 # The environ key under which the gateway's task makes itself known to the app.
 ENVIRON_KEY = "camfabric.connection"
 # Headers every answer carries (app.py's Cors, for what the app answers itself).
@@ -168,12 +181,88 @@ class GatewayTask(waitress.task.WSGITask):
         environ[ENVIRON_KEY] = RequestConnection(self)
         return environ
 
+    def write(self, data: bytes) -> None:
+        """Waitress's write, and a shorter way for a whole body given at once (a JPEG): the
+        head and the body go straight to the socket in one `sendmsg` from this thread, with
+        no copy into Waitress's buffers, when nothing is queued before them; what the socket
+        does not take within SEND_DIRECT_TIMEOUT_S goes to Waitress's buffers as usual."""
+        if (self.wrote_header or not data or not self.complete or self.content_length != len(data)
+                or self.request.command == "HEAD" or not self.has_body):
+            super().write(data)
+            return
+        channel = self.channel
+        head = self.build_response_header()
+        if self.chunked_response:  # not with a Content-Length; for completeness
+            channel.write_soon(head)
+            self.wrote_header = True
+            super().write(data)
+            return
+        self.wrote_header = True
+        self.content_bytes_written += len(data)
+        with channel.outbuf_lock:
+            if not channel.connected:
+                raise waitress.channel.ClientDisconnected
+            direct = not channel.total_outbufs_len  # nothing queued: these bytes go first
+        rest = [memoryview(head), memoryview(data).cast("B")]
+        if direct:
+            # Without the buffer lock, which Waitress's loop takes to close a connection: only
+            # this request's thread writes to it now, and a connection closed meanwhile makes
+            # sendmsg fail and write_soon raise ClientDisconnected, as Waitress's own writes do.
+            sock = channel.socket  # None once Waitress has closed the connection
+            if sock is not None:
+                rest = _send_direct(sock, rest, SEND_DIRECT_TIMEOUT_S)
+                channel.last_activity = time.time()
+        for buffer in rest:
+            channel.write_soon(buffer)
+
     def finish(self) -> None:
         if self.request.command == "HEAD":
             if not self.wrote_header:
                 self.write(b"")
             self.chunked_response = False
         super().finish()
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """Waitress's Date header value, made once a second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, waitress.utilities.build_http_date(now))
+    return _date_cache[1]
+
+
+def _send_direct(sock: socket.socket, buffers: list[memoryview], timeout: float) -> list[memoryview]:
+    """Send `buffers` on the non-blocking `sock`, waiting for room up to `timeout` s in all;
+    what is left unsent (nothing, normally). A socket error leaves everything to Waitress,
+    which meets it on its next send and closes the connection as it always does."""
+    deadline = time.monotonic() + timeout
+    poller = None
+    while buffers:
+        try:
+            sent = sock.sendmsg(buffers)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return buffers
+        while buffers and sent >= len(buffers[0]):
+            sent -= len(buffers[0])
+            del buffers[0]
+        if sent:
+            buffers[0] = buffers[0][sent:]
+        if not buffers:
+            break
+        left = deadline - time.monotonic()
+        if left <= 0:  # a timeout of 0: one try only
+            break
+        if poller is None:
+            poller = select.poll()
+            poller.register(sock, select.POLLOUT)
+        poller.poll(left * 1000)
+    return buffers
 
 
 class GatewayChannel(waitress.channel.HTTPChannel):
@@ -233,11 +322,68 @@ class GatewayChannel(waitress.channel.HTTPChannel):
         super().send_continue()
 
 
+@dataclass(frozen=True, slots=True)
+class QuickRequest:
+    """What a quick answer may look at: a whole request with no body."""
+
+    method: str
+    path: str
+    query: str
+    remote_addr: str
+
+
+QuickAnswer = Callable[[QuickRequest], "tuple[list[tuple[str, str]], bytes | memoryview] | None"]
+
+
 class GatewayServer(waitress.server.TcpWSGIServer):
-    """Waitress's TCP server with the gateway's channel and a header timeout."""
+    """Waitress's TCP server with the gateway's channel, a header timeout, and quick answers."""
 
     channel_class = GatewayChannel
     header_timeout_s = HEADER_TIMEOUT_S
+    quick: QuickAnswer | None = None
+
+    def add_task(self, channel: GatewayChannel) -> None:
+        # Called with the channel's requests_lock held: on the loop thread when a request has
+        # just been parsed and is the channel's only one, or on a request thread that has
+        # answered one and finds more (pipelined). Only a channel's sole request is answered
+        # quickly; with more queued, a task serves them in order as Waitress does.
+        if self.quick is None or len(channel.requests) != 1 or not self._answer_quickly(channel):
+            super().add_task(channel)
+
+    def _answer_quickly(self, channel: GatewayChannel) -> bool:
+        """Answer the channel's request here if `quick` does: a 200 with the given headers and
+        body, sent straight from the body's buffer, Waitress's headers (Date, Server,
+        Connection) added as it would. What the socket does not take at once is left in the
+        channel's buffer, which the loop sends on as any answer of Waitress's own."""
+        request = channel.requests[0]
+        if (request.error or channel.total_outbufs_len or channel.will_close
+                or channel.close_when_flushed or request.content_length or request.chunked):
+            return False
+        answer = self.quick(QuickRequest(request.command, request.path, request.query,
+                                         channel.addr[0] if channel.addr else ""))
+        if answer is None:
+            return False
+        headers, body = answer
+        connection = request.headers.get("CONNECTION", "").lower()
+        close = (connection != "keep-alive") if request.version == "1.0" else connection == "close"
+        close = close or channel.half_closed
+        headers = [*headers, ("Date", _http_date()), ("Server", self.adj.ident)]
+        if close:
+            headers.append(("Connection", "close"))
+        elif request.version == "1.0":
+            headers.append(("Connection", "Keep-Alive"))
+        head = "".join([f"HTTP/{request.version} 200 OK\r\n",
+                        *(f"{k}: {v}\r\n" for k, v in sorted(headers, key=lambda kv: kv[0])),
+                        "\r\n"]).encode("latin-1")
+        channel.requests.pop(0)
+        request.close()
+        rest = _send_direct(channel.socket, [memoryview(head), memoryview(body).cast("B")], 0.0)
+        channel.last_activity = time.time()
+        for buffer in rest:
+            channel.write_soon(buffer)
+        if close:
+            channel.close_when_flushed = True
+        return True
 
     def maintenance(self, now: float) -> None:
         super().maintenance(now)  # idle connections (channel_timeout)
@@ -344,7 +490,8 @@ class HttpServer:
     """Waitress serving `app` on the listening `sock` with `threads` request threads;
     `expose_headers` is the Access-Control-Expose-Headers of Waitress's own error answers."""
 
-    def __init__(self, app: Any, sock: socket.socket, threads: int, expose_headers: str = "") -> None:
+    def __init__(self, app: Any, sock: socket.socket, threads: int, expose_headers: str = "",
+                 quick: QuickAnswer | None = None) -> None:
         adj = waitress.adjustments.Adjustments(
             sockets=[sock], threads=threads, outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
             channel_request_lookahead=1, connection_limit=connection_limit(),
@@ -361,6 +508,7 @@ class HttpServer:
         self._server = GatewayServer(
             app, {}, True, sock, dispatcher=dispatcher, adj=adj, bind_socket=False,
             sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()))
+        self._server.quick = quick
         queue_log = logging.getLogger(QUEUE_LOG)
         if QUEUE_LOG_THROTTLE not in queue_log.filters:
             queue_log.addFilter(QUEUE_LOG_THROTTLE)

@@ -17,6 +17,7 @@ import waitress.channel
 import waitress.parser
 import waitress.server
 import waitress.task
+import waitress.utilities
 
 from camfabric.gateway import waitress_seam
 from camfabric.gateway.mjpeg import FanoutRegistry
@@ -31,6 +32,9 @@ def test_every_internal_the_seam_names_is_there():
     assert list(params)[1:5] == ["application", "map", "_start", "_sock"]
     assert {"dispatcher", "adj", "sockinfo", "bind_socket"} <= set(params)
     assert callable(waitress.server.TcpWSGIServer.maintenance)
+    assert len(inspect.signature(waitress.server.TcpWSGIServer.add_task).parameters) == 2  # (self, channel)
+    assert "add_task" in inspect.getsource(waitress.channel.HTTPChannel.received)
+    assert callable(waitress.utilities.build_http_date)
     channel = waitress.channel.HTTPChannel
     for name in ("readable", "handle_read", "service", "received", "send_continue", "handle_close"):
         assert callable(getattr(channel, name)), name
@@ -57,6 +61,12 @@ def test_a_request_that_cannot_be_parsed_has_no_path_and_ours_has_one():
         assert parser.completed and parser.error is not None
     assert not hasattr(waitress.parser.HTTPRequestParser(adj), "path")
     assert waitress_seam.RequestParser(adj).path == ""
+    parsed = waitress.parser.HTTPRequestParser(adj)
+    parsed.received(b"GET /latest/0?a=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert (parsed.completed, parsed.error, parsed.command, parsed.path, parsed.query, parsed.version) == \
+        (True, None, "GET", "/latest/0", "a=1", "1.0")
+    assert parsed.headers["CONNECTION"] == "keep-alive"
+    assert (parsed.content_length, parsed.chunked) == (0, False)
 
 
 class Server:
