@@ -4,6 +4,7 @@ simulation kept out of production code, and subcommands that load only what they
 from __future__ import annotations
 
 import ast
+import os
 import re
 import signal
 import subprocess
@@ -176,8 +177,19 @@ def test_top_level_help_matches_each_command_and_unknown_command_is_a_usage_erro
 
 
 def _demo(*extra: str) -> subprocess.Popen:
+    # PYTHONFAULTHANDLER: a demo that hangs is sent SIGABRT and says where each thread was.
     return subprocess.Popen([PYTHON, "-m", "camfabric.cli", "demo", *extra], cwd=REPO,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _communicate_or_show_where_it_hangs(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+        _out, err = proc.communicate(timeout=10)
+        raise AssertionError(f"still running {timeout} s after Ctrl-C:\n{err[-8000:]}") from None
 
 
 def _python_catches_sigint(pid: int, timeout: float = 20.0) -> None:
@@ -203,7 +215,7 @@ def test_ctrl_c_in_the_demos_first_second_exits_without_a_traceback(after_s):
     _python_catches_sigint(proc.pid)
     time.sleep(after_s)  # into the demo's own start: imports, ports, threads
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _out, err = _communicate_or_show_where_it_hangs(proc, timeout=30)
     # 0: stopped cleanly; 130 or killed by SIGINT (-2 here, 130 in a shell's $?): interrupted.
     assert proc.returncode in (0, 130, -signal.SIGINT), err
     assert "Traceback" not in err
