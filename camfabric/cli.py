@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType
 
 from . import __version__
@@ -75,6 +77,25 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     return _command_parser(name, load_command(name))
 
 
+@contextmanager
+def _ctrl_c_held_until_imported() -> Iterator[None]:
+    """Hold a Ctrl-C that comes while a command's modules import, and raise it once they have
+    (main() then exits 130): raised in the middle of an import, it can surface as another error
+    with a traceback (a TypeError out of the ssl module, seen on a loaded machine)."""
+    pressed: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, _frame: pressed.append(signum))
+    except ValueError:  # not the main thread: signals are not ours to hold
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `camfabric` command."""
     try:
@@ -90,7 +111,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     name = argv[0]
     try:
-        module = load_command(name)
+        with _ctrl_c_held_until_imported():
+            module = load_command(name)
     except ModuleNotFoundError as exc:
         from camfabric.runtime.optional import missing_dependency
 

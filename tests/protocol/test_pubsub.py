@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import itertools
 import os
 import socket
 import threading
@@ -16,6 +17,7 @@ import pytest
 from camfabric import protocol
 from camfabric.protocol import topics, wire
 from camfabric.protocol.demand import Demand
+from camfabric.runtime.clock import ManualClock
 
 from ..gateway.support import wait_until
 
@@ -426,23 +428,38 @@ def test_writing_to_a_frames_image_fails_and_the_next_reader_sees_the_original(p
 
 # -- subscriptions on demand ------------------------------------------------------------------
 
-def test_on_demand_subscribes_while_wanted_and_leaves_after_idle(publisher, zmq_context):
-    with subscriber(publisher, zmq_context, on_demand=True, idle_s=0.5) as sub:
+def test_on_demand_subscribes_while_wanted_and_leaves_after_idle(zmq_context):
+    # Time passes on a clock moved by hand, the receiver's idle time and the node's cache alike:
+    # a loaded machine that takes longer than idle_s between two lines of this test cannot make
+    # the subscription lapse early. Each reading is also a nanosecond after the one before, so
+    # what happened first still reads earlier.
+    clock, readings = ManualClock(), itertools.count()
+
+    def now_ns() -> int:
+        return int(clock.monotonic() * 1e9) + next(readings)
+
+    jpeg = topics.frame(0, "jpeg")
+    with protocol.Publisher("tcp://127.0.0.1:0", context=zmq_context, clock=now_ns) as publisher, \
+            subscriber(publisher, zmq_context, on_demand=True, idle_s=0.5, clock=now_ns) as sub:
         assert publisher.wait_for_subscriber(topics.meta(0), timeout=3)
-        assert not publisher.wants(topics.frame(0, "jpeg"))  # heartbeats only
+        assert not publisher.wants(jpeg)  # heartbeats only
         publisher.publish(frame(seq=1))  # cached: the node answers a new subscriber at once
         assert sub.latest(0, timeout=2).seq == 1
-        assert publisher.wants(topics.frame(0, "jpeg"))
-        assert publisher.wait_for_no_subscriber(topics.frame(0, "jpeg"), timeout=3)
+        assert publisher.wants(jpeg)
+        clock.advance(0.6)  # idle_s without a call; seq 1 is now past the node's replay bound too
+        assert publisher.wait_for_no_subscriber(jpeg, timeout=3)
         publisher.publish(frame(seq=2))  # while nobody subscribes: only the node's cache has it
         assert sub.latest(0, timeout=2).seq == 2  # never the stale seq 1 kept from before
-        assert publisher.wait_for_no_subscriber(topics.frame(0, "jpeg"), timeout=3)
+        clock.advance(0.6)
+        assert publisher.wait_for_no_subscriber(jpeg, timeout=3)
         with sub.watching(0):
-            assert publisher.wait_for_subscriber(topics.frame(0, "jpeg"), timeout=3)
-            time.sleep(1.0)  # longer than idle_s: held by the block
-            assert publisher.wants(topics.frame(0, "jpeg"))
+            assert publisher.wait_for_subscriber(jpeg, timeout=3)
+            clock.advance(5.0)  # ten times idle_s: held by the block
+            time.sleep(0.5)  # the subscriber's sweeps (every 0.2 s) look at it meanwhile
+            assert publisher.wants(jpeg)
         sub.release(0)
-        assert publisher.wait_for_no_subscriber(topics.frame(0, "jpeg"), timeout=3)
+        clock.advance(0.6)
+        assert publisher.wait_for_no_subscriber(jpeg, timeout=3)
 
 
 def test_subscribers_made_and_closed_on_many_threads_at_once(publisher, zmq_context):

@@ -27,6 +27,12 @@ from tests.conftest import ANY_PORT, ENDPOINT, PYTHON, REPO, Output
 from tests.fakes.gemini import FakeGemini
 
 KEY = "AIzaSyD-pacing-test-key-0123456789abcde"
+# The gate is taken when a request leaves the tracker (docs/tracker.md); the fake sees it
+# arrive, after a connection set-up or a thread switch that can delay one request more than the
+# next (a first request on a new connection arrived 9 ms late on a loaded machine). Gaps at the
+# fake are checked less this much; the exact spacing is checked on a manual clock in
+# test_budget.py.
+ARRIVAL_JITTER_S = 0.1
 # Each camera's frames differ, so the fake's records tell which camera a request was for.
 JPEGS = {cam: encode_jpeg(np.full((360, 640, 3), 40 + 50 * cam, np.uint8)) for cam in range(3)}
 
@@ -102,11 +108,11 @@ def test_three_gemini_cameras_for_60_s_at_the_fake(tmp_path, zmq_context, caplog
     assert after and after[0] - limited >= 5.0  # every camera silent for the retryDelay
     per_cam = _per_camera(fake)
     for cam, times in per_cam.items():  # the seed's rule, at the API
-        assert min(_gaps(times)) >= 2.0, (cam, times)
+        assert min(_gaps(times)) >= 2.0 - ARRIVAL_JITTER_S, (cam, times)
     # the budget's calls are evenly spaced: one every 60/30 s (+ 50 ms), never a burst
     paused = arrivals.index(limited)
     gaps = [g for i, g in enumerate(_gaps(arrivals)) if i != paused]  # all but the pause's gap
-    assert min(gaps) >= 2.05 - 0.1  # never closer than the spacing (less arrival jitter)
+    assert min(gaps) >= 2.05 - ARRIVAL_JITTER_S  # never closer than the spacing
     assert max(gaps) <= 2.05 + 2.0  # and never a silence then a burst (margin: a loaded machine)
     assert sum(gaps) / len(gaps) <= 2.05 + 0.5
     assert 20 <= len(arrivals) <= 30
@@ -130,8 +136,8 @@ def test_one_camera_at_the_fake_never_closer_than_2_s_and_never_two_in_flight(tm
     arrivals = [r.at for r in fake.requests]
     assert len(arrivals) >= 5 and fake.max_in_flight == 1
     gaps = _gaps(arrivals)
-    assert min(gaps) >= 2.0
-    assert gaps[1] >= 2.6  # the slow answer held the next request back until it came
+    assert min(gaps) >= 2.0 - ARRIVAL_JITTER_S
+    assert gaps[1] >= 2.6 - ARRIVAL_JITTER_S  # the slow answer held the next request back until it came
 
 
 class SteppedClock:
@@ -166,7 +172,7 @@ def test_wall_clock_stepped_an_hour_either_way_neither_bursts_nor_stalls(tmp_pat
     arrivals = [r.at for r in fake.requests]
     gaps = _gaps(arrivals)
     assert fake.requests[2].status == 429 and len(arrivals) >= 5
-    assert min(gaps) >= 2.0  # no burst
+    assert min(gaps) >= 2.0 - ARRIVAL_JITTER_S  # no burst
     # The pause lasted its 3 s, not an hour; every other request came about 2 s after the one
     # before, not an hour later (the margins are for a loaded machine; the exact spacing is
     # checked on a manual clock in test_budget.py).
@@ -234,7 +240,7 @@ def test_two_trackers_on_one_host_share_one_camera_s_2_s(tmp_path, zmq_context):
             proc.wait(timeout=10)
             err = output.text()
     arrivals = [r.at for r in fake.requests]
-    assert min(_gaps(arrivals)) >= 2.0, err
+    assert min(_gaps(arrivals)) >= 2.0 - ARRIVAL_JITTER_S, err
     assert sorted(owners) == sorted([str(os.getpid()), str(proc.pid)])  # one state, two trackers
     assert ours["calls"] + theirs["calls"] >= 3 and len(arrivals) >= 3
     assert KEY not in err
