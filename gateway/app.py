@@ -39,7 +39,7 @@ from .cache import FrameCache
 from .config import GatewayConfig, Network
 from .metrics import GatewayMetrics, MetricsResource, RequestCounter
 from .mjpeg import FanoutRegistry, StreamSlots, StreamStats
-from .whep import WebRtc, WhepResource, WhepSessionResource
+from .whep import WebRtc, WebRtcStatus, WhepResource, WhepSessionResource
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def create_app(
     stats = stats or FanoutRegistry.of(cache).stats  # one per cache: every stream counted once
     webrtc = WebRtc(cache, stopping)
     metrics = GatewayMetrics(cache, stats, stopping=stopping, webrtc=webrtc.viewers)
-    middleware: list[Any] = [Cors(), RequestCounter(metrics)]
+    middleware: list[Any] = [Cors(), RequestCounter(metrics), WebRtcStatus(webrtc)]
     if not config.loopback_only:
         middleware.append(AllowFrom(config.networks))
     middleware.append(QueryRules())

@@ -52,11 +52,12 @@ def h264_encodes(node: CaptureNode) -> int:
 
 def test_a_mainsail_style_viewer_plays_the_camera_at_its_rate_and_size(node, gateway):
     assert h264_encodes(node) == 0, "no viewer yet: no H.264 encode"
-    scrapes = []
+    scrapes, statuses = [], []
 
     def scrape(seen) -> None:
         time.sleep(0.5)
         scrapes.append(requests.get(gateway.url + "metrics", timeout=5).text)
+        statuses.append(requests.get(gateway.url + "status", timeout=5).json())
 
     seen = asyncio.run(view(gateway.url + "webrtc/0", seconds=3.0, on_playing=scrape))
 
@@ -82,6 +83,8 @@ def test_a_mainsail_style_viewer_plays_the_camera_at_its_rate_and_size(node, gat
     sent = [line for line in scrapes[0].splitlines()
             if line.startswith('camfabric_webrtc_bytes_sent_total{camera="0"}')]
     assert sent and float(sent[0].split()[-1]) > 0
+    webrtc = statuses[0]["0"]["health"]["gateway"]["webrtc"]
+    assert webrtc["viewers"] == 1 and webrtc["bytes_sent"] > 0
     after_delete = requests.get(gateway.url + "metrics", timeout=5).text
     assert 'camfabric_webrtc_viewers{camera="0"} 0.0' in after_delete
     # Leaving: the gateway releases the camera's H.264 and the node stops encoding it.
