@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import fractions
 import logging
 import secrets
@@ -58,6 +59,7 @@ try:  # the optional `webrtc` extra
         RTCRtpSender,
         RTCSessionDescription,
     )
+    from aiortc.mediastreams import MediaStreamError
     from aiortc.rtcpeerconnection import filter_preferred_codecs
     from aiortc.sdp import candidate_from_sdp
 except ImportError:  # pragma: no cover - depends on the installation
@@ -144,7 +146,7 @@ class FabricVideoTrack(MediaStreamTrack):
     async def recv(self) -> Any:
         while not self._queue:
             if self.readyState != "live":
-                raise _media_stream_error()
+                raise MediaStreamError()
             self._ready.clear()
             await self._ready.wait()
         frame = self._queue.popleft()
@@ -171,11 +173,6 @@ def _send_only(transceiver: Any, codecs: list[Any]) -> None:
     answer's codecs fails if they change)."""
     transceiver.setCodecPreferences(codecs)
     transceiver._codecs = filter_preferred_codecs(transceiver._codecs, codecs)
-
-
-def _media_stream_error() -> Exception:
-    from aiortc.mediastreams import MediaStreamError
-    return MediaStreamError()
 
 
 @dataclass
@@ -413,7 +410,7 @@ class WebRtcPeers:
 
 
 def _with_bytes(frame: wire.Frame) -> wire.Frame:
-    import dataclasses
+    """`frame` holding its own copy of the payload, free of the ZeroMQ message's buffer."""
     return dataclasses.replace(frame, data=bytes(frame.data))
 
 

@@ -17,7 +17,12 @@ from camfabric.capture_node.config import CameraConfig, NodeConfig
 from camfabric.capture_node.node import CaptureNode
 from camfabric.gateway.config import GatewayConfig
 from camfabric.gateway.server import Gateway
-from camfabric.gateway.webrtc import CONSENT_FAILURES, CONSENT_INTERVAL_S, RELEASE_AFTER_S
+from camfabric.gateway.webrtc import (
+    CONNECT_TIMEOUT_S,
+    CONSENT_FAILURES,
+    CONSENT_INTERVAL_S,
+    RELEASE_AFTER_S,
+)
 from camfabric.protocol import topics
 
 pytest.importorskip("aiortc", reason="WebRTC needs the webrtc extra: pip install 'camfabric[webrtc]'")
@@ -191,3 +196,26 @@ def test_every_request_of_a_session_works_whichever_worker_takes_it(node, gatewa
         assert seen.delete.status_code == 200, seen.delete.text
         assert requests.delete(seen.location, timeout=5).status_code == 404
         assert node.publisher.wait_for_no_subscriber(H264, timeout=RELEASE_AFTER_S + 3)
+
+
+def test_a_session_whose_ice_never_starts_is_dropped(node, gateway):
+    from aiortc import RTCPeerConnection
+
+    from tests.gateway.whep_client import split_candidates
+
+    async def post_and_walk_away() -> requests.Response:
+        pc = RTCPeerConnection()
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        offer, _ = split_candidates(pc.localDescription.sdp)  # and never PATCHes them
+        await pc.close()
+        return requests.post(gateway.url + "webrtc/0/whep", data=offer.encode(), timeout=10,
+                             headers={"Content-Type": "application/sdp"})
+
+    assert asyncio.run(post_and_walk_away()).status_code == 201
+    assert node.publisher.wait_for_subscriber(H264, timeout=5)
+    # The watchdog looks once a second; then the camera is released RELEASE_AFTER_S later.
+    bound = CONNECT_TIMEOUT_S + 1 + RELEASE_AFTER_S + 3
+    assert node.publisher.wait_for_no_subscriber(H264, timeout=bound)
+    assert 'camfabric_webrtc_viewers{camera="0"} 0.0' in requests.get(gateway.url + "metrics",
+                                                                        timeout=5).text
