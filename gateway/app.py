@@ -180,7 +180,7 @@ def create_app(
     config = config or GatewayConfig()
     stopping = stopping or threading.Event()
     stats = stats or FanoutRegistry.of(cache).stats  # one per cache: every stream counted once
-    webrtc = WebRtc(cache, stopping)
+    webrtc = WebRtc(cache, stopping, config.ice_servers)
     metrics = GatewayMetrics(cache, stats, stopping=stopping, webrtc=webrtc.viewers)
     middleware: list[Any] = [Cors(), RequestCounter(metrics), WebRtcStatus(webrtc)]
     if not config.loopback_only:

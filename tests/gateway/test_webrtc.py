@@ -219,3 +219,13 @@ def test_a_session_whose_ice_never_starts_is_dropped(node, gateway):
     assert node.publisher.wait_for_no_subscriber(H264, timeout=bound)
     assert 'camfabric_webrtc_viewers{camera="0"} 0.0' in requests.get(gateway.url + "metrics",
                                                                         timeout=5).text
+
+
+def test_configured_ice_servers_are_offered_as_link_headers(node):
+    config = GatewayConfig(port=0, subscribe=(node.endpoint,),
+                           ice_servers=("stun:stun.example.org:3478", "turn:turn.example.org"))
+    with Gateway(config) as gw:
+        answer = requests.options(gw.url + "webrtc/0/whep", timeout=5)
+    assert answer.status_code == 204
+    assert answer.headers["Link"] == ('<stun:stun.example.org:3478>; rel="ice-server", '
+                                      '<turn:turn.example.org>; rel="ice-server"')
