@@ -119,3 +119,45 @@ def test_the_wire_refuses_an_h264_message_that_breaks_the_format():
     ):
         with pytest.raises(protocol.ProtocolError, match=why):
             wire.decode(broken)
+
+
+NODE_WITHOUT_PYAV = """
+import sys
+sys.modules["av"] = None  # as on a 32-bit Raspberry Pi OS without the webrtc extra
+import logging
+from camfabric.capture_node.config import CameraConfig, NodeConfig
+from camfabric.capture_node.node import CaptureNode
+logging.basicConfig(level=logging.WARNING)
+camera = CameraConfig(id=0, name="Bed", resolution=(320, 240), fps=20.0)
+with CaptureNode(NodeConfig(name="nopyav", publish="tcp://127.0.0.1:0", cameras=(camera,))) as node:
+    print(node.endpoint, flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_without_pyav_h264_subscribers_hear_nothing_and_jpeg_goes_on():
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    node = subprocess.Popen([sys.executable, "-c", NODE_WITHOUT_PYAV], cwd=root, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        endpoint = node.stdout.readline().strip()
+        with protocol.Subscriber(endpoint, cameras=[0], encoding=["h264", "jpeg"]) as sub:
+            jpeg = sub.latest(0, timeout=5.0, encoding="jpeg")
+            assert (jpeg.w, jpeg.h) == (320, 240)
+            later = sub.latest(0, timeout=5.0, encoding="jpeg", newer_than=jpeg)
+            assert later.seq > jpeg.seq, "JPEG goes on while H.264 cannot be made"
+            with pytest.raises(protocol.FrameTimeout):
+                sub.latest(0, timeout=1.0, encoding="h264")
+            health = sub.meta(0).health
+            assert health["connected"] and health["last_error"] == ""
+            assert health["h264_encodes"] == 0 and health["publish_failed"] > 0
+    finally:
+        node.stdin.close()
+        node.wait(10)
+    log = node.stderr.read()
+    assert log.count("cannot encode H.264") == 1, log  # once, not once per frame
+    assert "camfabric[webrtc]" in log
