@@ -160,6 +160,8 @@ def test_whep_errors_are_json(gateway):
     assert wrong_type.status_code == 415 and wrong_type.json()["title"]
     unknown_camera = post(gateway, "webrtc/7/whep", b"v=0\r\nm=video 9 x\r\n")
     assert unknown_camera.status_code == 404 and "camera 7" in unknown_camera.json()["description"]
+    too_big = post(gateway, "webrtc/0/whep", b"v=0\r\n" + b"a=x\r\n" * 8000)
+    assert too_big.status_code == 413 and too_big.json()["title"]
     unknown_session = requests.delete(gateway.url + "webrtc/0/whep/0123abcd-nosuch", timeout=5)
     assert unknown_session.status_code == 404 and unknown_session.json()["title"]
     preflight = requests.options(gateway.url + "webrtc/0/whep", timeout=5, headers={
