@@ -49,6 +49,8 @@ def relay_dir() -> str:
     """The directory the workers' relay sockets live in: private to this user."""
     path = os.path.join(tempfile.gettempdir(), f"camfabric-whep-{os.getuid()}")
     os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.stat(path).st_uid != os.getuid():  # made by someone else to catch the relayed requests
+        raise WebRtcError(500, "WebRTC relay unsafe", f"{path} belongs to another user; remove it")
     os.chmod(path, 0o700)
     return path
 

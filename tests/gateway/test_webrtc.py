@@ -231,3 +231,33 @@ def test_configured_ice_servers_are_offered_as_link_headers(node):
     assert answer.status_code == 204
     assert answer.headers["Link"] == ('<stun:stun.example.org:3478>; rel="ice-server", '
                                       '<turn:turn.example.org>; rel="ice-server"')
+
+
+@pytest.mark.timeout(90)
+def test_with_two_workers_every_session_works_whichever_worker_takes_each_request(node, tmp_path):
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nport = 0\nsubscribe = ["{node.endpoint}"]\nworkers = 2\n')
+    gateway = subprocess.Popen([sys.executable, "-m", "camfabric.cli", "gateway", "--config",
+                                str(config)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                               stderr=subprocess.DEVNULL)
+    try:
+        line = gateway.stdout.readline()
+        url = line.split("gateway: ", 1)[1].split()[0]
+        deadline = time.monotonic() + 30
+        while True:  # both workers up and each has heard of camera 0
+            try:
+                if all(requests.get(url + "cameras", timeout=5).json() for _ in range(6)):
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the workers never served camera 0"
+            time.sleep(0.2)
+        for _ in range(4):  # each request on a new connection: either worker may take it
+            seen = asyncio.run(view(url + "webrtc/0", seconds=0.5))
+            assert (seen.post.status_code, seen.patch.status_code, seen.delete.status_code) == \
+                (201, 204, 200)
+            assert set(seen.sizes) == {(W, H)}
+        assert node.publisher.wait_for_no_subscriber(H264, timeout=RELEASE_AFTER_S + 3)
+    finally:
+        gateway.terminate()
+        gateway.wait(10)
