@@ -8,15 +8,19 @@ subscriber can start decoding at once.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import msgpack
+import numpy as np
 import pytest
 
 from camfabric import protocol
 from camfabric.capture_node.config import CameraConfig, NodeConfig
+from camfabric.capture_node.errors import SourceError
 from camfabric.capture_node.h264 import NAL_PPS, NAL_SPS, nal_types
 from camfabric.capture_node.node import CaptureNode
+from camfabric.capture_node.source import Capture, Source
 from camfabric.protocol import topics, wire
 
 av = pytest.importorskip("av", reason="H.264 needs PyAV: pip install 'camfabric[webrtc]'")
@@ -126,7 +130,9 @@ import sys
 sys.modules["av"] = None  # as on a 32-bit Raspberry Pi OS without the webrtc extra
 import logging
 from camfabric.capture_node.config import CameraConfig, NodeConfig
+from camfabric.capture_node.errors import SourceError
 from camfabric.capture_node.node import CaptureNode
+from camfabric.capture_node.source import Capture, Source
 logging.basicConfig(level=logging.WARNING)
 camera = CameraConfig(id=0, name="Bed", resolution=(320, 240), fps=20.0)
 with CaptureNode(NodeConfig(name="nopyav", publish="tcp://127.0.0.1:0", cameras=(camera,))) as node:
@@ -161,3 +167,83 @@ def test_without_pyav_h264_subscribers_hear_nothing_and_jpeg_goes_on():
     log = node.stderr.read()
     assert log.count("cannot encode H.264") == 1, log  # once, not once per frame
     assert "camfabric[webrtc]" in log
+
+
+class H264Camera(Source):
+    """A camera that encodes H.264 itself (as `rpicam-vid --codec h264` or a UVC H.264 camera
+    does): each read gives one access unit, a keyframe every `gop` pictures."""
+
+    kind = "h264camera"
+
+    def __init__(self, w: int = W, h: int = H, fps: float = FPS, gop: int = 10) -> None:
+        self.w, self.h, self.fps, self.gop = w, h, fps, gop
+        self.sent: dict[int, bytes] = {}  # t_capture_ns -> the access unit as the camera made it
+        self.pictures: dict[int, np.ndarray] = {}
+        self._wake = threading.Event()
+        self._count = 0
+        self._encoder = None
+
+    def open(self) -> None:
+        import fractions
+
+        self._encoder = av.CodecContext.create("libx264", "w")
+        self._encoder.width, self._encoder.height, self._encoder.pix_fmt = self.w, self.h, "yuv420p"
+        self._encoder.time_base = fractions.Fraction(1, 90000)
+        self._encoder.gop_size = self.gop
+        self._encoder.max_b_frames = 0
+        self._encoder.options = {"preset": "ultrafast", "tune": "zerolatency",
+                                 "x264-params": "repeat-headers=1"}
+
+    def read(self, timeout: float) -> Capture:
+        if self._wake.wait(1 / self.fps):
+            raise SourceError("interrupted")
+        picture = np.full((self.h, self.w, 3), 40, dtype=np.uint8)
+        x = (self._count * 7) % (self.w - 40)
+        picture[60:120, x:x + 40] = (30, 200, 240)
+        frame = av.VideoFrame.from_ndarray(picture, format="bgr24").reformat(format="yuv420p")
+        frame.pts = self._count * 6000
+        self._count += 1
+        packet = self._encoder.encode(frame)[0]
+        t_capture_ns = time.time_ns()
+        self.sent[t_capture_ns] = bytes(packet)
+        self.pictures[t_capture_ns] = picture
+        return Capture(t_capture_ns, self.w, self.h, h264=bytes(packet), key=packet.is_keyframe)
+
+    def close(self) -> None:
+        self._encoder = None
+
+    def interrupt(self) -> None:
+        self._wake.set()
+
+
+@pytest.fixture
+def h264_camera_node():
+    camera = H264Camera()
+    config = CameraConfig(id=0, name="UVC H.264", resolution=(W, H), fps=FPS)
+    with CaptureNode(NodeConfig(name="h264cam", publish="tcp://127.0.0.1:0", cameras=(config,)),
+                     sources={0: camera}) as node:
+        yield node, camera
+
+
+def test_a_cameras_own_h264_is_passed_through_untouched(h264_camera_node):
+    node, camera = h264_camera_node
+    with protocol.Subscriber(node.endpoint, cameras=[0], encoding="h264") as sub:
+        frames = [next_frame(sub) for _ in range(15)]
+    assert all(bytes(f.data) == camera.sent[f.t_capture_ns] for f in frames), "byte for byte"
+    assert any(f.key for f in frames) and (frames[0].w, frames[0].h) == (W, H)
+    counts = node.loops[0].counters
+    assert counts["h264_encodes"] == 0 and counts["passthrough"] >= 15
+    assert counts["decodes"] == 0, "nobody wanted a picture: nothing decoded"
+
+
+def test_jpeg_of_an_h264_camera_is_decoded_from_its_stream(h264_camera_node):
+    node, camera = h264_camera_node
+    with protocol.Subscriber(node.endpoint, cameras=[0], encoding="jpeg") as sub:
+        first = sub.latest(0, timeout=5.0)  # from the first keyframe on (gop: 10 pictures)
+        later = sub.latest(0, timeout=5.0, newer_than=first)
+    for frame in (first, later):
+        assert (frame.w, frame.h) == (W, H)
+        source = camera.pictures[frame.t_capture_ns]
+        assert np.abs(frame.image.astype(int) - source.astype(int)).mean() < 6  # the same picture
+    assert node.loops[0].counters["decodes"] > 0
+    assert node.loops[0].counters["h264_encodes"] == 0
