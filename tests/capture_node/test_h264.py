@@ -22,6 +22,7 @@ from camfabric.capture_node.h264 import NAL_PPS, NAL_SPS, nal_types
 from camfabric.capture_node.node import CaptureNode
 from camfabric.capture_node.source import Capture, Source
 from camfabric.protocol import topics, wire
+from camfabric.runtime.errors import ConfigError
 
 av = pytest.importorskip("av", reason="H.264 needs PyAV: pip install 'camfabric[webrtc]'")
 
@@ -247,3 +248,53 @@ def test_jpeg_of_an_h264_camera_is_decoded_from_its_stream(h264_camera_node):
         assert np.abs(frame.image.astype(int) - source.astype(int)).mean() < 6  # the same picture
     assert node.loops[0].counters["decodes"] > 0
     assert node.loops[0].counters["h264_encodes"] == 0
+
+
+def encoded_units(count: int, gop: int, w: int = W, h: int = H) -> list[tuple[bytes, bool]]:
+    """`count` access units of a moving picture, as a camera's encoder makes them."""
+    camera = H264Camera(w, h, gop=gop)
+    camera.open()
+    units = []
+    for _ in range(count):
+        capture = camera.read(1.0)
+        units.append((capture.h264, capture.key))
+    return units
+
+
+def test_an_rpicam_h264_stream_is_split_into_its_units_and_passed_through():
+    from tests.fakes.rpicam_tcp import RpicamTcpServer
+
+    units = encoded_units(20, gop=10)
+    assert units[0][1] and units[10][1]
+    with RpicamTcpServer([u for u, _ in units], fps=30) as server:
+        server.split_writes = True  # units cut at random places, as TCP may
+        camera = CameraConfig(id=0, name="Pi", resolution=(W, H), fps=30.0, source={
+            "kind": "rpicam", "spawn": False, "port": server.port, "codec": "h264"})
+        with CaptureNode(NodeConfig(name="pi", publish="tcp://127.0.0.1:0", cameras=(camera,))) as node, \
+                protocol.Subscriber(node.endpoint, cameras=[0], encoding=["h264", "jpeg"]) as sub:
+            jpeg = sub.latest(0, timeout=5.0, encoding="jpeg")
+            frames = []
+            while len(frames) < 25:
+                frame = sub.poll(3.0)
+                assert frame is not None, "the units stopped coming"
+                if frame.encoding == "h264":
+                    frames.append(frame)
+    sent = dict(units)
+    assert all(bytes(f.data) in sent for f in frames), "every unit whole, byte for byte"
+    assert all(f.key == sent[bytes(f.data)] for f in frames)
+    assert node.loops[0].counters["h264_encodes"] == 0
+    assert (jpeg.w, jpeg.h) == (W, H) and jpeg.image.shape == (H, W, 3)
+
+
+def test_rpicam_is_asked_for_h264_with_parameter_sets_at_every_keyframe_once_a_second():
+    from camfabric.capture_node.sources.rpicam import Options, rpicam_argv
+
+    argv = rpicam_argv(Options(codec="h264"), 1280, 720, 30.0)
+    assert argv[argv.index("--codec") + 1] == "h264"
+    assert "--inline" in argv and argv[argv.index("--intra") + 1] == "30"
+    assert "--inline" not in rpicam_argv(Options(), 1280, 720, 30.0)
+    with pytest.raises(ConfigError) as bad:
+        CameraConfig(id=0, source={"kind": "rpicam", "codec": "hevc"})
+    assert bad.value.path == "source.codec"
+    with pytest.raises(ConfigError):
+        CameraConfig(id=0, source={"kind": "rpicam", "codec": "h264", "args": ["--intra", "5"]})
