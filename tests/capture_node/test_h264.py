@@ -298,3 +298,37 @@ def test_rpicam_is_asked_for_h264_with_parameter_sets_at_every_keyframe_once_a_s
     assert bad.value.path == "source.codec"
     with pytest.raises(ConfigError):
         CameraConfig(id=0, source={"kind": "rpicam", "codec": "h264", "args": ["--intra", "5"]})
+
+
+def test_the_splitter_finds_each_unit_in_any_cut_of_the_stream_after_noise():
+    import random
+
+    from camfabric.capture_node.sources.h264_stream import H264Splitter
+
+    units = encoded_units(12, gop=4)
+    stream = b"\x12\x34noise" + b"".join(u for u, _ in units)
+    rng = random.Random(7)
+    splitter, out, at = H264Splitter(), [], 0
+    while at < len(stream):
+        step = rng.randint(1, 300)
+        out += splitter.feed(stream[at:at + step])
+        at += step
+    assert out == units[:-1], "each unit whole, with its key flag; the last waits for the next"
+    assert splitter.discarded == len(b"\x12\x34noise")
+
+
+def test_a_loop_that_falls_behind_loses_the_units_up_to_the_next_keyframe_not_a_queue():
+    from camfabric.capture_node.sources.h264_stream import UnitQueue
+
+    queue = UnitQueue(max_units=5)
+    for i in range(12):  # keyframes at 0 and 10; nobody takes anything
+        queue.put((bytes([i]), i % 10 == 0), i)
+    # Units 0-4 filled it; 5 overflowed it (all dropped, 5 not a keyframe: skip to the next one).
+    taken = []
+    while True:
+        try:
+            taken.append(queue.take(0.01, "cam")[0][0])
+        except SourceError:
+            break
+    assert taken == [10, 11]
+    assert queue.dropped == 10
