@@ -28,6 +28,7 @@ session whose ICE never connects is dropped after `CONNECT_TIMEOUT_S`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -41,7 +42,6 @@ from typing import Any
 from ..protocol import wire
 from ..protocol.subscriber import Subscriber
 from ..runtime.errors import CamfabricError
-from ..runtime.logonce import LogOnce
 from ..runtime.threads import Ready, start_thread
 from .webrtc_video import CameraFeed, FabricVideoTrack
 
@@ -132,7 +132,6 @@ class WebRtcPeers:
                  ice_servers: Iterable[str] = (), max_sessions: int = MAX_SESSIONS,
                  session_prefix: str = "", log: logging.Logger | None = None) -> None:
         self.log = log or logging.getLogger(__name__)
-        self.failures = LogOnce(self.log)
         self.ice_servers = tuple(ice_servers)
         self.max_sessions = max_sessions
         self.session_prefix = session_prefix
@@ -190,7 +189,13 @@ class WebRtcPeers:
     def _call(self, coroutine: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
         if self.loop is None:
             raise WebRtcError(503, "WebRTC not started", "the gateway's WebRTC loop is not running")
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError as exc:
+            future.cancel()
+            raise WebRtcError(503, "WebRTC busy", f"the gateway's WebRTC loop did not answer "
+                                                  f"within {timeout:g} s") from exc
 
     # -- what the HTTP side calls (any thread) -----------------------------------------------
     def offer(self, cam: int, sdp: str) -> Answer:
