@@ -20,6 +20,7 @@ was not being produced — gets it at once (`replay`) instead of waiting for the
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -39,7 +40,7 @@ from ..runtime.errors import CamfabricError
 from ..runtime.logonce import LogOnce
 from .config import CameraConfig
 from .errors import SourceError
-from .h264 import H264Encoder
+from .h264 import AccessUnit, H264Decoder, H264Encoder
 from .source import Capture, ProbeReport, Source
 from .transform import Transform
 
@@ -89,6 +90,11 @@ class Shot:
         self._lock = threading.Lock()
         self._pixels: np.ndarray | None = None
         self._made: dict[str, Any] = {}
+
+    @property
+    def has_picture(self) -> bool:
+        """False for an H.264 access unit nobody decoded (nobody wanted a picture of it)."""
+        return self.capture.jpeg is not None or self.capture.image is not None
 
     def _picture(self) -> np.ndarray:
         """The transformed picture, BGR or gray as the source delivered it (decoding if needed)."""
@@ -163,6 +169,7 @@ class CaptureLoop:
         self.transform = Transform(camera.rotation, camera.flip)
         self.counters = Counters()
         self.video = H264Encoder(camera.fps, log=self.log)
+        self.decoder = H264Decoder()  # for a camera that delivers H.264 itself
         self.topics = {enc: topics.frame(camera.id, enc) for enc in topics.ENCODINGS}
         self.read_timeout = max(2.0, 3.0 / camera.fps)
         self.connected = False
@@ -247,7 +254,8 @@ class CaptureLoop:
         for encoding, topic in self.topics.items():
             if topic.startswith(prefix) and encoding in topics.VIDEO_ENCODINGS:
                 self.video.force_keyframe()  # the next capture starts the joiner's stream
-            elif topic.startswith(prefix) and self._published_seq.get(encoding) != shot.seq:
+            elif (topic.startswith(prefix) and self._published_seq.get(encoding) != shot.seq
+                  and shot.has_picture):
                 sent += self._publish(shot, encoding)
         return sent
 
@@ -347,12 +355,15 @@ class CaptureLoop:
         self._times.append(self.clock())
         self.counters.add("frames")
         self.size = self.transform.size(capture.w, capture.h)
+        wanted = {encoding: self.publisher.wants(topic) for encoding, topic in self.topics.items()}
+        if capture.h264 is not None:
+            capture = self._decoded(capture, wanted)
         shot = Shot(self._seq, capture, self.transform, self.jpeg_quality, self.counters)
         self._latest = shot
-        for encoding, topic in self.topics.items():
+        for encoding, want in wanted.items():
             if encoding in topics.VIDEO_ENCODINGS:
-                self._publish_video(shot, wanted=self.publisher.wants(topic))
-            elif self.publisher.wants(topic):
+                self._publish_video(shot, wanted=want)
+            elif want and shot.has_picture:
                 self._publish(shot, encoding)
         self.cpu_s = time.thread_time()
 
@@ -386,12 +397,43 @@ class CaptureLoop:
         self.counters.add_published(encoding)
         return 1
 
+    def _decoded(self, capture: Capture, wanted: dict[str, bool]) -> Capture:
+        """`capture` (an H.264 access unit) with its picture, decoded while someone wants one:
+        a JPEG or raw consumer, or an H.264 one of a turned or flipped camera."""
+        needs = any(want for encoding, want in wanted.items() if encoding not in topics.VIDEO_ENCODINGS)
+        needs = needs or (wanted["h264"] and not self.transform.identity)
+        if not needs:
+            self.decoder.close()
+            return capture
+        try:
+            image = self.decoder.decode(capture.h264, capture.key)
+        except Exception as exc:  # a damaged unit, or no PyAV: start again at the next keyframe
+            self.decoder.close()
+            self.counters.add("errors")
+            self.failures.warning(f"h264 decode: {type(exc).__name__}", "camera %s: cannot decode "
+                                  "its H.264 for JPEG and raw consumers: %s (repeats are only "
+                                  "counted)", self.camera.id, exc)
+            return capture
+        if image is None:
+            return capture  # waiting for a keyframe to start decoding at
+        self.counters.add("decodes")
+        return dataclasses.replace(capture, image=image)
+
     def _publish_video(self, shot: Shot, wanted: bool) -> None:
-        """Feed `shot` to the H.264 encoder while someone subscribes; close it when nobody does."""
+        """Feed `shot` to the H.264 encoder while someone subscribes; close it when nobody does.
+        A camera's own H.264 is passed through untouched (unless turned or flipped)."""
         if not wanted:
             if self.video.running:
                 self.video.close()
             return
+        capture = shot.capture
+        if capture.h264 is not None and self.transform.identity:
+            self.counters.add("passthrough")
+            self._publish_units([AccessUnit(capture.h264, capture.key, shot.seq, shot.t_capture_ns,
+                                            capture.w, capture.h)])
+            return
+        if not shot.has_picture:
+            return  # an H.264 camera's picture before the decoder's first keyframe
         try:
             units = self.video.encode(shot.raw("bgr8"), shot.seq, shot.t_capture_ns)
             self.counters.add("h264_encodes")
@@ -400,6 +442,9 @@ class CaptureLoop:
             self.failures.warning(f"h264: {type(exc).__name__}", "camera %s: cannot encode H.264: "
                                   "%s (repeats are only counted)", self.camera.id, exc)
             return
+        self._publish_units(units)
+
+    def _publish_units(self, units: list[AccessUnit]) -> None:
         for unit in units:
             frame = Frame(cam=self.camera.id, seq=unit.seq, t_capture_ns=unit.t_capture_ns,
                           w=unit.w, h=unit.h, encoding="h264", data=unit.data, node=self.node,

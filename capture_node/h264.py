@@ -176,6 +176,36 @@ class H264Encoder:
         return units
 
 
+class H264Decoder:
+    """Pictures from a camera that delivers H.264 itself, for its JPEG and raw consumers.
+
+    Fed every access unit in order while someone wants a picture, starting at a keyframe (a
+    decoder cannot start anywhere else); `close()` when nobody does, so nothing is decoded
+    for nobody.
+    """
+
+    def __init__(self) -> None:
+        self._context: Any = None
+
+    @property
+    def running(self) -> bool:
+        return self._context is not None
+
+    def decode(self, data: bytes, key: bool) -> np.ndarray | None:
+        """The BGR picture `data` completes, or None (before the first keyframe)."""
+        if av is None:
+            raise RuntimeError(f"decoding H.264 needs PyAV, which is not installed: {INSTALL_HINT}")
+        if self._context is None:
+            if not key:
+                return None
+            self._context = av.CodecContext.create("h264", "r")
+        pictures = self._context.decode(av.Packet(data))
+        return pictures[-1].to_ndarray(format="bgr24") if pictures else None
+
+    def close(self) -> None:
+        self._context = None
+
+
 def _first_slice(data: bytes) -> int:
     """Offset of the first NAL unit that is not a parameter set, SEI or delimiter."""
     start = data.find(b"\0\0\1")

@@ -27,7 +27,9 @@ from .errors import SourceError
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Capture:
-    """One image as a source delivered it: `jpeg` bytes, or a decoded `image`, or both.
+    """One image as a source delivered it: `jpeg` bytes, or a decoded `image`, or both; or one
+    H.264 access unit (`h264`, Annex B, `key` when it is a keyframe) from a camera that
+    encodes H.264 itself, which the node passes through and decodes only for JPEG and raw.
 
     `t_capture_ns` is the wall-clock time of capture (time.time_ns() when the source has no
     better timestamp). `w` and `h` are the image's size.
@@ -38,10 +40,12 @@ class Capture:
     h: int
     jpeg: bytes | None = None
     image: np.ndarray | None = None  # BGR uint8 (h, w, 3) or grayscale (h, w)
+    h264: bytes | None = None
+    key: bool = False
 
     def __post_init__(self) -> None:
-        if self.jpeg is None and self.image is None:
-            raise ValueError("a Capture needs jpeg bytes or an image")
+        if self.jpeg is None and self.image is None and self.h264 is None:
+            raise ValueError("a Capture needs jpeg bytes, an image or an H.264 access unit")
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ from .config import GatewayConfig, Network
 from .metrics import GatewayMetrics, MetricsResource, RequestCounter
 from .mjpeg import FanoutRegistry, StreamSlots, StreamStats
 from .quick import QuickLatest
-from .whep import WebRtc, WhepResource, WhepSessionResource
+from .whep import WebRtc, WebRtcStatus, WhepResource, WhepSessionResource
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +196,9 @@ def build_app(
     config = config or GatewayConfig()
     stopping = stopping or threading.Event()
     stats = stats or FanoutRegistry.of(cache).stats  # one per cache: every stream counted once
-    webrtc = WebRtc(cache, stopping)
+    webrtc = WebRtc(cache, stopping, config.ice_servers)
     metrics = GatewayMetrics(cache, stats, stopping=stopping, webrtc=webrtc.viewers)
-    middleware: list[Any] = [Cors(), RequestCounter(metrics)]
+    middleware: list[Any] = [Cors(), RequestCounter(metrics), WebRtcStatus(webrtc)]
     allowed: Callable[[str], bool] = lambda address: True  # noqa: E731
     if not config.loopback_only:
         allow_from = AllowFrom(config.networks)

@@ -18,6 +18,7 @@
     default_camera = 0
     heartbeat_timeout_s = 3.0
     stale_after_s = 5.0         # a newest frame older than this is never served as live
+    ice_servers = []            # WebRTC: STUN/TURN URLs offered to viewers; none: host only
 
     [gateway.curve."tcp://10.0.0.5:5550"]     # CURVE keys for an endpoint off loopback
     secret_key_file = "/etc/camfabric/gateway.key_secret"
@@ -82,6 +83,7 @@ class GatewayConfig:
     heartbeat_timeout_s: float = bounded(3.0, 0.2, 600.0)
     stale_after_s: float = bounded(5.0, 0.1, 3600.0)
     curve: dict[str, CurveKeys] = field(default_factory=dict)
+    ice_servers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -108,6 +110,10 @@ class GatewayConfig:
             for name in ("secret_key_file", "server_public_key_file"):
                 if not getattr(keys, name).is_file():
                     raise ConfigError(f"curve.{endpoint}.{name}", f"{getattr(keys, name)} not found")
+        for i, url in enumerate(self.ice_servers):
+            if not url.startswith(("stun:", "turn:", "turns:")) or any(c in url for c in " <>,\"\r\n"):
+                raise ConfigError(f"ice_servers[{i}]", f"{url!r} is not a STUN or TURN URL like "
+                                                       "stun:stun.example.org:3478")
         if self.threads is not None and self.threads <= self.max_streams:
             raise ConfigError("threads", f"must exceed max_streams ({self.max_streams}): every "
                                          "MJPEG stream holds a thread, snapshots need the rest")

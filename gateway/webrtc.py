@@ -6,19 +6,17 @@
     peers.close_session(answer.session)
 
 aiortc runs on its own asyncio loop, in one thread of this process; the HTTP threads hand it
-work and wait for the result. The video is the node's own H.264 (`frame/{cam}/h264`), never
+work and wait for the result. The video side (a camera's feed and its viewers' tracks) is
+`webrtc_video.py`. The video is the node's own H.264 (`frame/{cam}/h264`), never
 re-encoded here: each access unit becomes an `av.Packet` that aiortc only packetizes, so ten
 viewers of one camera cost the node one encode. The camera's H.264 is subscribed (on a
 subscriber of its own, so the JPEG cache never sees it) while it has a viewer, and released
 a second after the last one leaves.
 
-A viewer starts at a keyframe. The first viewer of a camera gets one at once (the node forces
-a keyframe for a new subscription); one joining a stream already running, or every viewer
-after an access unit was lost on the way (a sequence gap), waits for the next keyframe, at
-most one GOP (a second). (Asking the node again by a second subscription from the same socket
-would upset its count of subscribers: ZeroMQ passes the duplicate subscribe on, but only one
-unsubscribe.) A viewer too slow to take its packets is cut back to the next keyframe, never
-handed a queue. Drops are counted.
+A viewer starts at a keyframe: the first viewer of a camera at once (the node forces one for
+a new subscription), a later one at the next keyframe, within one GOP (a second). Asking the
+node again by a second subscription from the same socket would upset its count of subscribers:
+ZeroMQ passes the duplicate subscribe on, but only one unsubscribe.
 
 Only video is sent: the audio m-line of an offer (Mainsail and Fluidd offer sendrecv audio and
 video) is answered inactive. ICE uses host candidates only, no STUN unless configured, so it
@@ -30,28 +28,27 @@ session whose ICE never connects is dropped after `CONNECT_TIMEOUT_S`.
 from __future__ import annotations
 
 import asyncio
-import collections
+import concurrent.futures
 import contextlib
-import fractions
+import dataclasses
 import logging
 import secrets
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..protocol import wire
 from ..protocol.subscriber import Subscriber
 from ..runtime.errors import CamfabricError
-from ..runtime.logonce import LogOnce
 from ..runtime.threads import Ready, start_thread
+from .webrtc_video import CameraFeed, FabricVideoTrack
 
 try:  # the optional `webrtc` extra
     import aioice.ice
     import av
     from aiortc import (
-        MediaStreamTrack,
         RTCConfiguration,
         RTCIceServer,
         RTCPeerConnection,
@@ -62,16 +59,12 @@ try:  # the optional `webrtc` extra
     from aiortc.sdp import candidate_from_sdp
 except ImportError:  # pragma: no cover - depends on the installation
     aioice = av = None
-    MediaStreamTrack = object
 
 INSTALL_HINT = "pip install 'camfabric[webrtc]' (PyAV and aiortc; no 32-bit ARM wheels)"
-CLOCK_RATE = 90_000
-TIME_BASE = fractions.Fraction(1, CLOCK_RATE)
 CONNECT_TIMEOUT_S = 15.0  # a session whose ICE has not connected by then is dropped
 CONSENT_INTERVAL_S = 1.0  # ICE consent check period (RFC 7675 says 5 s; a viewer gone is
 CONSENT_FAILURES = 4      # noticed after this many unanswered checks)
 RELEASE_AFTER_S = 1.0  # the camera's H.264 stays subscribed this long after its last viewer
-VIEWER_QUEUE = 30  # access units a viewer may be behind before it is cut back to a keyframe
 CALL_TIMEOUT_S = 10.0
 MAX_SESSIONS = 64
 
@@ -112,58 +105,6 @@ class Answer:
     etag: str
 
 
-class FabricVideoTrack(MediaStreamTrack):
-    """A viewer's video: the camera's access units as `av.Packet`s, starting at a keyframe."""
-
-    kind = "video"
-
-    def __init__(self, feed: CameraFeed) -> None:
-        super().__init__()
-        self.feed = feed
-        self.waiting_for_key = True
-        self.dropped = 0
-        self._queue: collections.deque[wire.Frame] = collections.deque()
-        self._ready = asyncio.Event()
-        self._t0_ns: int | None = None
-        self._last_pts = -1
-
-    def push(self, frame: wire.Frame) -> None:
-        """Take one access unit (on the event loop)."""
-        if self.waiting_for_key and not frame.key:
-            return
-        if len(self._queue) >= VIEWER_QUEUE:
-            self.dropped += len(self._queue)
-            self._queue.clear()
-            self.waiting_for_key = True
-            if not frame.key:
-                return
-        self.waiting_for_key = False
-        self._queue.append(frame)
-        self._ready.set()
-
-    async def recv(self) -> Any:
-        while not self._queue:
-            if self.readyState != "live":
-                raise _media_stream_error()
-            self._ready.clear()
-            await self._ready.wait()
-        frame = self._queue.popleft()
-        if self._t0_ns is None:
-            self._t0_ns = frame.t_capture_ns
-        # RTP time from capture times: differences on the node's one clock.
-        pts = max(self._last_pts + 1, (frame.t_capture_ns - self._t0_ns) * CLOCK_RATE // 10**9)
-        self._last_pts = pts
-        packet = av.Packet(bytes(frame.data))
-        packet.pts = packet.dts = pts
-        packet.time_base = TIME_BASE
-        self.feed.bytes_sent += len(frame.data)
-        return packet
-
-    def stop(self) -> None:
-        super().stop()
-        self._ready.set()
-
-
 def _send_only(transceiver: Any, codecs: list[Any]) -> None:
     """Answer `transceiver` with `codecs` alone. aiortc matches the offer's codecs with the
     preferences in setRemoteDescription, before an answerer can state any, so the match is
@@ -171,53 +112,6 @@ def _send_only(transceiver: Any, codecs: list[Any]) -> None:
     answer's codecs fails if they change)."""
     transceiver.setCodecPreferences(codecs)
     transceiver._codecs = filter_preferred_codecs(transceiver._codecs, codecs)
-
-
-def _media_stream_error() -> Exception:
-    from aiortc.mediastreams import MediaStreamError
-    return MediaStreamError()
-
-
-@dataclass
-class CameraFeed:
-    """One camera's H.264 from the fabric, handed to its viewers' tracks."""
-
-    cam: int
-    peers: WebRtcPeers
-    tracks: set[FabricVideoTrack] = field(default_factory=set)
-    node: str = ""
-    last_seq: int = 0
-    gaps: int = 0
-    bytes_sent: int = 0
-    _hold: contextlib.ExitStack | None = None
-
-    def on_frame(self, frame: wire.Frame) -> None:
-        """One access unit from the fabric (on the event loop)."""
-        if not self.node:
-            self.node = frame.node  # the camera's owner from now until its last viewer leaves
-        if frame.node != self.node:
-            return  # a second node claiming this camera: never mix two streams
-        if self.last_seq and frame.seq != self.last_seq + 1 and not frame.key:
-            self.gaps += 1
-            for track in self.tracks:
-                track.waiting_for_key = True
-        self.last_seq = frame.seq
-        for track in list(self.tracks):
-            track.push(frame)
-
-    def add(self, track: FabricVideoTrack) -> None:
-        if self._hold is None:
-            self._hold = contextlib.ExitStack()
-            self._hold.enter_context(self.peers.subscriber.watching(self.cam, "h264"))
-        self.tracks.add(track)
-
-    def remove(self, track: FabricVideoTrack) -> None:
-        self.tracks.discard(track)
-        if not self.tracks and self._hold is not None:
-            self._hold.close()  # unsubscribed RELEASE_AFTER_S later, unless a viewer returns
-            self._hold = None
-            self.last_seq = 0
-            self.node = ""
 
 
 @dataclass
@@ -238,7 +132,6 @@ class WebRtcPeers:
                  ice_servers: Iterable[str] = (), max_sessions: int = MAX_SESSIONS,
                  session_prefix: str = "", log: logging.Logger | None = None) -> None:
         self.log = log or logging.getLogger(__name__)
-        self.failures = LogOnce(self.log)
         self.ice_servers = tuple(ice_servers)
         self.max_sessions = max_sessions
         self.session_prefix = session_prefix
@@ -296,7 +189,13 @@ class WebRtcPeers:
     def _call(self, coroutine: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
         if self.loop is None:
             raise WebRtcError(503, "WebRTC not started", "the gateway's WebRTC loop is not running")
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError as exc:
+            future.cancel()
+            raise WebRtcError(503, "WebRTC busy", f"the gateway's WebRTC loop did not answer "
+                                                  f"within {timeout:g} s") from exc
 
     # -- what the HTTP side calls (any thread) -----------------------------------------------
     def offer(self, cam: int, sdp: str) -> Answer:
@@ -334,7 +233,7 @@ class WebRtcPeers:
         _check_offer(sdp)
         servers = [RTCIceServer(urls=url) for url in self.ice_servers]
         pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
-        feed = self.feeds.setdefault(cam, CameraFeed(cam, self))
+        feed = self.feeds.setdefault(cam, CameraFeed(cam, self.subscriber))
         track = FabricVideoTrack(feed)
         session = Session(id=self.session_prefix + secrets.token_urlsafe(18), cam=cam, pc=pc,
                           track=track, etag=f'"{secrets.token_hex(8)}"', created=time.monotonic())
@@ -413,7 +312,7 @@ class WebRtcPeers:
 
 
 def _with_bytes(frame: wire.Frame) -> wire.Frame:
-    import dataclasses
+    """`frame` holding its own copy of the payload, free of the ZeroMQ message's buffer."""
     return dataclasses.replace(frame, data=bytes(frame.data))
 
 

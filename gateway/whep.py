@@ -49,6 +49,8 @@ def relay_dir() -> str:
     """The directory the workers' relay sockets live in: private to this user."""
     path = os.path.join(tempfile.gettempdir(), f"camfabric-whep-{os.getuid()}")
     os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.stat(path).st_uid != os.getuid():  # made by someone else to catch the relayed requests
+        raise WebRtcError(500, "WebRTC relay unsafe", f"{path} belongs to another user; remove it")
     os.chmod(path, 0o700)
     return path
 
@@ -185,6 +187,25 @@ class WebRtc:
 
     def viewers(self) -> dict[int, dict[str, int]]:
         return self.peers.viewers() if self.peers is not None else {}
+
+
+class WebRtcStatus:
+    """Middleware adding each camera's WebRTC viewers and bytes sent to `/status` (this
+    process's sessions: with several workers, `/metrics` adds them up)."""
+
+    def __init__(self, webrtc: WebRtc) -> None:
+        self.webrtc = webrtc
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         req_succeeded: bool) -> None:
+        if req.uri_template != "/status" or not req_succeeded or not isinstance(resp.media, dict):
+            return
+        viewers = self.webrtc.viewers()
+        for cam, entry in resp.media.items():
+            health = entry.get("health") if isinstance(entry, dict) else None
+            if isinstance(health, dict) and str(cam).isdigit():
+                counts = viewers.get(int(cam), {"viewers": 0, "bytes_sent": 0})
+                health.setdefault("gateway", {})["webrtc"] = dict(counts)
 
 
 def _fail(exc: WebRtcError) -> falcon.HTTPError:

@@ -66,9 +66,10 @@ def split_candidates(sdp: str) -> tuple[str, str]:
 
 
 async def view(stream_url: str, seconds: float, *, delete: bool = True, keep_pictures: bool = False,
-               on_playing=None, session_via: str | None = None, on_picture=None) -> Viewing:
+               on_playing=None, session_via: str | None = None, on_picture=None,
+               start_timeout: float = 5.0) -> Viewing:
     """Watch `stream_url` (e.g. http://127.0.0.1:8081/webrtc/0) for `seconds` after the first
-    picture (or until `seconds` pass with none). `session_via` sends the PATCH and DELETE to
+    picture (giving up when none came within `start_timeout`). `session_via` sends the PATCH and DELETE to
     another server (another gateway worker) instead of the one that answered the POST.
     `on_picture(picture)` is called with each decoded `av.VideoFrame` as it arrives."""
     seen = Viewing()
@@ -118,7 +119,7 @@ async def view(stream_url: str, seconds: float, *, delete: bool = True, keep_pic
                  "If-Match": seen.post.headers["ETag"]})
     await pc.setRemoteDescription(RTCSessionDescription(sdp=seen.post.text, type="answer"))
     try:
-        await asyncio.wait_for(playing.wait(), seconds)
+        await asyncio.wait_for(playing.wait(), start_timeout)
         if on_playing is not None:
             on_playing(seen)
         await asyncio.sleep(seconds)

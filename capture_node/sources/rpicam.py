@@ -5,6 +5,10 @@
     args = ["--camera", "0", "--quality", "90"]
 
     [node.cameras.source]
+    kind = "rpicam"          # H.264 from the Pi's encoder, passed through for WebRTC viewers
+    codec = "h264"           # (decoded on the node only for JPEG and raw consumers)
+
+    [node.cameras.source]
     kind = "rpicam"          # or reads an rpicam-vid someone else started
     spawn = false
     port = 9000
@@ -16,8 +20,10 @@ its last lines are kept to explain why it died.
 
 One background reader per connection drains the socket into a `JpegSplitter` and keeps the
 newest complete JPEG (`FrameSlot`): frames are passed through untouched, never decoded, never
-queued. A connection that ends — the process died, the sender stopped mid-frame, no bytes for
-`read_timeout_s` — makes `read()` raise SourceError, and the capture loop reopens with backoff.
+queued. With `codec = "h264"` an `H264Splitter` cuts the stream into access units instead,
+which a `UnitQueue` hands over in order (a video stream cannot skip one), bounded. A connection
+that ends — the process died, the sender stopped mid-frame, no bytes for `read_timeout_s` —
+makes `read()` raise SourceError, and the capture loop reopens with backoff.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ...protocol.security import is_loopback_endpoint
 from ...runtime.backoff import Backoff
@@ -39,6 +46,7 @@ from ...runtime.config import bounded
 from ...runtime.errors import ConfigError
 from ..errors import SourceError
 from ..source import Capture, ProbeReport, Source
+from .h264_stream import H264Splitter, UnitQueue
 from .jpeg_stream import FrameSlot, JpegSplitter, StreamReader, frame_size, read_chunks
 
 log = logging.getLogger(__name__)
@@ -63,14 +71,17 @@ class Options:
     read_timeout_s: float = bounded(5.0, 0.1, 120.0)
     restart_backoff_s: float = bounded(1.0, 0.0, 60.0)
     restart_backoff_max_s: float = bounded(30.0, 0.0, 600.0)
+    codec: str = "mjpeg"
 
     def __post_init__(self) -> None:
+        if self.codec not in ("mjpeg", "h264"):
+            raise ConfigError("codec", f"must be \"mjpeg\" or \"h264\", got {self.codec!r}")
         if self.spawn and not is_loopback_endpoint(f"tcp://{self.host}:{self.port}"):
             raise ConfigError("host", f"{self.host} is beyond loopback: rpicam-vid would serve the "
                               "camera unencrypted to the network; a spawned rpicam-vid listens on "
                               "127.0.0.1 only")
         reserved = {"-o", "--output", "--listen", "-l", "--codec", "--width", "--height",
-                    "--framerate", "-t", "--timeout"}
+                    "--framerate", "-t", "--timeout", "--inline", "--intra"}
         for i, arg in enumerate(self.args):
             if arg.split("=", 1)[0] in reserved:
                 raise ConfigError(f"args[{i}]", f"{arg!r} is set by camfabric from the camera's "
@@ -81,8 +92,10 @@ class Options:
 
 def rpicam_argv(options: Options, width: int, height: int, fps: float) -> list[str]:
     """The rpicam-vid command line for one camera (the first seed's pipeline)."""
+    # H.264: SPS/PPS with every keyframe (--inline), one a second (--intra), as the fabric wants.
+    h264 = ["--inline", "--intra", str(max(1, round(fps)))] if options.codec == "h264" else []
     return [
-        options.command, "-t", "0", "--codec", "mjpeg", "--listen",
+        options.command, "-t", "0", "--codec", options.codec, *h264, "--listen",
         "-o", f"tcp://{options.host}:{options.port}",
         "--width", str(width), "--height", str(height), "--framerate", f"{fps:g}",
         "--nopreview", *options.args,
@@ -198,7 +211,8 @@ class RpicamProcess:
 
 
 class RpicamSource(Source):
-    """JPEGs from rpicam-vid's TCP stream, passed through as they arrive."""
+    """JPEGs (or, with codec = "h264", H.264 access units) from rpicam-vid's TCP stream,
+    passed through as they arrive."""
 
     kind = "rpicam"
 
@@ -211,8 +225,9 @@ class RpicamSource(Source):
         self._interrupted = threading.Event()
         self._sock: socket.socket | None = None
         self._reader: StreamReader | None = None
-        self._slot = FrameSlot()
-        self._splitter = JpegSplitter()
+        self._slot: FrameSlot | UnitQueue = FrameSlot()
+        self._splitter: JpegSplitter | H264Splitter = JpegSplitter()
+        self.h264 = options.codec == "h264"
 
     @property
     def device(self) -> str:
@@ -234,19 +249,23 @@ class RpicamSource(Source):
         except SourceError:
             self.close()
             raise
-        self._slot = FrameSlot()
-        self._splitter = JpegSplitter()
+        self._slot = UnitQueue() if self.h264 else FrameSlot()
+        self._splitter = H264Splitter() if self.h264 else JpegSplitter()
         self._reader = StreamReader(f"rpicam {self.options.host}:{self.options.port}",
                                     self._frames, self._shutdown_socket, self._slot).start()
 
     def read(self, timeout: float) -> Capture:
         try:
-            jpeg, t_capture_ns = self._slot.take(timeout, self.device)
+            taken = self._slot.take(timeout, self.device)
         except SourceError as exc:
             # The stream ending is usually the process ending: say why it did.
             if self.process is not None and self._slot.failed and self.process.exited(0.5):
                 raise SourceError(f"{exc}; {self.process.exit_reason()}") from None
             raise
+        if self.h264:  # the size is what rpicam-vid was asked for: no SPS parsing here
+            unit, key, t_capture_ns = taken
+            return Capture(t_capture_ns=t_capture_ns, w=self.width, h=self.height, h264=unit, key=key)
+        jpeg, t_capture_ns = taken
         w, h = frame_size(jpeg)
         return Capture(t_capture_ns=t_capture_ns, w=w, h=h, jpeg=jpeg)
 
@@ -268,14 +287,18 @@ class RpicamSource(Source):
         try:
             self.open()
             first = self.read(timeout=max(5.0, self.options.startup_timeout_s))
-            return ProbeReport(opened=True, device=self.device, formats=["MJPG"],
+            return ProbeReport(opened=True, device=self.device, formats=[self._format],
                                resolutions=[(first.w, first.h)],
                                first_frame_ms=(time.monotonic() - start) * 1000, details=details)
         except SourceError as exc:
-            return ProbeReport(opened=False, device=self.device, formats=["MJPG"], error=str(exc),
+            return ProbeReport(opened=False, device=self.device, formats=[self._format], error=str(exc),
                                details=details)
         finally:
             self.close()
+
+    @property
+    def _format(self) -> str:
+        return "H264" if self.h264 else "MJPG"
 
     # -- connection ------------------------------------------------------------------------------
     def _connect(self) -> socket.socket:
@@ -298,7 +321,7 @@ class RpicamSource(Source):
             sock.settimeout(self.options.read_timeout_s)
             return sock
 
-    def _frames(self) -> Iterator[bytes]:
+    def _frames(self) -> Iterator[Any]:
         sock = self._sock
         if sock is None:
             return

@@ -1,4 +1,5 @@
-// The live dashboard: a tile per camera with its MJPEG stream (or, when every stream slot is
+// The live dashboard: a tile per camera with its live video — WebRTC (WHEP, the node's H.264)
+// where the browser and the gateway can, else its MJPEG stream (or, when every stream slot is
 // taken, snapshots paced at the camera's own rate), the camera's fps, frame age and state as
 // /status reports them, the last error of a camera that is down, the world model's objects,
 // and the URLs to copy into Mainsail, Fluidd, Moonraker or OctoPrint. Served by the gateway
@@ -7,6 +8,10 @@
 
 const STATUS_PERIOD_MS = 1000;
 const FALLBACK_RETRY_STREAM_MS = 30000;
+const WEBRTC_FIRST_PICTURE_MS = 6000; // no picture by then: MJPEG instead
+// ?player=mjpeg keeps to MJPEG; WebRTC is also left once the gateway says it has none (501).
+let webrtcUsable = "RTCPeerConnection" in window &&
+  new URLSearchParams(location.search).get("player") !== "mjpeg";
 const tiles = new Map(); // camera id (string) -> tile state
 let world = { objects: [] };
 
@@ -60,6 +65,7 @@ function urlsFor(id, webcam) {
   box.append(
     copyRow("Stream URL (Mainsail/Fluidd stream_url, OctoPrint Stream URL)", stream),
     copyRow("Snapshot URL (snapshot_url, OctoPrint Snapshot URL)", snapshot),
+    copyRow("WebRTC stream_url (Mainsail/Fluidd service webrtc-mediamtx)", `${base()}/webrtc/${id}`),
     copyRow("moonraker.conf", conf, true),
     el("small", { class: "hint" }, "Mainsail served over HTTPS, remote access, or MainsailOS's " +
        "/webcamN/ paths want relative URLs: `camfabric moonraker --path-prefix /webcam2/` prints them."),
@@ -74,12 +80,14 @@ function makeTile(id, entry, webcam) {
   const [w, h] = entry.resolution || [16, 9];
   if (w > 0 && h > 0) view.style.aspectRatio = `${w} / ${h}`;
   const img = el("img", { alt: `camera ${id}`, hidden: "" });
+  const video = el("video", { muted: "", autoplay: "", playsinline: "", hidden: "" });
+  video.muted = true;
   const canvas = el("canvas");
   const down = el("div", { class: "down", hidden: "" });
   const downText = el("span", {}, "camera down");
   const downWhy = el("small");
   down.append(downText, downWhy);
-  view.append(img, canvas, down);
+  view.append(img, video, canvas, down);
   const head = el("div", { class: "head" });
   head.append(el("span", { class: "name" }, `${id} · ${entry.name || "camera"}`),
               el("span", { class: "role" }, entry.role || ""));
@@ -92,7 +100,7 @@ function makeTile(id, entry, webcam) {
   const objects = el("ul", { class: "objects" });
   tile.append(view, head, stats, error, objects, urlsFor(id, webcam));
   document.getElementById("cameras").append(tile);
-  const t = { id, img, canvas, down, downText, downWhy, badge, fps, age, size, node, error, objects,
+  const t = { id, tile, img, video, pc: null, session: null, canvas, down, downText, downWhy, badge, fps, age, size, node, error, objects,
               mode: "idle", fps_value: 15, lastStamp: null, url: null, retry: null };
   img.addEventListener("load", () => { img.hidden = false; drawOverlay(t); });
   img.addEventListener("error", () => streamFailed(t));
@@ -102,14 +110,91 @@ function makeTile(id, entry, webcam) {
 
 function startStream(t) {
   clearTimeout(t.retry);
+  if (webrtcUsable) {
+    startWebrtc(t);
+    return;
+  }
   t.mode = "stream";
+  t.tile.dataset.player = "mjpeg";
   t.img.src = `/cam/${t.id}?t=${Date.now()}`;
 }
 
 function stopStream(t) {
   clearTimeout(t.retry);
   if (t.mode === "stream") t.img.removeAttribute("src");
+  if (t.mode === "webrtc") stopWebrtc(t);
   t.mode = "idle";
+}
+
+// WHEP, as Mainsail's webrtc-mediamtx player does it, with every host candidate in the offer
+// (gathering on a LAN takes milliseconds) instead of trickling them.
+async function startWebrtc(t) {
+  t.mode = "webrtc";
+  t.tile.dataset.player = "webrtc";
+  t.tile.dataset.state = "connecting";
+  const pc = t.pc = new RTCPeerConnection({ iceServers: [] });
+  const failed = (why) => {
+    if (t.pc !== pc) return;
+    stopWebrtc(t);
+    t.tile.dataset.state = "fallback";
+    t.tile.dataset.fallback = why;
+    webrtcUsable = webrtcUsable && why !== "not installed on the gateway";
+    t.mode = "stream";
+    t.tile.dataset.player = "mjpeg";
+    t.img.src = `/cam/${t.id}?t=${Date.now()}`;
+  };
+  try {
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.ontrack = (ev) => { t.video.srcObject = ev.streams[0] || new MediaStream([ev.track]); };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "failed" || pc.connectionState === "closed") failed("lost");
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((done) => {
+      if (pc.iceGatheringState === "complete") return done();
+      pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === "complete") done(); };
+      setTimeout(done, 2000);
+    });
+    const resp = await fetch(`/webrtc/${t.id}/whep`, {
+      method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
+    if (resp.status === 501) return failed("not installed on the gateway");
+    if (resp.status !== 201) return failed(`refused (${resp.status})`);
+    t.session = new URL(resp.headers.get("Location"), location.href).href;
+    await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
+  } catch (err) {
+    return failed(`failed: ${err}`);
+  }
+  const firstPicture = setTimeout(() => { if (!t.video.videoWidth) failed("gave no picture"); },
+                                  WEBRTC_FIRST_PICTURE_MS);
+  t.video.onresize = () => {
+    if (t.pc !== pc || !t.video.videoWidth) return;
+    clearTimeout(firstPicture);
+    t.video.hidden = false;
+    t.img.hidden = true;
+    t.tile.dataset.state = "connected";
+    t.tile.dataset.videoWidth = String(t.video.videoWidth);
+    t.tile.dataset.videoHeight = String(t.video.videoHeight);
+    drawOverlay(t);
+  };
+}
+
+function stopWebrtc(t) {
+  if (t.session) fetch(t.session, { method: "DELETE" }).catch(() => {});
+  if (t.pc) t.pc.close();
+  t.pc = t.session = null;
+  t.video.hidden = true;
+  t.video.srcObject = null;
+}
+
+// What the tile shows now: the video, the image, or nothing yet.
+function picture(t) {
+  if (!t.video.hidden && t.video.videoWidth) {
+    return { node: t.video, w: t.video.videoWidth, h: t.video.videoHeight };
+  }
+  if (!t.img.hidden && t.img.naturalWidth) {
+    return { node: t.img, w: t.img.naturalWidth, h: t.img.naturalHeight };
+  }
+  return null;
 }
 
 function streamFailed(t) {
@@ -143,15 +228,16 @@ async function pollSnapshot(t) {
 }
 
 function drawOverlay(t) {
-  const { canvas, img } = t;
+  const { canvas } = t;
   const w = canvas.clientWidth, h = canvas.clientHeight;
   canvas.width = w; canvas.height = h;
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, w, h);
-  if (!img.naturalWidth || img.hidden) return;
-  // The image is letterboxed by object-fit: contain; map image pixels into the canvas.
-  const scale = Math.min(w / img.naturalWidth, h / img.naturalHeight);
-  const ox = (w - img.naturalWidth * scale) / 2, oy = (h - img.naturalHeight * scale) / 2;
+  const shown = picture(t);
+  if (!shown) return;
+  // The picture is letterboxed by object-fit: contain; map its pixels into the canvas.
+  const scale = Math.min(w / shown.w, h / shown.h);
+  const ox = (w - shown.w * scale) / 2, oy = (h - shown.h * scale) / 2;
   ctx.font = "12px system-ui, sans-serif";
   for (const obj of world.objects || []) {
     const px = obj.pixel && obj.pixel[String(t.id)];
@@ -204,12 +290,13 @@ function showCamera(t, s) {
     t.error.textContent = why ? `last error: ${why}` : "the camera is disconnected";
   }
   t.down.hidden = s.connected || false;
-  const lastPicture = !t.img.hidden && t.img.naturalWidth > 0;
+  const lastPicture = picture(t) !== null;
   t.down.classList.toggle("over-picture", lastPicture);
   t.downText.textContent = lastPicture ? "camera down — last picture" : "camera down";
   t.downWhy.textContent = why;
-  if (s.connected && hasFrame && t.mode === "idle") startStream(t);
-  if (!s.connected && !t.img.naturalWidth) stopStream(t); // never a broken image
+  // WebRTC needs no cached JPEG to start from: it subscribes the camera's H.264 itself.
+  if (s.connected && (hasFrame || webrtcUsable) && t.mode === "idle") startStream(t);
+  if (!s.connected && !lastPicture) stopStream(t); // never a broken image
   t.objects.replaceChildren(...(world.objects || [])
     .filter((o) => o.pixel && o.pixel[String(t.id)])
     .map((o) => {

@@ -64,6 +64,8 @@ server_public_key_file = "{public}"
     ("[gateway]\nmax_cameras = 0\n", "gateway.max_cameras"),
     ("[gateway]\nworkers = -1\n", "gateway.workers"),
     ("[gateway]\nnode_on_host = \"yes\"\n", "gateway.node_on_host"),
+    ('[gateway]\nice_servers = ["stun:a.example:3478", "http://b.example"]\n', "gateway.ice_servers[1]"),
+    ('[gateway]\nice_servers = "stun:a.example:3478"\n', "gateway.ice_servers"),
     ('[gateway.curve."tcp://10.9.9.9:5550"]\nsecret_key_file = "a"\nserver_public_key_file = "b"\n',
      "gateway.curve.tcp://10.9.9.9:5550"),
     ('[gateway]\nsubscribe = ["tcp://10.9.9.9:5550"]\n[gateway.curve."tcp://10.9.9.9:5550"]\n'
@@ -74,6 +76,12 @@ def test_bad_values_name_the_key(tmp_path, text, path):
     with pytest.raises(ConfigError) as info:
         load(tmp_path, text)
     assert info.value.path == path
+
+
+def test_ice_servers_load_as_a_list_of_urls(tmp_path):
+    config = load(tmp_path, '[gateway]\nice_servers = ["stun:stun.example.org:3478"]\n')
+    assert config.ice_servers == ("stun:stun.example.org:3478",)
+    assert load_gateway_config(None).ice_servers == ()  # none by default: host candidates only
 
 
 def test_the_public_surface_is_all():
