@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from camfabric.runtime.config import read_toml
 from tests.conftest import PYTHON, REPO
 
 
@@ -68,7 +68,7 @@ def locked_versions() -> dict[str, str]:
 
 def _declared(extras: tuple[str, ...] = ("all", "test")) -> list[Requirement]:
     """pyproject.toml's requirements with `extras`, its own extras (camfabric[...]) expanded."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project = read_toml(REPO / "pyproject.toml")["project"]
     optional = project["optional-dependencies"]
     wanted, seen, out = list(extras), set(), [Requirement(r) for r in project["dependencies"]]
     while wanted:
