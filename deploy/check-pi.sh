@@ -104,6 +104,13 @@ check_root() {
         say "$arch $suite: making the root $root (~5 min)"
         "$PI_USERLAND" make "$arch" "$suite" "$root" >"$log" 2>&1 || { tail -n 20 "$log"; die "pi-userland make failed"; }
     fi
+    # A root used before keeps the distribution's packages and pip's cache from that run.
+    if [ -e "$root/var/lib/camfabric-pi-check" ]; then
+        fresh="no: used by an earlier run on $(cat "$root/var/lib/camfabric-pi-check"), whose apt packages and pip cache it keeps"
+    else
+        fresh="yes: no install ran in it before"
+    fi
+    date -u '+%Y-%m-%d %H:%M UTC' > "$root/var/lib/camfabric-pi-check"
     say "$arch $suite: a clean copy of the tree in $root/src, no /opt/camfabric, no /etc/camfabric"
     rm -rf "$root/src" "$root/opt/camfabric" "$root/etc/camfabric"
     "$PI_USERLAND" copy "$root" "$SRC" /src
@@ -143,7 +150,7 @@ check_root() {
         echo "shared), so times are 10-20x a Pi's; no camera (a synthetic one)."
         echo
         echo "- result: $result"
-        echo "- install (from a clean tree, no venv): $install_s s"
+        echo "- install (from a clean tree, no venv): $install_s s; a fresh root: $fresh"
         echo '- what install.sh said:'
         echo
         echo '```'
