@@ -33,10 +33,14 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from ..runtime.logonce import LogOnce
+from ..runtime.optional import MissingDependency
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 KEYS_CHECK_INTERVAL_S = 1.0
+# ServerAuth extends pyzmq's ThreadAuthenticator as it is from pyzmq 25 on (one authenticator,
+# coroutine handlers); pyzmq 24 (Debian bookworm's) runs a different one in its thread.
+CURVE_SERVER_PYZMQ = (25,)
 REBIND_TIMEOUT_S = 2.0
 
 
@@ -182,6 +186,10 @@ def secure_server(socket: zmq.Socket, keys: CurveServer, context: zmq.Context,
     endpoint)` now and then to follow changes to the directory, and stops it when the socket
     closes.
     """
+    if zmq.pyzmq_version_info() < CURVE_SERVER_PYZMQ:
+        raise MissingDependency(
+            f"a CURVE server (a node or proxy with keys) needs pyzmq 25 or newer, and this is "
+            f"pyzmq {zmq.pyzmq_version()}: pip install 'pyzmq>=25' in its venv")
     public, secret = _load(Path(keys.secret_key_file), need_secret=True)
     if not Path(keys.authorized_keys_dir).is_dir():
         raise ConfigError(str(keys.authorized_keys_dir), "authorised keys directory not found")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from camfabric.runtime.config import read_toml
 from tests.conftest import PYTHON, REPO
 
 
@@ -52,7 +52,7 @@ LOCK = REPO / "requirements.lock"
 LOCKED_PYTHONS = ("3.11", "3.12", "3.13")   # what the lock is for: make test, CI, the installer
 
 
-def _locked() -> dict[str, str]:
+def locked_versions() -> dict[str, str]:
     """requirements.lock as {canonical name: exact version}."""
     pins = {}
     for line in LOCK.read_text().splitlines():
@@ -68,7 +68,7 @@ def _locked() -> dict[str, str]:
 
 def _declared(extras: tuple[str, ...] = ("all", "test")) -> list[Requirement]:
     """pyproject.toml's requirements with `extras`, its own extras (camfabric[...]) expanded."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project = read_toml(REPO / "pyproject.toml")["project"]
     optional = project["optional-dependencies"]
     wanted, seen, out = list(extras), set(), [Requirement(r) for r in project["dependencies"]]
     while wanted:
@@ -92,7 +92,7 @@ def _applies_to_locked_pythons(requirement: Requirement) -> bool:
 
 
 def test_every_declared_requirement_is_locked_at_a_version_its_range_allows():
-    locked = _locked()
+    locked = locked_versions()
     for requirement in _declared():
         name = canonicalize_name(requirement.name)
         if not _applies_to_locked_pythons(requirement):
@@ -117,9 +117,9 @@ def test_the_lock_pins_exactly_the_declared_requirements_and_what_they_need():
         needed.add(name)
         for text in metadata.requires(name) or []:
             todo.append((Requirement(text), tuple(requirement.extras)))
-    assert set(_locked()) == needed, (
-        f"missing from requirements.lock: {sorted(needed - set(_locked()))}; "
-        f"locked but needed by nothing: {sorted(set(_locked()) - needed)}")
+    assert set(locked_versions()) == needed, (
+        f"missing from requirements.lock: {sorted(needed - set(locked_versions()))}; "
+        f"locked but needed by nothing: {sorted(set(locked_versions()) - needed)}")
 
 
 def test_a_make_test_venv_holds_exactly_the_locked_versions():
@@ -127,7 +127,7 @@ def test_a_make_test_venv_holds_exactly_the_locked_versions():
     stamp = Path(sys.prefix) / ".installed"
     if not stamp.is_file() or stamp.read_text() != LOCK.read_text():
         pytest.skip(f"{sys.prefix} was not installed by `make` from this requirements.lock")
-    wrong = {name: (version, metadata.version(name)) for name, version in _locked().items()
+    wrong = {name: (version, metadata.version(name)) for name, version in locked_versions().items()
              if metadata.version(name) != version}
     assert wrong == {}, "installed versions differ from the lock (locked, installed)"
 

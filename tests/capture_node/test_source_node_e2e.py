@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from camfabric.protocol.errors import ProtocolError
 from camfabric.protocol.jpeg import decode_jpeg, is_complete_jpeg
 from camfabric.protocol.security import generate_keypair
 from camfabric.protocol.wire import Frame
+from camfabric.runtime.config import read_toml
 from tests.conftest import ANY_PORT
 from tests.fakes.rpicam_tcp import RpicamTcpServer, numbered_jpegs
 
@@ -111,7 +111,7 @@ def installed_copy(example: Path, root: Path) -> Path:
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.toml")))
 def test_example_configs_load_with_the_real_loaders(example, tmp_path, monkeypatch):
     path = installed_copy(EXAMPLES / example, tmp_path)
-    sections = tomllib.loads(path.read_text())
+    sections = read_toml(path)
     assert sections, f"{example} is empty"
     if "node" in sections:
         config = load_node_config(path)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
+from ....runtime.optional import MissingDependency
 from ..geometry import marker_centre
 from . import Detection
 
@@ -17,6 +18,10 @@ class MarkerFinder:
 
     def __init__(self, dictionary: str = "DICT_4X4_50") -> None:
         self.dictionary_name = dictionary
+        if not hasattr(getattr(cv2, "aruco", None), "ArucoDetector"):  # OpenCV 4.6 and older
+            raise MissingDependency(
+                f"the ArUco detector needs OpenCV 4.7 or newer, and this is OpenCV {cv2.__version__}: "
+                "pip install 'opencv-python-headless>=4.7' (or use the gemini detector)")
         params = cv2.aruco.DetectorParameters()
         params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
         self._detector = cv2.aruco.ArucoDetector(
