@@ -74,7 +74,7 @@ def test_a_closed_stream_lets_the_node_stop_encoding(gateway, capture_node):
     _assert_encoding_stops(capture_node)
 
 
-@pytest.mark.parametrize("path", ["/latest/0", "/snap/0", "/snapshot.jpg"])
+@pytest.mark.parametrize("path", ["/latest/0", "/snap/0"])
 def test_a_snapshot_request_wants_the_camera_for_the_idle_window_only(gateway, capture_node, path):
     answer = requests.get(gateway.url + path.lstrip("/"), timeout=5)
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
