@@ -18,6 +18,7 @@
     default_camera = 0
     heartbeat_timeout_s = 3.0
     stale_after_s = 5.0         # a newest frame older than this is never served as live
+    idle_s = 10.0               # a camera's JPEG stays subscribed this long after its last request
     ice_servers = []            # WebRTC: STUN/TURN URLs offered to viewers; none: host only
 
     [gateway.curve."tcp://10.0.0.5:5550"]     # CURVE keys for an endpoint off loopback
@@ -82,6 +83,7 @@ class GatewayConfig:
     default_camera: int = bounded(0, 0, 1_000_000)
     heartbeat_timeout_s: float = bounded(3.0, 0.2, 600.0)
     stale_after_s: float = bounded(5.0, 0.1, 3600.0)
+    idle_s: float = bounded(10.0, 0.1, 3600.0)
     curve: dict[str, CurveKeys] = field(default_factory=dict)
     ice_servers: tuple[str, ...] = ()
 

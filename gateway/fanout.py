@@ -312,7 +312,9 @@ class MjpegFanout:
         if cache is None:
             return
         try:
-            frame = cache.latest(cam)
+            # Only a peek: the streams' own requests keep their camera wanted while they are
+            # open (mjpeg.py). Polled per frame, a wanting read would keep it wanted for good.
+            frame = cache.view(cam).frame
         except UnknownCamera:
             return
         if frame is None:
@@ -470,6 +472,8 @@ class MjpegFanout:
         cams = self._clients.get(client.cam)
         if cams is not None:
             cams.discard(client)
+            if not cams:  # its frames need no waking of this thread any more
+                self._watched = self._watched - {client.cam}
         self._release(client)
         self._paced.discard(client)
         if client.registered:

@@ -42,6 +42,9 @@ Every key is optional; the defaults are shown:
   default_camera = 0         # /snapshot.jpg, /stream.mjpg and /?action=… without cam=
   heartbeat_timeout_s = 3.0  # a camera without heartbeat this long is disconnected
   stale_after_s = 5.0        # snapshot routes answer 503 when the newest frame is older
+  idle_s = 10.0              # a camera's JPEG stays subscribed this long after its last
+                             # request (a stream keeps it while open); then the node stops
+                             # encoding it
   ice_servers = []           # WebRTC: STUN/TURN URLs for viewers off the LAN; none: host
                              # candidates only, which needs no internet
 

@@ -34,6 +34,7 @@ worker processes when given a shared counter.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import socket
@@ -200,10 +201,19 @@ class MjpegStream:
         self._fanout: MjpegFanout | None = None
         self._released = False
         self._counted = False  # counted open in `stats` by this iterator (not the fan-out)
-        if cache.latest(cam) is None:
+        # The camera is wanted for as long as the stream is open, and no longer: the fan-out
+        # only peeks at the cache, so the node stops encoding once the last client has gone
+        # (after the cache's idle window).
+        self._watch = contextlib.ExitStack()
+        try:
+            self._watch.enter_context(cache.watching(cam))
+            if cache.latest(cam) is None:
+                raise FrameTimeout(f"camera {cam} has not delivered a frame yet; retry shortly")
+        except BaseException:
             self._closed = self._released = True
+            self._watch.close()
             slots.release()
-            raise FrameTimeout(f"camera {cam} has not delivered a frame yet; retry shortly")
+            raise
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -297,6 +307,7 @@ class MjpegStream:
         if not self._released:
             self._released = True
             self.slots.release()
+            self._watch.close()
         if self._counted:
             self._counted = False
             self.stats.closed(self.cam)

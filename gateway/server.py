@@ -154,7 +154,8 @@ class Gateway:
         self.cache = FrameCache(config.subscribe, heartbeat_timeout_s=config.heartbeat_timeout_s,
                                 context=context, curve=config.curve_clients,
                                 tracker=config.tracker, services=config.services,
-                                owners=config.camera_owners, max_cameras=config.max_cameras)
+                                owners=config.camera_owners, max_cameras=config.max_cameras,
+                                idle_s=config.idle_s)
         self.app, self.quick = build_app(self.cache, config, slots=self.slots, stopping=self.stopping)
         self.server: Any = None
         self._thread: threading.Thread | None = None

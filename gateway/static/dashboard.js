@@ -266,7 +266,6 @@ function lastError(s) {
 
 function showCamera(t, s) {
   const gateway = (s.health && s.health.gateway) || {};
-  const hasFrame = gateway.frame_age_ms !== null && gateway.frame_age_ms !== undefined;
   t.fps_value = s.fps || 0;
   t.fps.innerHTML = `<b>${(s.fps || 0).toFixed(1)}</b> fps`;
   t.age.innerHTML = `age <b>${formatAge(gateway.frame_age_ms)}</b>`;
@@ -294,8 +293,9 @@ function showCamera(t, s) {
   t.down.classList.toggle("over-picture", lastPicture);
   t.downText.textContent = lastPicture ? "camera down — last picture" : "camera down";
   t.downWhy.textContent = why;
-  // WebRTC needs no cached JPEG to start from: it subscribes the camera's H.264 itself.
-  if (s.connected && (hasFrame || webrtcUsable) && t.mode === "idle") startStream(t);
+  // No cached frame is needed to start: the gateway subscribes a camera on demand, for the
+  // stream itself (MJPEG: its JPEG; WebRTC: its H.264), so one nobody watched starts too.
+  if (s.connected && t.mode === "idle") startStream(t);
   if (!s.connected && !lastPicture) stopStream(t); // never a broken image
   t.objects.replaceChildren(...(world.objects || [])
     .filter((o) => o.pixel && o.pixel[String(t.id)])

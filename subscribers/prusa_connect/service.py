@@ -46,11 +46,13 @@ class FabricFrames:
     def __init__(self, subscriber: Subscriber) -> None:
         self._lock = threading.Lock()
         self._wanted: dict[int, int] = {}
+        self._arrivals: dict[int, set[threading.Event]] = {}
         self.subscriber = subscriber
         self.attach(subscriber)
 
     def attach(self, subscriber: Subscriber) -> None:
         """Read from `subscriber` (a new one after a reload), keeping the current wants."""
+        subscriber.add_listener(self._arrived)
         with self._lock:
             self.subscriber = subscriber
             for cam in subscriber.cameras or ():
@@ -75,6 +77,23 @@ class FabricFrames:
         with self._lock:
             return bool(self._wanted.get(cam))
 
+    def on_frame(self, cam: int, event: threading.Event) -> None:
+        """Set `event` whenever a JPEG of `cam` arrives (only while it is wanted, then)."""
+        with self._lock:
+            self._arrivals.setdefault(cam, set()).add(event)
+
+    def forget(self, cam: int, event: threading.Event) -> None:
+        with self._lock:
+            self._arrivals.get(cam, set()).discard(event)
+
+    def _arrived(self, msg: wire.Message) -> None:
+        # On the subscriber's receive thread, after the frame is stored: `latest` returns it.
+        if isinstance(msg, wire.Frame):
+            with self._lock:
+                events = list(self._arrivals.get(msg.cam, ()))
+            for event in events:
+                event.set()
+
     def latest(self, cam: int) -> wire.Frame | None:
         try:
             return self.subscriber.latest(cam, timeout=0)
@@ -94,11 +113,15 @@ class FabricFrames:
 
 
 class CameraWorker:
-    """A thread that ticks one uploader until told to quit."""
+    """A thread that ticks one uploader until told to quit: when the uploader asked to be, and
+    at once when a frame of its camera arrives (`frames`), so an upload takes its frame the
+    moment it is there and lets the subscription go."""
 
-    def __init__(self, uploader: SnapshotUploader) -> None:
+    def __init__(self, uploader: SnapshotUploader, frames: FabricFrames | None = None) -> None:
         self.uploader = uploader
+        self.frames = frames
         self._quit = threading.Event()
+        self._wake = threading.Event()  # quit, or a frame of the camera arrived
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"prusa-connect-cam{uploader.camera.cam}")
         self._errors: set[str] = set()
@@ -109,6 +132,7 @@ class CameraWorker:
 
     def quit(self) -> None:
         self._quit.set()
+        self._wake.set()
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -118,7 +142,19 @@ class CameraWorker:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        cam = self.uploader.camera.cam
+        if self.frames is not None:
+            self.frames.on_frame(cam, self._wake)
+        try:
+            self._tick_until_quit()
+        finally:
+            if self.frames is not None:
+                self.frames.forget(cam, self._wake)
+            self.uploader.close()
+
+    def _tick_until_quit(self) -> None:
         while not self._quit.is_set():
+            self._wake.clear()  # before the tick: a frame arriving during it wakes the next
             try:
                 delay = self.uploader.tick()
             except Exception as exc:  # a bug or a library surprise must not end this camera
@@ -131,8 +167,7 @@ class CameraWorker:
             if delay is None:
                 self._quit.wait()  # stopped: wait for a reload to replace this worker
                 break
-            self._quit.wait(max(0.01, delay))
-        self.uploader.close()
+            self._wake.wait(max(0.01, delay))
 
 
 class UploaderService:
@@ -287,7 +322,7 @@ class UploaderService:
             on_change=self._changed.set,
         )
         with self._lock:
-            self.workers[camera.cam] = CameraWorker(uploader).start()
+            self.workers[camera.cam] = CameraWorker(uploader, self.frames).start()
 
     def _stop_camera(self, cam: int) -> None:
         with self._lock:

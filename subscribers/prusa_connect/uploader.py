@@ -1,11 +1,15 @@
 """One camera's uploads to Connect: which frame, when, and what to do when it fails.
 
-`SnapshotUploader.tick()` does at most one step — subscribe to the camera's JPEG shortly before
-an upload is due, upload the first frame captured after that, unsubscribe — and returns how
-long until it wants to run again (None when the camera is stopped for good). Between uploads
-the uploader holds no subscription, so the node encodes nothing for it. Time comes from an
-injected monotonic clock, so a test drives the schedule, the backoff and the staleness checks
-without sleeping.
+`SnapshotUploader.tick()` does at most one step — subscribe to the camera's JPEG when an upload
+is due, take the first frame captured after that, unsubscribe, upload it — and returns how long
+until it wants to run again (None when the camera is stopped for good). The subscription lasts
+from the upload's turn until its frame is in hand, and is let go *before* the request (which
+may take seconds), so a node encodes one frame for the uploader per upload, at most two (one
+captured while the unsubscription travels), and nothing between uploads. The price is at most
+one frame interval between due and upload: the first capture after the subscription reaches the
+node. The service ticks again as soon as a frame of a subscribed camera arrives (service.py),
+so no frame waits for a polling interval. Time comes from an injected monotonic clock, so a
+test drives the schedule, the backoff and the staleness checks without sleeping.
 
 Connect takes one snapshot per camera per 10 s, counted where the requests arrive, so the
 next upload is scheduled `interval_s` after the previous request *ended*: however long a
@@ -47,7 +51,6 @@ from .config import MAX_NAME_LENGTH, CameraUpload
 WAITING, OK, STALE, BACKOFF, REFUSED, STOPPED = (
     "waiting_for_frame", "ok", "stale", "backoff", "refused", "stopped")
 RECHECK_S = 0.25  # how soon to look again for a frame that is not there yet
-SUBSCRIBE_LEAD_S = 1.0  # subscribe this long before an upload is due, so a fresh frame is there
 TOKEN_RECHECK_S = 15 * 60.0  # a refused token is tried again this often
 MIN_SHRUNK_LIMIT = 64 * 1024
 
@@ -160,13 +163,11 @@ class SnapshotUploader:
         if self._state == STOPPED:
             return None
         now = self.clock_ns()
-        if self._wanted_since_ns is None:
-            subscribe_at = self._next_ns - int(SUBSCRIBE_LEAD_S * 1e9)
-            if now < subscribe_at:
-                return (subscribe_at - now) / 1e9
-            self._want(now)
         if now < self._next_ns:
+            self._release()  # not due: the node need not encode anything for us
             return (self._next_ns - now) / 1e9
+        if self._wanted_since_ns is None:
+            self._want(now)
         frame = self.frames.latest(self.camera.cam)
         if frame is None:
             self._no_frame(now)
@@ -175,14 +176,19 @@ class SnapshotUploader:
         self._frame_age_s = age_ns / 1e9
         self._ever_had_frame = True
         self._waiting_since_ns = None
-        if age_ns > self.max_age_ns:
+        from_before = captured_locally_ns(frame) < (self._wanted_since_ns or 0)
+        # A frame kept from before this turn's subscription tells nothing of the camera now
+        # (after a long interval it is old by design): like no frame at all, it is judged only
+        # once the camera has had max_age_s since the subscription to send a newer one.
+        if age_ns > self.max_age_ns and not (from_before and now - (self._wanted_since_ns or 0)
+                                             <= self.max_age_ns):
             self._stale(age_ns)
             return min(self.camera.interval_s, RECHECK_S * 2)
         self._fresh_again()
         identity = (frame.seq, frame.t_capture_ns, frame.node)
         # Only a frame captured after the subscription: the one a node replays to a late joiner,
         # or the one this subscriber kept from last time, is not what the camera sees now.
-        if identity == self._uploaded or captured_locally_ns(frame) < (self._wanted_since_ns or 0):
+        if identity == self._uploaded or from_before:
             if self._state == OK:
                 self._set(WAITING)
             return RECHECK_S
@@ -190,10 +196,9 @@ class SnapshotUploader:
         if jpeg is None:
             self._uploaded = identity  # never retry a frame that cannot be sent
             return RECHECK_S
-        try:
-            return self._upload(frame, identity, jpeg)
-        finally:
-            self._release()  # whatever the answer, the next upload is a while away
+        # The frame is in hand: whatever Connect answers, the next upload is a while away.
+        self._release()
+        return self._upload(frame, identity, jpeg)
 
     def _upload(self, frame: wire.Frame, identity: tuple[int, int, str], jpeg: bytes) -> float | None:
         try:

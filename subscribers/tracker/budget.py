@@ -42,10 +42,14 @@ from ...runtime.clock import SYSTEM_CLOCK, Clock
 from .statefile import StateFile, StateFileError, pid_alive
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
-# What the send itself may take after the gate said yes (building nothing: the request is
-# prepared before `reserve`); the next request waits this much longer, so that the gap the
-# server sees is never under `interval_s`.
-SEND_SLACK_S = 0.05
+# The gate is taken when a request leaves; the server counts when it arrives. One request may
+# take longer on its way than the next — a new connection's TCP and TLS set-up (one or two round
+# trips: tens to a couple of hundred ms to Google), a thread switch on a loaded machine — and
+# then the server sees the two closer together than they left. Each request therefore waits
+# this much longer than its interval (and the per-minute spacing), so that the gap the server
+# sees holds at `interval_s` whenever one request's way is at most this much slower than the
+# next one's (docs/tracker.md).
+SEND_SLACK_S = 0.25
 WAITING_FRESH_S = 1.0  # a camera that asked within this long still counts as waiting
 BudgetError = StateFileError  # the shared budget cannot be used: unwritable, locked, conflicting
 

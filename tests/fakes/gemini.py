@@ -31,6 +31,11 @@ Written from Google's published contract, not from our client. Each rule cites i
 "max_tokens", "swapped" (box corners given max first), "slow" (the "ok" answer after `slow_s`),
 "echo" (a 500 whose message quotes the key). Every request is recorded in `requests` with its
 arrival time on the fake's own clock; `max_in_flight` is the most requests seen at once.
+
+`connect_s` plays the network, not the API: a new connection's set-up (TCP and TLS to Google's
+front end, one or two round trips) delays its first request by this much, while a request on a
+kept-alive connection arrives at once — so a request can reach the server later after leaving
+the client than the next one does.
 """
 
 from __future__ import annotations
@@ -208,8 +213,9 @@ class FakeGemini:
 
     def __init__(self, api_key: str = "test-key-123", *, objects: list[dict[str, Any]] | None = None,
                  retry_delay: str = "17s", slow_s: float = 2.0, per_minute: int | None = None,
-                 per_day: int | None = None, clock: Any = None) -> None:
+                 per_day: int | None = None, clock: Any = None, connect_s: float = 0.0) -> None:
         self.api_key = api_key
+        self.connect_s = connect_s
         self.objects = objects if objects is not None else []
         self.retry_delay = retry_delay
         self.slow_s = slow_s
@@ -405,6 +411,11 @@ class FakeGemini:
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass  # keep test output clean
+
+            def setup(self) -> None:
+                super().setup()
+                if fake.connect_s:  # the connection's set-up, before its first request arrives
+                    time.sleep(fake.connect_s)
 
             def do_POST(self) -> None:  # noqa: N802
                 with fake._lock:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+from camfabric.capture_node.config import CameraConfig, NodeConfig
+from camfabric.capture_node.node import CaptureNode
 from camfabric.protocol import (
     CurveClient,
     CurveServer,
@@ -54,7 +56,7 @@ def test_frames_from_a_curve_secured_node_are_uploaded_and_the_state_published(c
                 time.sleep(0.1)
             assert len(connect.snapshots(TOKEN_A)) == 1
             # ... and lets go of it once the upload is done: the node encodes nothing for it
-            # until shortly before the next upload, 10 s later.
+            # until the next upload is due, 10 s later.
             deadline = time.monotonic() + 3
             while pub.wants(b"frame/0/jpeg") and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -76,3 +78,35 @@ def test_frames_from_a_curve_secured_node_are_uploaded_and_the_state_published(c
             started = time.monotonic()
             service.stop()
             assert time.monotonic() - started < 2.0
+
+
+def test_a_camera_only_the_uploader_watches_is_encoded_at_most_twice_per_upload(connect, zmq_context,
+                                                                                tmp_path):
+    """A real node and a camera nobody else watches: its own encode counter over three uploads
+    10 s apart is at most two per upload — the frame uploaded, and one captured while the
+    unsubscription travels — where a subscription held ahead of the upload costs the node the
+    camera's frame rate for that long. Each frame uploaded was captured after its upload was
+    due (Connect receives one every interval, and never the same one twice)."""
+    camera = CameraConfig(id=0, name="bed", role="overhead", resolution=(160, 120), fps=10)
+    node = CaptureNode(NodeConfig(name="n", publish="tcp://127.0.0.1:0", cameras=(camera,)),
+                       zmq_context).start()
+    try:
+        counters = node.loops[0].counters
+        config = PrusaConnectConfig(
+            server=connect.url, nodes=(node.endpoint,), publish=ANY_PORT, state_dir=tmp_path / "state",
+            timeout_s=2.0, cameras=(CameraUpload(cam=0, token=TOKEN_A, name="Bed", interval_s=10),))
+        with UploaderService(config, context=zmq_context):
+            deadline = time.monotonic() + 40.0
+            while len(connect.snapshots(TOKEN_A)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            uploads = len(connect.snapshots(TOKEN_A))
+        time.sleep(0.5)  # an encode still in hand as the uploader stopped is counted too
+        encodes = counters["encodes"]
+        assert uploads >= 3 and counters["frames"] >= 5 * uploads
+        # the last turn may have subscribed again (its frame not yet taken) as the service stopped
+        assert encodes <= 2 * (uploads + 1), (encodes, uploads)
+        snapshots = connect.snapshots(TOKEN_A)
+        assert len({r.sha256 for r in snapshots}) == len(snapshots)
+        assert all(b.time - a.time >= 10.0 for a, b in zip(snapshots, snapshots[1:], strict=False))
+    finally:
+        node.stop()

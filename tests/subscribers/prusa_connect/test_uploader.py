@@ -43,7 +43,7 @@ def make(connect, fabric, *, cam=0, token=TOKEN_A, interval=10.0, timeout=2.0, f
                             clock_ns=fabric.clock, **kwargs)
 
 
-CAPTURE_AFTER_S = 0.5
+CAPTURE_AFTER_S = 0.5  # from an upload's turn (its subscription) to the frame's capture
 
 
 def deliver(up, fabric, seq, *, cam=0, **frame) -> float | None:
@@ -58,7 +58,7 @@ def deliver(up, fabric, seq, *, cam=0, **frame) -> float | None:
     assert up.subscribed, "the uploader never subscribed to its camera"
     # The frame is captured after the subscription: on this hand-moved clock, by more than its
     # real time in flight (which a frame's local capture estimate subtracts).
-    fabric.clock.advance(max(wait or 0.0, CAPTURE_AFTER_S))
+    fabric.clock.advance(CAPTURE_AFTER_S)
     fabric.publish(cam, seq, **frame)
     return up.tick()
 
@@ -84,17 +84,18 @@ def test_uploads_the_newest_frame_once_per_interval_subscribed_only_around_it(co
     assert not up.subscribed  # nothing is received for the uploader between uploads
 
     fabric.clock.advance(5)
-    assert up.tick() == pytest.approx(4.0, abs=0.01)  # until it subscribes, 1 s ahead
+    assert up.tick() == pytest.approx(5.0, abs=0.01)  # until it is due: nothing wanted before
     assert not up.subscribed
-    fabric.clock.advance(4)
-    assert up.tick() == pytest.approx(1.0, abs=0.01) and up.subscribed
+    fabric.clock.advance(5)
+    assert up.tick() == RECHECK_S and up.subscribed  # due: subscribed, waiting for a frame
     fabric.clock.advance(0.5)
     fabric.publish(0, 2)
     fabric.publish(0, 3)
-    fabric.clock.advance(0.5)
     up.tick()
     assert uploaded_seqs(connect, fabric) == [1, 3]  # the newest, never the one in between
-    assert gaps(connect.snapshots()) == [10.0]
+    assert not up.subscribed  # let go as soon as the frame was in hand
+    # the interval, and the time the first frame after the subscription took to come
+    assert gaps(connect.snapshots()) == [10.5]
 
     status = up.status()
     assert status["state"] == "ok" and status["uploads"] == 2 and status["last_error"] == ""
@@ -142,6 +143,23 @@ def test_a_frame_older_than_max_age_is_not_uploaded_and_the_camera_reported_stal
     up.tick()
     assert uploaded_seqs(connect, fabric) == [2]
     assert up.status()["state"] == "ok"
+
+
+def test_a_frame_kept_from_the_last_turn_is_no_sign_of_a_stale_camera(connect, fabric, caplog):
+    """An interval longer than max_age_s: at its turn the subscriber still holds the frame of
+    the previous upload, old by design. The camera is not called stale for it; the first frame
+    captured after the turn is uploaded."""
+    up = make(connect, fabric, interval=60.0, max_age_s=30)
+    deliver(up, fabric, 1)
+    with caplog.at_level(logging.WARNING):
+        fabric.clock.advance(60.0)
+        assert up.tick() == RECHECK_S and up.subscribed
+        assert up.status()["state"] == "waiting_for_frame" and up.status()["last_error"] == ""
+        fabric.clock.advance(CAPTURE_AFTER_S)
+        fabric.publish(0, 2)
+        up.tick()
+    assert uploaded_seqs(connect, fabric) == [1, 2]
+    assert not any("stopped delivering" in r.message for r in caplog.records)
 
 
 def test_info_carries_the_trigger_scheme_and_follows_every_change_of_resolution(connect, fabric):
@@ -250,7 +268,8 @@ def test_a_refused_token_is_rechecked_once_every_15_minutes(connect, fabric, cap
         up.tick()
         assert connect.requests[-1].time == refused_at  # nothing in between
         assert deliver(up, fabric, 3) == TOKEN_RECHECK_S  # one request: still refused
-        assert connect.requests[-1].time - refused_at == pytest.approx(TOKEN_RECHECK_S, abs=0.1)
+        assert connect.requests[-1].time - refused_at == pytest.approx(TOKEN_RECHECK_S + CAPTURE_AFTER_S,
+                                                                       abs=0.1)
         connect.allow(TOKEN_A)
         deliver(up, fabric, 4)
     assert up.status()["state"] == "ok" and uploaded_seqs(connect, fabric) == [1, 4]
@@ -343,7 +362,7 @@ def test_a_late_wake_up_never_brings_two_snapshots_closer_than_the_interval(conn
     assert up.tick() == pytest.approx(10.0, abs=0.01)  # ... so the next one is 10 s after this one
     assert uploaded_seqs(connect, fabric) == [1, 2]
     deliver(up, fabric, 3)
-    assert gaps(connect.snapshots()) == [10.3 + CAPTURE_AFTER_S, 10.0]
+    assert gaps(connect.snapshots()) == [10.3 + CAPTURE_AFTER_S, 10.0 + CAPTURE_AFTER_S]
     assert connect.refused(429) == []
 
 
@@ -399,7 +418,7 @@ def test_a_wall_clock_stepped_an_hour_either_way_moves_no_upload(connect, fabric
         status = up.status()
         assert status["next_attempt"] == pytest.approx(WALL + step[0] + fabric.clock() / 1e9 + 10, abs=0.01)
         assert deliver(up, fabric, seq) == pytest.approx(10.0, abs=0.01)
-    assert gaps(connect.snapshots()) == [10.0, 10.0] and connect.refused(429) == []
+    assert gaps(connect.snapshots()) == [10.0 + CAPTURE_AFTER_S] * 2 and connect.refused(429) == []
     assert uploaded_seqs(connect, fabric) == [1, 2, 3]
 
 

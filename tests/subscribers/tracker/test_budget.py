@@ -53,9 +53,11 @@ def test_requests_are_spread_evenly_over_the_minute_and_shared_fairly():
     sent = _drive(budget, clock, ["0", "1", "2"], seconds=180)
     every = sorted(t for times in sent.values() for t in times)
     gaps = [b - a for a, b in zip(every, every[1:], strict=False)]
-    assert len(every) == 30  # 10 a minute, whatever 3 cameras at 2 s would want
+    # 10 a minute less the send margin, whatever 3 cameras at 2 s would want
+    assert len(every) == pytest.approx(180 / (6.0 + SEND_SLACK_S), abs=1)
     assert min(gaps) >= 6.0 and max(gaps) <= 6.0 + SEND_SLACK_S + 0.06  # evenly spaced, no burst
-    assert sorted(len(t) for t in sent.values()) == [10, 10, 10]  # the cameras take turns
+    counts = sorted(len(t) for t in sent.values())
+    assert counts[-1] - counts[0] <= 1  # the cameras take turns
 
 
 def test_a_camera_goes_at_most_once_per_interval_and_never_while_in_flight():
@@ -84,7 +86,7 @@ def test_wall_clock_stepped_an_hour_either_way_neither_bursts_nor_stalls():
     sent = _drive(budget, clock, ["0", "1", "2"], seconds=300, hook=ntp)
     every = sorted(t for times in sent.values() for t in times)
     gaps = [b - a for a, b in zip(every, every[1:], strict=False)]
-    assert len(every) == 50
+    assert len(every) == pytest.approx(300 / (6.0 + SEND_SLACK_S), abs=1)
     assert min(gaps) >= 6.0 and max(gaps) <= 6.0 + SEND_SLACK_S + 0.06
 
 
@@ -154,16 +156,16 @@ def test_two_budgets_on_one_state_file_share_the_cameras_intervals(tmp_path):
     path = tmp_path / "gemini-abc.json"
     a, b = _budget(clock, path=path, per_minute=100), _budget(clock, path=path, per_minute=100)
     sent = []
-    order = random.Random(3)
-    for _ in range(400):  # two trackers, each asking for camera 0 every 50 ms, in any order
-        for budget in sorted((a, b), key=lambda _: order.random()):
+    for _ in range(400):  # two trackers, each asking for camera 0 every 50 ms, in the same instant
+        # each asks first at every other turn, the other right behind it
+        for budget in ((a, b) if len(sent) % 2 == 0 else (b, a)):
             if budget.reserve("0", 2.0, 30.0) == 0.0:
                 sent.append(clock.monotonic())
                 budget.done("0")
         clock.advance(0.05)
     gaps = [y - x for x, y in zip(sent, sent[1:], strict=False)]
-    assert len(sent) == 10 and min(gaps) >= 2.0
-    assert a.calls + b.calls == 10 and a.calls and b.calls
+    assert len(sent) == pytest.approx(20 / (2.0 + SEND_SLACK_S), abs=1) and min(gaps) >= 2.0 + SEND_SLACK_S
+    assert a.calls + b.calls == len(sent) and abs(a.calls - b.calls) <= 1
 
 
 def test_a_restart_keeps_a_daily_pause_and_the_last_send(tmp_path):

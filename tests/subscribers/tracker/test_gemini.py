@@ -15,7 +15,7 @@ from camfabric.protocol.jpeg import encode_jpeg
 from camfabric.runtime.backoff import Backoff
 from camfabric.runtime.clock import ManualClock
 from camfabric.sim import tabletop
-from camfabric.subscribers.tracker.budget import PACIFIC, RequestBudget
+from camfabric.subscribers.tracker.budget import PACIFIC, SEND_SLACK_S, RequestBudget
 from camfabric.subscribers.tracker.config import DEFAULT_MODEL, CameraTracking, GeminiConfig, WorldConfig
 from camfabric.subscribers.tracker.detectors import DetectionSkipped
 from camfabric.subscribers.tracker.detectors.aruco import MarkerFinder
@@ -185,7 +185,7 @@ def test_an_unusable_answer_is_an_error_not_a_detection_and_not_an_outage(fake, 
     with pytest.raises(GeminiError) as err:
         _detect(camera)
     assert said in str(err.value)
-    clock.advance(2.1)
+    clock.advance(2.0 + SEND_SLACK_S + 0.05)  # the camera's interval and the send margin
     assert _detect(camera)  # no backoff: the service is up
     assert budget.failures == 0
 
