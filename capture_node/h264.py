@@ -65,6 +65,26 @@ def nal_types(data: bytes) -> list[int]:
     return types
 
 
+class ParameterSets:
+    """The newest SPS/PPS of one stream, put in front of each keyframe that comes without them.
+
+    Some encoders (and many UVC cameras) send SPS/PPS once, at the start; the wire format
+    promises them with every keyframe, so a late joiner can start decoding at any of them.
+    """
+
+    def __init__(self) -> None:
+        self.data = b""  # the NAL units in front of the last slice that carried an SPS
+
+    def complete(self, unit: bytes, key: bool) -> bytes:
+        """`unit` (Annex B), with the stream's SPS/PPS in front if it is a keyframe lacking them."""
+        types = nal_types(unit)
+        if NAL_SPS in types:
+            self.data = unit[: _first_slice(unit)]
+        elif key and self.data:
+            return self.data + unit
+        return unit
+
+
 class H264Encoder:
     """An H.264 encoder for one camera's pictures (BGR or gray uint8), opened on first use."""
 
@@ -82,7 +102,7 @@ class H264Encoder:
         self._t0_ns = 0
         self._last_pts = -1
         self._captures: dict[int, tuple[int, int]] = {}  # pts -> (seq, t_capture_ns)
-        self._parameter_sets = b""
+        self._parameter_sets = ParameterSets()
         self._force_key = threading.Event()
 
     @property
@@ -163,12 +183,8 @@ class H264Encoder:
             seq, t_capture_ns = self._captures.pop(packet.pts, (0, 0))
             if not seq:
                 continue  # not one of ours (cannot happen with a pts-preserving encoder)
-            types = nal_types(data)
-            key = bool(packet.is_keyframe) or NAL_IDR in types
-            if NAL_SPS in types:
-                self._parameter_sets = data[: _first_slice(data)]
-            elif key and self._parameter_sets:
-                data = self._parameter_sets + data  # an encoder that sends them only once
+            key = bool(packet.is_keyframe) or NAL_IDR in nal_types(data)
+            data = self._parameter_sets.complete(data, key)
             units.append(AccessUnit(data, key, seq, t_capture_ns, *self._size))
         # A picture the encoder dropped never comes out; keep the map small regardless.
         for stale in [pts for pts in self._captures if pts < self._last_pts - 4 * self.gop]:
