@@ -3,7 +3,7 @@
     [node.cameras.source]
     kind = "v4l2"
     device = "/dev/v4l/by-id/usb-046d_Logitech_BRIO_1234-video-index0"   # or "/dev/video0"
-    fourcc = "MJPG"                 # ask for MJPEG (the default); "YUYV" for raw
+    fourcc = "MJPG"                 # ask for MJPEG (the default); "H264"; "YUYV" for raw
     controls = { autofocus = 0, focus = 30 }
 
 The camera is asked for `fourcc` at the camera's resolution and fps. When it delivers MJPEG
@@ -13,6 +13,14 @@ frame: trimmed of the padding some cameras leave after EOI, given the standard H
 when the camera omits them (common in UVC MJPEG, and not every decoder supplies them), and
 passed on — never decoded, never re-encoded. Otherwise OpenCV converts to BGR and the capture
 loop encodes only when someone subscribes to JPEG.
+
+With `fourcc = "H264"` (a camera that encodes H.264 itself) conversion is turned off the same
+way and each buffer is one access unit (Annex B): checked to be one, its keyframe flag read
+from its NAL units, the stream's SPS/PPS put in front of a keyframe that lacks them (cameras
+that send them only once), and handed to the node as `rpicam`'s H.264 is — published on
+`frame/{cam}/h264` untouched, decoded only while someone wants JPEG or raw. OpenCV cannot
+decode H.264 from a V4L2 camera, so where it cannot hand over the raw buffers the source
+fails to open, saying so.
 
 The decisions (properties to set, passthrough or not, buffer → JPEG) are pure functions below;
 opening a device needs one, which the tests here do not have.
@@ -42,6 +50,7 @@ from ...protocol.jpeg import encode_jpeg, jpeg_size
 from ...runtime.errors import ConfigError
 from ...runtime.logonce import LogOnce
 from ..errors import SourceError
+from ..h264 import NAL_IDR, ParameterSets, nal_types
 from ..source import Capture, ProbeReport, Source
 from .jpeg_stream import check_jpeg
 
@@ -53,7 +62,7 @@ log = logging.getLogger(__name__)
 # still set it.
 os.environ.setdefault("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", "1")
 
-Delivery = Literal["jpeg", "decoded"]
+Delivery = Literal["jpeg", "h264", "decoded"]
 
 #: Camera controls a config may set, by the name v4l2-ctl users know → OpenCV property.
 CONTROLS: dict[str, int] = {
@@ -75,6 +84,8 @@ CONTROLS: dict[str, int] = {
 }
 
 JPEG_FOURCCS = frozenset({"MJPG", "JPEG"})
+H264_FOURCC = "H264"
+VCL = (1, 5)  # NAL unit types of coded slices: non-IDR, IDR
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +105,9 @@ class Options:
         if len(self.fourcc) != 4 or not self.fourcc.isascii():
             raise ConfigError("fourcc", f"must be four ASCII characters like 'MJPG' or 'YUYV', "
                               f"got {self.fourcc!r}")
+        if self.fourcc == H264_FOURCC and not self.passthrough:
+            raise ConfigError("passthrough", "must be true with fourcc = 'H264': OpenCV cannot "
+                              "decode a camera's H.264 (the node decodes it only for JPEG and raw)")
         if not 1 <= self.buffers <= 10:
             raise ConfigError("buffers", f"must be in 1..10, got {self.buffers!r}")
         for name in self.controls:
@@ -132,12 +146,15 @@ def capture_properties(options: Options, width: int, height: int, fps: float) ->
 
 
 def decide_delivery(requested: str, negotiated: str, passthrough: bool) -> tuple[Delivery, str]:
-    """Pass the camera's JPEG bytes through, or let OpenCV decode; with the reason, for the log."""
+    """Pass the camera's JPEG bytes (or H.264 access units) through, or let OpenCV decode; with
+    the reason, for the log."""
+    if negotiated == H264_FOURCC:
+        return "h264", f"camera delivers {negotiated}: passing its access units through"
     if negotiated in JPEG_FOURCCS:
         if passthrough:
             return "jpeg", f"camera delivers {negotiated}: passing its JPEGs through"
         return "decoded", f"camera delivers {negotiated}; passthrough is off: decoding"
-    if requested in JPEG_FOURCCS:
+    if requested in JPEG_FOURCCS or requested == H264_FOURCC:
         return "decoded", (f"asked for {requested}, camera delivers {negotiated or 'an unknown format'}: "
                            "capturing raw and converting to BGR")
     return "decoded", f"camera delivers {negotiated or 'an unknown format'}: converting to BGR"
@@ -147,6 +164,26 @@ def raw_mode_properties() -> list[tuple[int, float]]:
     """The switches that make OpenCV hand over undecoded buffers, tried in order: OpenCV 5's
     V4L2 backend reads CAP_PROP_CONVERT_RGB = 0; older builds read CAP_PROP_FORMAT = -1."""
     return [(cv2.CAP_PROP_CONVERT_RGB, 0.0), (cv2.CAP_PROP_FORMAT, -1.0)]
+
+
+def without_raw_mode(device: str, delivery: Delivery, why: str, raw: bool) -> tuple[Delivery, str]:
+    """The delivery once OpenCV has been asked for undecoded buffers (`raw`: it accepted).
+
+    MJPEG falls back to OpenCV decoding it. H.264 cannot: OpenCV's V4L2 backend has no H.264
+    decoder. With conversion on, an H264 buffer would be copied as it is into a BGR picture
+    (opencv modules/videoio/src/cap_v4l.cpp: V4L2_PIX_FMT_H264 is not in convertableToRgb's
+    list, so convertToRgb's default case memcpys the bitstream into the frame); only with
+    conversion off does v4l2_create_frame's default case hand the buffer over as one row of
+    `bytesused` bytes, as it does MJPEG. So that is refused at open, never decoded silently.
+    """
+    if raw or delivery == "decoded":
+        return delivery, why
+    if delivery == "jpeg":
+        return "decoded", f"{why}; but this OpenCV build cannot hand over raw buffers"
+    raise SourceError(f"{device}: the camera delivers H264, but this OpenCV build cannot hand over "
+                      "its buffers undecoded (it accepts neither CAP_PROP_CONVERT_RGB = 0 nor "
+                      "CAP_PROP_FORMAT = -1), and OpenCV cannot decode H.264 from a camera; "
+                      "ask for fourcc = 'MJPG' instead")
 
 
 @functools.cache
@@ -183,6 +220,23 @@ def jpeg_from_buffer(buffer: bytes | np.ndarray) -> bytes:
     if not check_jpeg(data):
         raise ProtocolError(f"buffer of {len(data)} bytes is not a well-formed JPEG")
     return data
+
+
+def h264_from_buffer(buffer: bytes | np.ndarray, parameter_sets: ParameterSets) -> tuple[bytes, bool]:
+    """A V4L2 H264 buffer → (one access unit in Annex B, keyframe?); ProtocolError if it is not
+    one. A keyframe without SPS/PPS gets the stream's last ones (`parameter_sets`, which also
+    learns them from this buffer); one with none known yet is refused: nobody could decode it."""
+    data = buffer.tobytes() if isinstance(buffer, np.ndarray) else bytes(buffer)
+    if not (data.startswith(b"\0\0\1") or data.startswith(b"\0\0\0\1")):
+        raise ProtocolError(f"buffer of {len(data)} bytes does not start with an H.264 start code")
+    types = nal_types(data)
+    if not any(kind in VCL for kind in types):
+        raise ProtocolError(f"buffer of {len(data)} bytes holds no coded picture (NAL types {types})")
+    key = NAL_IDR in types
+    unit = parameter_sets.complete(data, key)
+    if key and not parameter_sets.data:
+        raise ProtocolError("a keyframe without SPS/PPS, and the camera has sent none yet")
+    return unit, key
 
 
 def _segments(data: bytes) -> list[tuple[int, bytes]]:
@@ -283,7 +337,7 @@ def card_name(device: str) -> str:
 
 # -- the source ----------------------------------------------------------------------------------
 class V4l2Source(Source):
-    """A V4L2 camera: its MJPEG passed through, or its raw frames converted to BGR."""
+    """A V4L2 camera: its MJPEG or H.264 passed through, or its raw frames converted to BGR."""
 
     kind = "v4l2"
 
@@ -293,6 +347,7 @@ class V4l2Source(Source):
         self.delivery: Delivery = "decoded"
         self.negotiated: tuple[str, int, int, float] | None = None
         self.bad_frames = 0
+        self.parameter_sets = ParameterSets()
         self._cap: cv2.VideoCapture | None = None
         self._lock = threading.Lock()
         self.failures = LogOnce(log)
@@ -318,8 +373,12 @@ class V4l2Source(Source):
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.negotiated = (negotiated, w, h, float(cap.get(cv2.CAP_PROP_FPS)))
         self.delivery, why = decide_delivery(self.options.fourcc, negotiated, self.options.passthrough)
-        if self.delivery == "jpeg" and not any(cap.set(p, v) for p, v in raw_mode_properties()):
-            self.delivery, why = "decoded", f"{why}; but this OpenCV build cannot hand over raw buffers"
+        raw = self.delivery != "decoded" and any(cap.set(p, v) for p, v in raw_mode_properties())
+        try:
+            self.delivery, why = without_raw_mode(self.options.device, self.delivery, why, raw)
+        except SourceError:
+            cap.release()
+            raise
         if (w, h) != (self.width, self.height):
             why += f"; asked for {self.width}x{self.height}, camera gives {w}x{h}"
         log.info("%s: %s", self.options.device, why)
@@ -380,6 +439,13 @@ class V4l2Source(Source):
             self.close()
 
     def _capture(self, buffer: np.ndarray, t_capture_ns: int) -> Capture:
+        if self.delivery == "h264":
+            if buffer.ndim > 2 or (buffer.ndim == 2 and buffer.shape[0] != 1):
+                raise SourceError(f"{self.options.device}: OpenCV handed over a converted "
+                                  f"{buffer.shape} picture, not the camera's H.264")
+            unit, key = h264_from_buffer(buffer, self.parameter_sets)
+            _, w, h, _ = self.negotiated or ("", self.width, self.height, 0.0)
+            return Capture(t_capture_ns=t_capture_ns, w=w, h=h, h264=unit, key=key)
         if self.delivery == "jpeg" and buffer.ndim <= 2 and (buffer.ndim == 1 or buffer.shape[0] == 1):
             jpeg = jpeg_from_buffer(buffer)
             w, h = jpeg_size(jpeg)
