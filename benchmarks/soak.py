@@ -337,8 +337,19 @@ def slope_per_hour(samples: list[dict[str, float]], key: str, skip_s: float) -> 
     return sum((t - mean_t) * (v - mean_v) for t, v in points) / var * 3600
 
 
+def unplanned_exits(log: Path) -> list[str]:
+    """Gateway workers that died of something other than the soak's own SIGKILL, from the
+    gateway's log (a crash: a signal such as SIGABRT, or an exit status)."""
+    if not log.exists():
+        return []
+    return [line.strip() for line in log.read_text(errors="replace").splitlines()
+            if ("exited with status" in line and "status -9;" not in line)
+            or "Assertion failed" in line]
+
+
 def report(soak: Soak, ran_s: float, requested_s: float) -> str:
     tally, samples = soak.tally, soak.samples
+    crashes = unplanned_exits(soak.work / "gateway.log")
     warm = min(120.0, ran_s / 4)
     rows = []
     for key, unit in (("rss_mb", "MB"), ("fds", "fds"), ("threads", "threads")):
@@ -374,6 +385,8 @@ fault every minute in turn: {", ".join(f"{k} x{n}" for k, n in sorted(kinds.item
 - stale served while live (a `/latest` 200 older than {STALE_S:g} s): {len(tally.stale_live)}
   {stale if stale else ""}; the oldest `/latest` served while live: {tally.max_age_ms_live} ms
 - streams silent > {SILENT_S:g} s while live: {len(tally.silent_live)} {silent if silent else ""}
+- gateway workers that died unplanned (from its log): {len(crashes)}
+  {chr(10).join("  " + line for line in crashes[:6])}
 - reader bursts: streams accepted of {BURST}, burst by burst (the gateway allows 80 at once,
   {soak.cameras} of them held by the steady readers): {tally.bursts}
 

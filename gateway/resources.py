@@ -32,6 +32,7 @@ from ..protocol.errors import FrameTimeout
 from .cache import CameraView, FrameCache, TooManyWaiting
 from .mjpeg import CONTENT_TYPE as MJPEG_CONTENT_TYPE
 from .mjpeg import MjpegStream, StreamSlots, StreamStats
+from .rawframes import RawFrames
 from .waitress_seam import request_connection
 
 IMAGE_HEADERS = {"Cache-Control": "no-cache"}
@@ -151,6 +152,7 @@ class Frames:
     # camera -> when its /latest was last answered (time.monotonic): quick.py answers the
     # cameras asked for lately without the framework.
     answered: dict[int, float] = field(default_factory=dict)
+    raw: RawFrames = field(default_factory=RawFrames)  # decodes for format=raw, bounded
 
     def latest(self, resp: falcon.Response, cam: int) -> None:
         """The cached newest JPEG with X-Frame-Age-Ms; 503 + Retry-After before the first
@@ -334,18 +336,29 @@ class FrameResource(Resource):
         if fmt not in FORMATS:
             raise falcon.HTTPBadRequest(title="Bad format",
                                         description=f"format must be jpeg or raw, got {_echo(fmt)}")
+        requested = self.frames.cache.clock()
         frame = self.frames.fresh(cam)
         if fmt == "jpeg":
             send_jpeg(resp, frame)
             return
-        image = frame.image  # a ProtocolError (502) when the JPEG does not decode
         resp.content_type = "application/octet-stream"
-        resp.data = image.tobytes()
         resp.set_headers(IMAGE_HEADERS)
+        if req.method == "HEAD":  # the headers only: the size the frame declares, no decode
+            shape: tuple[int, ...] = (frame.h, frame.w, 3)
+            dtype = "uint8"
+            resp.content_length = frame.h * frame.w * 3
+        else:
+            # One decode shared by concurrent requests, few at once, sent without a copy
+            # (rawframes.py); a ProtocolError (502) when the JPEG does not decode, RawBusy
+            # (503 + Retry-After) when too many raw frames are out already.
+            body = self.frames.raw.open(frame, captured_after_ns=requested)
+            shape, dtype = body.shape, str(body.dtype)
+            resp.stream = body
+            resp.content_length = body.nbytes
         resp.set_headers({
-            "X-Frame-Width": str(image.shape[1]), "X-Frame-Height": str(image.shape[0]),
-            "X-Frame-Channels": str(image.shape[2] if image.ndim == 3 else 1),
-            "X-Frame-Dtype": str(image.dtype), "X-Timestamp": f"{frame.t_capture_ns / 1e9:.6f}",
+            "X-Frame-Width": str(shape[1]), "X-Frame-Height": str(shape[0]),
+            "X-Frame-Channels": str(shape[2] if len(shape) == 3 else 1),
+            "X-Frame-Dtype": dtype, "X-Timestamp": f"{frame.t_capture_ns / 1e9:.6f}",
         })
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import re
 
-# What a pasted key looks like: a Google API key ("AIza" + 35), or any long unbroken run of
-# letters and digits mixing upper case, lower case and digits (tokens, bearer keys).
+# What a pasted key looks like: a Google API key ("AIza" + 35), or a long unbroken run of
+# letters and digits mixing upper case, lower case and digits (tokens, bearer keys). Runs are
+# split at - and _ first, so a name made of words (a /dev/v4l/by-id device, a model name) is
+# never taken for a key.
 _GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}")
-_LONG_RUN = re.compile(r"[0-9A-Za-z_\-+=]{20,}")
+_LONG_RUN = re.compile(r"[0-9A-Za-z+=]{16,}")
 HIDDEN = "[value not shown: it looks like a key]"
 
 

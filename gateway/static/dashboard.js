@@ -361,6 +361,12 @@ async function refresh() {
     for (const [id, entry] of Object.entries(cameras)) {
       if (!tiles.has(id)) makeTile(id, entry, webcams[id]);
     }
+    for (const [id, t] of tiles) { // a camera its node no longer has (restarted without it)
+      if (id in cameras) continue;
+      stopStream(t);
+      document.getElementById(`camera-${id}`)?.remove();
+      tiles.delete(id);
+    }
     document.getElementById("empty").hidden = tiles.size > 0;
     let up = 0;
     for (const [id, t] of tiles) {

@@ -8,6 +8,7 @@ import time
 
 import falcon.testing
 import pytest
+import zmq
 
 from camfabric import protocol
 from camfabric.capture_node.config import CameraConfig, NodeConfig
@@ -91,3 +92,35 @@ def test_heartbeats_sent_together_arrive_in_the_order_sent(zmq_context):
             assert pub.publish(Meta(cam=cam, node="n", registry={}, health={}))
         wait_until(lambda: len(arrived) >= 10, what="ten heartbeats")
         assert arrived == list(range(10))
+
+
+def test_a_subscriber_that_reads_nothing_holds_no_one_elses_heartbeats_back(zmq_context):
+    # Heartbeats wait for every subscriber's room, but not for one that never reads: after
+    # hold_s (0.5 s) it loses them, and the others get theirs.
+    with Publisher("tcp://127.0.0.1:0", context=zmq_context) as pub:
+        stuck = zmq_context.socket(zmq.SUB)
+        stuck.linger = 0
+        stuck.rcvhwm = 1
+        stuck.setsockopt(zmq.RCVBUF, 4096)
+        stuck.subscribe(b"meta/")
+        stuck.connect(pub.endpoint)
+        try:
+            with protocol.Subscriber(pub.endpoint, cameras=(), topics_extra=[b"meta/"],
+                                     context=zmq_context) as healthy:
+                assert pub.wait_for_subscriber(b"meta/0/", timeout=3)
+                time.sleep(0.5)  # both subscriptions are in
+                arrived: list[int] = []
+                healthy.add_listener(
+                    lambda msg: arrived.append(msg.cam) if isinstance(msg, Meta) else None)
+                filler = "x" * 60_000  # the stuck peer's buffers fill within a round or two
+                for round_ in range(4):
+                    before = len(arrived)
+                    started = time.monotonic()
+                    for cam in range(CAMERAS):
+                        assert pub.publish(Meta(cam=cam, node="n", registry={"description": filler},
+                                                health={"round": round_}))
+                    wait_until(lambda b=before: len(arrived) - b >= CAMERAS, timeout=5,
+                               what=f"round {round_} of heartbeats at the healthy subscriber")
+                    print(f"round {round_}: {time.monotonic() - started:.2f} s")
+        finally:
+            stuck.close(linger=0)

@@ -133,3 +133,10 @@ def test_no_config_error_echoes_a_value_shaped_like_a_key(value):
     with pytest.raises(ConfigError) as info:
         GeminiConfig(model=f"{value}/v2")
     assert value not in shown(info.value)
+
+
+@pytest.mark.parametrize("value", ["/dev/v4l/by-id/usb-046d_HD_Pro_Webcam_C920_8A2B3C4D-video-index0",
+                                   "gemini-2.5-flash-lite-preview-06-17", "DICT_4X4_50"])
+def test_names_made_of_words_are_still_shown(value):
+    # A device path or a model name is what the user must see to fix a mistake.
+    assert value in str(ConfigError("node.cameras[0].device", f"{value} cannot be opened"))
