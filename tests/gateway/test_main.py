@@ -95,7 +95,14 @@ def _serving_processes(proc: subprocess.Popen, workers: int) -> list[psutil.Proc
     main = psutil.Process(proc.pid)
     if workers == 1:
         return [main]
-    return [child for child in main.children() if "spawn_main" in " ".join(child.cmdline())]
+    serving = []
+    for child in main.children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                serving.append(child)
+        except psutil.NoSuchProcess:  # a worker killed a moment ago, gone or not yet reaped
+            continue
+    return serving
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
