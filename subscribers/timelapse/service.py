@@ -225,9 +225,10 @@ class TimelapseService:
         try:
             recording.folder.add(bytes(frame.data), facts)
         except OSError as exc:
-            self._on_skip(trigger, "disk", _os_error(exc))
+            # The error first: whoever sees the skip counted (in /status) sees its cause too.
             self._error("store", f"cannot store a frame in {recording.folder.path}: {_os_error(exc)} "
                                  "(logged once until a frame is stored again; each one counted)")
+            self._on_skip(trigger, "disk", _os_error(exc))
             return
         if self._failures.recovered("store"):
             log.info("timelapse: frames are stored again in %s", recording.folder.path)
