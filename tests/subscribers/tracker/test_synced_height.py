@@ -86,7 +86,10 @@ def test_a_moving_box_s_height_comes_from_frames_captured_together(zmq_context, 
                 assert abs(obj["position_mm"]["z"] - BOXES[label].height_mm) < 3.0, obj
                 checked.setdefault(label, set()).add(obj["height_seen"])
         assert _three_each(checked), checked
-        status = _poll(sub, topics.status("tracker"), lambda s: s.state["cameras"]["2"]["pairs"] >= 3, 5.0)
+        # The status is published apart from the world: awaited until it has counted the nine.
+        status = _poll(sub, topics.status("tracker"),
+                       lambda s: s.state["cameras"]["2"]["pairs"] >= 3 and s.state["heights"]["synced"] >= 9,
+                       5.0)
         side = status.state["cameras"]["2"]
         assert side["paired_with"] == "0" and 0 <= side["last_pair_spread_ms"] <= TOLERANCE_S * 1e3
         assert status.state["heights"]["synced"] >= 9
