@@ -21,8 +21,8 @@ multiprocess mode keeps each worker's values in a file under one directory
 (`PROMETHEUS_MULTIPROC_DIR`, made by `share_between_workers()` before the workers start),
 and the worker that answers a scrape adds every worker's files up. The fabric's counters,
 which every worker sees alike but counts a little apart, are the largest of the workers'
-values instead, so that a counter never steps back between two scrapes answered by different
-workers.
+values instead — a dead worker's included — so that a counter never steps back between two
+scrapes answered by different workers, nor when workers die and start again.
 """
 
 from __future__ import annotations
@@ -149,14 +149,17 @@ class FabricCollector:
 
 class SharedFabricCounters:
     """The fabric's counters with several workers: each worker keeps its own view of them in
-    a shared file (a gauge, `livemax`), and a scrape shows the largest as a counter — so two
-    scrapes answered by different workers never see a counter step back."""
+    a shared file (a gauge, `max`), and a scrape shows the largest as a counter — so two
+    scrapes answered by different workers never see a counter step back. A worker that died
+    keeps its file (mode `max`, not `livemax`, which `worker_exited` would delete): its
+    replacement counts from 0, and the count it had reached is shown until the live ones pass
+    it."""
 
     def __init__(self, cache: FrameCache, path: str) -> None:
         self.cache = cache
         self.collector = multiprocess.MultiProcessCollector(None, path=path)
         self.gauges = {name: Gauge(name, help_text, ["camera"], registry=None,
-                                   multiprocess_mode="livemax")
+                                   multiprocess_mode="max")
                        for name, (help_text, _) in fabric_counters({}).items()}
 
     def sync(self) -> None:

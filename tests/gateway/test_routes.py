@@ -741,11 +741,26 @@ def test_metrics_count_the_requests_of_every_worker(tmp_path, node):
             # Frames flow only while a client wants the camera (subscriptions on demand).
             wait_until(lambda: get("/latest/0") is not None and scrape(get).get(received, 0) > 20,
                        timeout=15, what="frames counted")
-            workers = [child for child in psutil.Process(proc.pid).children()
-                       if "spawn_main" in " ".join(child.cmdline())]
-            workers[0].kill()
-            wait_until(lambda: both_workers_up() and scrape(get).get(received, 0) > 0, timeout=30,
-                       what="the worker replaced")
+            def worker_pids() -> set[int]:
+                pids = set()
+                for child in psutil.Process(proc.pid).children():
+                    try:
+                        alive = child.status() != psutil.STATUS_ZOMBIE
+                        if alive and "spawn_main" in " ".join(child.cmdline()):
+                            pids.add(child.pid)
+                    except psutil.NoSuchProcess:  # reaped while we looked
+                        pass
+                return pids
+
+            # Every worker dies at once: their replacements start counting at 0, and the count
+            # a scrape showed before is still the least any later scrape shows.
+            killed = worker_pids()
+            seen = scrape(get)[received]
+            for pid in killed:
+                psutil.Process(pid).kill()
+            wait_until(lambda: len(worker_pids() - killed) == 2 and both_workers_up(), timeout=30,
+                       what="both workers replaced")
+            assert scrape(get)[received] >= seen, "the frame counter stepped back after the workers died"
 
             def timed_scrape(_) -> tuple[float, float, float]:
                 get("/latest/0")  # keeps camera 0 wanted by whichever worker answers
