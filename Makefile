@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml $(LOCK)
 demo: $(STAMP)
 	$(BIN)/camfabric demo $(DEMO_ARGS)
 
+# The suite mostly waits (real clocks, sockets, child processes), so it runs in TEST_WORKERS
+# processes side by side even on 2 cores; `make test TEST_WORKERS=0` runs it in one.
+TEST_WORKERS ?= 4
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
