@@ -7,7 +7,9 @@ and encoding, as on a Pi); the gateway (one worker, as `camfabric gateway` runs 
 seed's design — `ThreadingHTTPServer` serving the cached JPEG, with TCP_NODELAY so that Nagle
 and delayed ACK do not stall its two writes (benchmarks/baseline_server.py) — subscribe to it
 and serve the same bytes. In each round every server in turn gets `--clients` processes asking
-`GET /latest/0` on keep-alive connections as fast as they are answered; the rounds interleave
+`GET /latest/0` on keep-alive connections as fast as they are answered (a raw-socket client
+that costs a fraction of what either server spends per request, so that the servers are what
+is saturated, not the clients); the rounds interleave
 the servers, and the ratio gateway / seed is taken per round. Measured, not asserted; written
 to docs/benchmarks.md with the machine.
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import multiprocessing as mp
+import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +34,6 @@ from e2e import (  # noqa: I001
     REPO,
     H,
     W,
-    hammer_latest,
     machine,
     publish,
     start_node,
@@ -54,6 +57,44 @@ def started(argv: list[str], prefix: str) -> tuple[subprocess.Popen, int]:
     return proc, int(line.rsplit(":", 1)[1].strip().rstrip("/").split("/")[0].split()[0])
 
 
+REQUEST = b"GET /latest/0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)", re.IGNORECASE)
+
+
+def hammer_latest(port: int, seconds: float, warm_s: float, out: mp.Queue) -> None:
+    """As many `/latest/0` answers as one keep-alive connection gets, counted after the
+    warm-up; a raw socket doing as little as it can per request (send, read the head, read
+    Content-Length bytes), so that the servers and not the clients are what is saturated.
+    Puts (answers, answers that were not 200)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    count = failed = 0
+    buffer = b""
+    start = time.monotonic() + warm_s
+    end = start + seconds
+    while (now := time.monotonic()) < end:
+        sock.sendall(REQUEST)
+        while (head_end := buffer.find(b"\r\n\r\n")) < 0:
+            chunk = sock.recv(262144)
+            if not chunk:
+                raise SystemExit("the server closed the connection")
+            buffer += chunk
+        head = buffer[:head_end]
+        length = LENGTH.search(head)
+        need = head_end + 4 + (int(length.group(1)) if length else 0)
+        while len(buffer) < need:
+            chunk = sock.recv(max(262144, need - len(buffer)))
+            if not chunk:
+                raise SystemExit("the server closed the connection")
+            buffer += chunk
+        buffer = buffer[need:]
+        if now >= start:
+            count += 1
+            failed += not head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))
+    sock.close()
+    out.put((count, failed))
+
+
 def saturate(port: int, pid: int, seconds: float, clients: int) -> tuple[float, float]:
     """(requests per second, the server's CPU µs per request) with `clients` processes asking
     as fast as they are answered, over `seconds` after a warm-up."""
@@ -66,9 +107,12 @@ def saturate(port: int, pid: int, seconds: float, clients: int) -> tuple[float, 
     cpu = tree_cpu(pid)
     time.sleep(seconds)
     cpu = tree_cpu(pid) - cpu
-    total = sum(queue.get(timeout=seconds + 30) for _ in procs)
+    answers = [queue.get(timeout=seconds + 30) for _ in procs]
     for proc in procs:
         proc.join(10)
+    total = sum(count for count, _ in answers)
+    if failed := sum(bad for _, bad in answers):
+        raise SystemExit(f"{failed} of {total} answers were not 200")
     return total / seconds, cpu / max(total, 1) * 1e6
 
 
@@ -120,8 +164,8 @@ def main() -> int:
         f"    python3 benchmarks/latest_rps.py --rounds {args.rounds} --seconds {args.seconds:g} "
         f"--clients {args.clients}\n\n"
         f"Run {now} on: {machine()}. A capture node on the same host: {CAMS} synthetic cameras, "
-        f"{W}x{H}, {FPS} fps, drawing and encoding. `/latest/0` asked by {args.clients} client "
-        f"processes on keep-alive connections as fast as they are answered, {args.seconds:g} s per "
+        f"{W}x{H}, {FPS} fps, drawing and encoding. `/latest/0` asked by {args.clients} raw-socket "
+        f"client processes on keep-alive connections as fast as they are answered, {args.seconds:g} s per "
         f"server and round, the servers' order alternating. The hypervisor took "
         f"{stolen:.0%} of the CPU time (steal).\n\n"
         "| server | req/s per round | median | server CPU µs per request, per round | median |\n"
