@@ -4,13 +4,21 @@ A TCP connection whose far end lost power, or lost its connection state, sends n
 RST: without help the near end keeps it ESTABLISHED forever and never reconnects, so a camera
 whose host came back stays dark. `configure_link(sock)` gives every fabric socket three guards:
 
-- ZeroMQ heartbeats (ZMTP 3.1 PING/PONG, handled by libzmq's I/O thread, not by Python): a
-  PING every `HEARTBEAT_IVL_MS`; a connection that carried nothing, PONG included, for
-  `HEARTBEAT_TIMEOUT_MS` is closed, and ZeroMQ reconnects on its own. `HEARTBEAT_TTL_MS` asks
-  the peer to do the same towards us. A PING to a host that rebooted also draws the RST that
-  ends the dead connection at once.
-- TCP keepalive, for the same silence seen by the kernel (and by links where the peer speaks
-  an older ZMTP without heartbeats).
+- ZeroMQ heartbeats (ZMTP 3.1 PING/PONG, handled by libzmq's I/O thread, not by Python) on
+  the sending side (PUB, XPUB): a PING every `HEARTBEAT_IVL_MS`; a connection that carried
+  nothing, PONG included, for `HEARTBEAT_TIMEOUT_MS` is closed, and ZeroMQ reconnects on its
+  own. Receivers (SUB, XSUB) send no PINGs of their own: libzmq 4.3.5 aborts the process
+  ("Assertion failed: !_io_error", stream_engine_base.cpp) when a receiver's queue is full —
+  the program has not read it for a moment — and the peer resets the connection, because the
+  heartbeat timer then writes to the dead connection (zeromq/libzmq#4364, #4830; reproduced in
+  tests/protocol/test_link.py).
+- TCP keepalive, for the same silence seen by the kernel: a link that brought nothing for
+  `KEEPALIVE_IDLE_S` is probed every `KEEPALIVE_INTVL_S`; a peer that rebooted answers the first
+  probe with the RST that ends the dead connection at once. And on receivers a bound on
+  unacknowledged data (`ZMQ_TCP_MAXRT`, TCP_USER_TIMEOUT on Linux): what they send — a PONG, a
+  subscription — that goes unanswered for `UNACKED_MAX_MS` (a partition, a host without power)
+  closes the connection, which keepalive alone would not do while data is outstanding. So a
+  receiver notices a dead link within about 4 s, as the sender does by its heartbeats.
 
 - A connect timeout and a short reconnect interval, so a link that comes back is used within
   seconds. A dead connection is replaced by a new attempt, and during a partition each
@@ -42,30 +50,37 @@ HEARTBEAT_IVL_MS = 1000
 # link also counts as silence, hence not less than a few seconds.
 HEARTBEAT_TIMEOUT_MS = 4000
 HEARTBEAT_TTL_MS = 4000
-KEEPALIVE_IDLE_S = 5
+KEEPALIVE_IDLE_S = 2
 KEEPALIVE_INTVL_S = 1
 KEEPALIVE_CNT = 3
+UNACKED_MAX_MS = 4000
 # A LAN answers a SYN in milliseconds; a second is generous, and bounds how long an attempt
 # made while the path was down keeps waiting after it is back.
 CONNECT_TIMEOUT_MS = 1000
 RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 1000
+# The sockets that send PINGs; the others bound their unacknowledged data (module docstring).
+SENDERS = frozenset({zmq.PUB, zmq.XPUB})
 # A subscription message is a topic prefix: a few dozen bytes.
 MAX_SUBSCRIPTION = 1024
 
 
 def configure_link(sock: zmq.Socket, *, max_message: int | None = MAX_PAYLOAD) -> None:
-    """Set heartbeats, TCP keepalive, the connect timeout and reconnect interval, and (when
-    `max_message` is given) ZMQ_MAXMSGSIZE on `sock`.
+    """Set heartbeats (on a PUB or XPUB) or the bound on unacknowledged data (on others), TCP
+    keepalive, the connect timeout and reconnect interval, and (when `max_message` is given)
+    ZMQ_MAXMSGSIZE on `sock`.
 
     Call it before `bind`/`connect`: libzmq copies the options into each new connection.
     """
     sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TTL_MS)
+    if sock.type in SENDERS:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TTL_MS)
+    else:
+        sock.setsockopt(zmq.TCP_MAXRT, UNACKED_MAX_MS)
     sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
     sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
     sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTVL_S)

@@ -117,6 +117,12 @@ class NetnsHost:
         (another network card, or a randomised one) while our neighbour entry still holds
         the old one."""
         if new_mac:
+            # A host announces its address when it comes up (a gratuitous ARP: the DHCP client or
+            # the kernel's arp_notify), and an existing neighbour entry takes the new MAC from it.
+            # Without one our entry keeps the old MAC until the kernel's own neighbour timers
+            # expire (up to about 50 s), whatever the application does.
+            subprocess.run(["ip", "netns", "exec", self.netns, "sysctl", "-qw",
+                            f"net.ipv4.conf.{self.veth_peer}.arp_notify=1"], check=True)
             mac = "02:" + ":".join(f"{random.randrange(256):02x}" for _ in range(5))
             _ip("link", "set", self.veth_peer, "address", mac, netns=self.netns)
         _ip("route", "del", "blackhole", f"{self.peer}/32", netns=self.netns, check=False)
