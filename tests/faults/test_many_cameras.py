@@ -31,7 +31,7 @@ def node(zmq_context):
     made = CaptureNode(NodeConfig(name="wide", publish="tcp://127.0.0.1:0", cameras=cameras),
                        zmq_context).start()
     yield made
-    made.stop()
+    made.stop(timeout=10.0)  # 64 cameras' threads, each perhaps still opening its source
 
 
 def connected_at_gateway(client: falcon.testing.TestClient) -> set[int]:

@@ -49,8 +49,10 @@ def gateway_of(zmq_context):
 
 
 def test_a_restarted_node_with_another_camera_set_is_the_truth_within_seconds(
-        zmq_context, gateway_of):
-    first = start_node(zmq_context, "tcp://127.0.0.1:0", (0, 1, 2))
+        zmq_context, gateway_of, ipc_endpoint):
+    # The node restarts where it was: on a Unix socket, which nothing else can take meanwhile
+    # (a TCP port freed by the first run may be any other program's next connection).
+    first = start_node(zmq_context, ipc_endpoint, (0, 1, 2))
     endpoint = first.endpoint
     client = gateway_of(endpoint)
     try:
