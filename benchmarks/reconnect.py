@@ -86,9 +86,10 @@ def main() -> int:
 while the link stays up (every SYN goes unanswered), then comes back; seconds from then to the
 first frame captured after it. "without": no `ZMQ_CONNECT_TIMEOUT`, as before; "with": the
 1 s connect timeout and reconnect within 1 s that `protocol/link.py` sets on every socket.
-A host that comes back with a new MAC address announces it (Linux sends an ARP on the change,
-as a booting host does), so our neighbour entry is right again at once: what is left is the
-SYN retransmit timer, which the connect timeout cuts short.
+A host that comes back with a new MAC address announces it (a gratuitous ARP, as a booting
+host's DHCP client or the kernel's arp_notify sends), so our neighbour entry is right again at
+once: what is left is the SYN retransmit timer, which the connect timeout cuts short. (One that
+does not announce is reached only when the kernel's neighbour entry expires, up to ~50 s.)
 
 | host comes back with | fabric | robot's Subscriber (s) | gateway (s) |
 |---|---|---|---|
