@@ -716,8 +716,7 @@ def main() -> int:
     parser.add_argument("--abuse", action="store_true",
                         help="only the abuse run: /latest with and without idle sockets, a "
                              "slowloris and slow readers, against a 1-worker gateway")
-    parser.add_argument("--out", type=Path, help="write the report to this file as well")
-    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    add_report_options(parser)
     args = parser.parse_args()
 
     ready, stop = mp.Event(), mp.Event()
@@ -837,6 +836,12 @@ def main_abuse(args: argparse.Namespace, endpoint: str, stop: Any, driver: Any) 
     report = render_abuse("camfabric gateway, 1 worker (default settings)", rows, args.seconds)
     publish(args, report, "e2e-abuse", "/latest under HTTP abuse (`benchmarks/e2e.py --abuse`)")
     return 0
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    """`--out` and `--no-write`, which `publish` reads."""
+    parser.add_argument("--out", type=Path, help="write the report to this file as well")
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
 
 
 def publish(args: argparse.Namespace, report: str, section: str, title: str) -> None:

@@ -34,6 +34,7 @@ from e2e import (  # noqa: I001
     REPO,
     H,
     W,
+    add_report_options,
     machine,
     publish,
     start_node,
@@ -121,8 +122,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per server and round")
     parser.add_argument("--clients", type=int, default=4, help="client processes asking at once")
-    parser.add_argument("--out", type=Path, help="write the report to this file as well")
-    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    add_report_options(parser)
     args = parser.parse_args()
     steal_start = stolen_share()
     rps: dict[str, list[float]] = {GATEWAY: [], SEED: []}

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import requests
-from e2e import REPO, machine, pct, publish, stolen_share  # noqa: I001
+from e2e import REPO, add_report_options, machine, pct, publish, stolen_share  # noqa: I001
 
 from camfabric.protocol import Frame, Meta, Publisher
 
@@ -83,8 +83,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=500, help="/latest requests timed per round and case")
     parser.add_argument("--loops", type=int, default=24, help="/snap loops on the stalled camera")
-    parser.add_argument("--out", type=Path, help="write the report to this file as well")
-    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    add_report_options(parser)
     args = parser.parse_args()
     steal_start = stolen_share()
     jpeg = cv2.imencode(".jpg", np.full((480, 640, 3), 128, np.uint8))[1].tobytes()
