@@ -9,9 +9,11 @@ publisher sends them), so a node's 64 heartbeats pass the proxy as they pass the
 Subscriptions are where libzmq's own proxy (`zmq.proxy`, `zmq.proxy_steerable`) falls short:
 XSUB forwards every subscribe but only the *last* unsubscribe of a topic (its own count must
 reach zero), so after two subscribers came and went a node still counted one and kept
-encoding for nobody. This proxy therefore runs its own loop and keeps its own count per
-topic from the XPUB's verbose events, and towards the nodes it stands for exactly one
-subscriber per topic:
+encoding for nobody. This proxy therefore runs its own loop on the XPUB's events — every
+subscribe (XPUB_VERBOSE), and a topic's unsubscribe only once its last subscriber left (a
+plain SUB socket that subscribed to a topic twice also sends one unsubscribe only, so
+counting messages would never come back to zero) — and towards the nodes it stands for
+exactly one subscriber per topic:
 
 - the first subscriber of a topic → subscribe upstream;
 - each further subscriber → unsubscribe and subscribe again upstream, so the node sees a new
@@ -99,7 +101,8 @@ class FabricProxy(Background):
         self.context = context or zmq.Context.instance()
         self.endpoint = config.publish
         self.forwarded = 0
-        self.subscribers: Counter[bytes] = Counter()  # downstream subscribers per topic
+        # Subscriptions per topic since its first subscriber came, while anyone is subscribed.
+        self.subscribers: Counter[bytes] = Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -127,8 +130,7 @@ class FabricProxy(Background):
                 sock.linger = 0
             xsub.rcvhwm = self.config.sndhwm
             xpub.sndhwm = self.config.sndhwm
-            xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
-            xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
+            xpub.setsockopt(zmq.XPUB_VERBOSE, 1)  # not VERBOSER: see the module docstring
             # Liveness on both hops: an upstream node whose host lost power is dropped and
             # reconnected (XSUB then sends its subscriptions again), a dead subscriber too; a
             # node that came back is reached again within seconds, as a Subscriber does.
@@ -186,11 +188,9 @@ class FabricProxy(Background):
                 if self.subscribers[topic] > 1:
                     xsub.send(b"\x00" + topic)  # XSUB passes it: its own count drops to zero
                 xsub.send(b"\x01" + topic)
-            elif self.subscribers[topic] > 0:
-                self.subscribers[topic] -= 1
-                if self.subscribers[topic] == 0:
-                    del self.subscribers[topic]
-                    xsub.send(b"\x00" + topic)
+            elif topic in self.subscribers:  # the topic's last subscriber left
+                del self.subscribers[topic]
+                xsub.send(b"\x00" + topic)
 
     def _pump(self, source: zmq.Socket, outlet: Outlet) -> None:
         for _ in range(256):

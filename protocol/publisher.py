@@ -102,8 +102,9 @@ class Publisher(Background):
         self.replay_max_age_s = replay_max_age_s
         self.clock = clock
         self.max_subscriptions = max_subscriptions
-        # prefix -> number of subscribers; read without a lock by wants() (dict lookups are
-        # atomic), written only by the owner thread.
+        # prefix -> subscriptions received since it was first subscribed (present while anyone
+        # is subscribed); read without a lock by wants() (dict lookups are atomic), written
+        # only by the owner thread.
         self._subscriptions: dict[bytes, int] = {}
         self._unknown: set[bytes] = set()  # those beyond what this publisher sends (capped)
         self.ignored_subscriptions = 0
@@ -192,8 +193,10 @@ class Publisher(Background):
             xpub = self.context.socket(zmq.XPUB)
             xpub.linger = 0
             xpub.sndhwm = self.sndhwm
+            # Every subscription (each one is answered from the cache), but an unsubscription
+            # only when a topic's last subscriber left: libzmq's SUB sends each subscribe yet
+            # only its last unsubscribe, so counting messages would never come back to zero.
             xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
-            xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
             configure_link(xpub, max_message=MAX_SUBSCRIPTION)
             if self.curve is not None:
                 auth = secure_server(xpub, self.curve, self.context, self.log)
@@ -280,13 +283,10 @@ class Publisher(Background):
                 if prefix not in fresh:
                     fresh.append(prefix)
                 self._subscriptions[prefix] = count + 1
-            elif count > 0:
-                if count == 1:
-                    del self._subscriptions[prefix]
-                    self._unknown.discard(prefix)
-                    changed = True
-                else:
-                    self._subscriptions[prefix] = count - 1
+            elif count > 0:  # the XPUB says so only when the topic's last subscriber left
+                del self._subscriptions[prefix]
+                self._unknown.discard(prefix)
+                changed = True
         if changed:
             with self._active_changed:
                 self._active_changed.notify_all()

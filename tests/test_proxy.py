@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import zmq
 
 from camfabric import protocol
 from camfabric.capture_node.config import CameraConfig, NodeConfig
@@ -75,6 +76,29 @@ def test_subscribers_that_leave_through_the_proxy_stop_the_nodes_encoding(zmq_co
         time.sleep(1.0)
         assert encodes(beats) == frozen
     assert proxy.subscribers[jpeg] == 0
+
+
+def test_a_socket_that_subscribed_twice_and_left_stops_the_nodes_encoding_through_the_proxy(
+        zmq_context):
+    # libzmq's SUB sends each subscribe but only its last unsubscribe: the proxy must not count
+    # the messages, or the node would encode for nobody after this one client left.
+    config = NodeConfig(name="n", publish=ANY_PORT,
+                        cameras=(CameraConfig(id=0, resolution=(64, 48), fps=20),))
+    with CaptureNode(config, zmq_context) as node, \
+            FabricProxy(ProxyConfig(upstream=[node.endpoint], publish="tcp://127.0.0.1:0"),
+                        context=zmq_context) as proxy:
+        jpeg = topics.frame(0, "jpeg")
+        raw = zmq_context.socket(zmq.SUB)
+        raw.linger = 0
+        raw.connect(proxy.endpoint)
+        raw.setsockopt(zmq.SUBSCRIBE, jpeg)
+        raw.setsockopt(zmq.SUBSCRIBE, jpeg)
+        assert node.publisher.wait_for_subscriber(jpeg, timeout=5)
+        assert raw.poll(5000), "no frame through the proxy"
+        raw.setsockopt(zmq.UNSUBSCRIBE, jpeg)
+        raw.setsockopt(zmq.UNSUBSCRIBE, jpeg)
+        assert node.publisher.wait_for_no_subscriber(jpeg, timeout=5)
+        raw.close()
 
 
 def test_the_subscriber_side_curve_keys_load_from_the_config(tmp_path):

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import numpy as np
 import psutil
 import pytest
+import zmq
 
 from camfabric import protocol
 from camfabric.protocol import topics, wire
@@ -460,6 +461,35 @@ def test_on_demand_subscribes_while_wanted_and_leaves_after_idle(zmq_context):
         sub.release(0)
         clock.advance(0.6)
         assert publisher.wait_for_no_subscriber(jpeg, timeout=3)
+
+
+def test_a_topic_is_unwanted_once_every_subscriber_left_however_often_each_subscribed(
+        publisher, zmq_context):
+    # Robot code on plain pyzmq may subscribe one socket to a topic twice. libzmq's SUB then
+    # sends both subscriptions but only the last unsubscription (its own count must reach
+    # zero; zmq_setsockopt(3): "subscriptions ... are counted"), so a publisher that counted
+    # the messages would want the topic forever and the node would encode for nobody.
+    jpeg = topics.frame(0, "jpeg")
+    publisher.publish(protocol.Meta(cam=0, node="n1", registry={}, health={}))
+    a, b = (zmq_context.socket(zmq.SUB) for _ in range(2))
+    for sock in (a, b):
+        sock.linger = 0
+        sock.connect(publisher.endpoint)
+    a.setsockopt(zmq.SUBSCRIBE, jpeg)
+    a.setsockopt(zmq.SUBSCRIBE, jpeg)
+    b.setsockopt(zmq.SUBSCRIBE, jpeg)
+    assert publisher.wait_for_subscriber(jpeg, timeout=3)
+    a.setsockopt(zmq.UNSUBSCRIBE, jpeg)
+    a.setsockopt(zmq.UNSUBSCRIBE, jpeg)
+    time.sleep(0.3)  # a's unsubscription has arrived by now
+    assert publisher.wants(jpeg)  # b is still there
+    b.setsockopt(zmq.UNSUBSCRIBE, jpeg)
+    assert publisher.wait_for_no_subscriber(jpeg, timeout=3)
+    a.setsockopt(zmq.SUBSCRIBE, jpeg)
+    assert publisher.wait_for_subscriber(jpeg, timeout=3)
+    a.close()  # a subscriber that goes away without unsubscribing
+    assert publisher.wait_for_no_subscriber(jpeg, timeout=3)
+    b.close()
 
 
 def test_subscribers_made_and_closed_on_many_threads_at_once(publisher, zmq_context):
