@@ -27,6 +27,7 @@ scrapes answered by different workers, nor when workers die and start again.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -147,6 +148,21 @@ class FabricCollector:
                 yield family
 
 
+def readable_files(path: str) -> list[str]:
+    """The workers' files in `path` that can be read now. prometheus-client's MultiProcessCollector
+    reads every file; but a worker that is starting creates its file empty and sizes it a
+    moment later, and a file read in between fails the whole scrape (a 500). An empty file holds
+    no series yet: leave it out until it has its size."""
+    files = []
+    for name in glob.glob(os.path.join(path, "*.db")):
+        try:
+            if os.path.getsize(name) > 0:
+                files.append(name)
+        except FileNotFoundError:  # a dead worker's live gauges, removed meanwhile
+            pass
+    return files
+
+
 class SharedFabricCounters:
     """The fabric's counters with several workers: each worker keeps its own view of them in
     a shared file (a gauge, `max`), and a scrape shows the largest as a counter — so two
@@ -157,7 +173,7 @@ class SharedFabricCounters:
 
     def __init__(self, cache: FrameCache, path: str) -> None:
         self.cache = cache
-        self.collector = multiprocess.MultiProcessCollector(None, path=path)
+        self.path = path
         self.gauges = {name: Gauge(name, help_text, ["camera"], registry=None,
                                    multiprocess_mode="max")
                        for name, (help_text, _) in fabric_counters({}).items()}
@@ -169,7 +185,7 @@ class SharedFabricCounters:
 
     def collect(self) -> Iterator[Metric]:
         """Every worker's series from the shared files, the fabric counters typed as counters."""
-        for metric in self.collector.collect():
+        for metric in multiprocess.MultiProcessCollector.merge(readable_files(self.path)):
             if metric.name not in self.gauges:
                 yield metric
                 continue

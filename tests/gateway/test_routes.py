@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import falcon.testing
 import numpy as np
@@ -708,12 +709,18 @@ def test_metrics_count_streams_and_errors(make_gateway, node):
 def test_metrics_count_the_requests_of_every_worker(tmp_path, node):
     config = tmp_path / "gateway.toml"
     config.write_text(f'[gateway]\nport = 0\nsubscribe = ["{node.endpoint}"]\nworkers = 2\n')
-    proc = subprocess.Popen([sys.executable, "-m", "camfabric.cli", "gateway", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    log = tmp_path / "gateway.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "camfabric.cli", "gateway", "--config", str(config)],
+                                stdout=subprocess.PIPE, stderr=err, text=True)
     try:
         url = Output(proc.stdout).wait_for(f"camfabric gateway: ({URL})").group(1)
+
         def get(path: str) -> str:
-            return requests.get(url + path.lstrip("/"), timeout=10).text
+            answer = requests.get(url + path.lstrip("/"), timeout=10)
+            assert answer.status_code < 500, f"{path}: {answer.text}; the gateway's log:\n" + \
+                log.read_text()[-3000:]
+            return answer.text
 
         def both_workers_up() -> bool:
             try:
@@ -722,6 +729,14 @@ def test_metrics_count_the_requests_of_every_worker(tmp_path, node):
                 return False
 
         wait_until(both_workers_up, timeout=30, what="two workers serving")
+        # A worker that is just starting creates its file empty and sizes it a moment later:
+        # a scrape answered meanwhile by another worker still succeeds (it was a 500).
+        a_worker = next(child for child in psutil.Process(proc.pid).children()
+                        if "spawn_main" in " ".join(child.cmdline()))
+        shared = Path(a_worker.environ()["PROMETHEUS_MULTIPROC_DIR"])
+        (shared / "counter_4000000.db").touch()
+        (shared / "gauge_max_4000000.db").touch()
+        assert scrape(get)[("camfabric_gateway_workers", ())] == 2
         before = scrape(get).get(("camfabric_http_requests_total", (("route", "/cameras"),
                                                                     ("status", "200"))), 0)
         sent = 60
