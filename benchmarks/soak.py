@@ -102,6 +102,7 @@ class Tally:
     statuses: Counter = field(default_factory=Counter)
     errors_5xx: Counter = field(default_factory=Counter)  # (route kind, status)
     errors_5xx_live: int = 0
+    errors_5xx_live_seen: list[str] = field(default_factory=list)  # the first few, with their body
     stale_live: list[tuple[float, int, int]] = field(default_factory=list)  # (t, cam, age ms)
     silent_live: list[tuple[float, int, float]] = field(default_factory=list)  # (t, cam, gap s)
     latest_ok: int = 0
@@ -171,13 +172,17 @@ class Soak:
         self.dark.append((now, now + seconds))
 
     # -- readers -----------------------------------------------------------------------------
-    def count(self, kind: str, status: int) -> None:
+    def count(self, kind: str, answer: requests.Response) -> None:
+        status = answer.status_code
         with self.tally.lock:
             self.tally.statuses[status] += 1
             if status >= 500:
                 self.tally.errors_5xx[(kind, status)] += 1
                 if self.live():
                     self.tally.errors_5xx_live += 1
+                    if len(self.tally.errors_5xx_live_seen) < 5:
+                        self.tally.errors_5xx_live_seen.append(
+                            f"{self.elapsed():.0f} s {kind} {status}: {answer.text[:160]}")
 
     def latest_loop(self, cam: int) -> None:
         session = requests.Session()
@@ -188,7 +193,7 @@ class Soak:
                 with self.tally.lock:
                     self.tally.transport_errors += 1
                 continue
-            self.count("latest", answer.status_code)
+            self.count("latest", answer)
             if answer.status_code != 200:
                 continue
             age = int(answer.headers.get("X-Frame-Age-Ms", "0"))
@@ -203,7 +208,7 @@ class Soak:
         while not self.stop.is_set():
             try:
                 with requests.get(f"{self.url}/cam/{cam}", stream=True, timeout=10) as answer:
-                    self.count("stream", answer.status_code)
+                    self.count("stream", answer)
                     if answer.status_code != 200:
                         self.stop.wait(1.0)
                         continue
@@ -250,7 +255,7 @@ class Soak:
         def reader(cam: int) -> None:
             try:
                 with requests.get(f"{self.url}/cam/{cam}", stream=True, timeout=10) as answer:
-                    self.count("burst", answer.status_code)
+                    self.count("burst", answer)
                     if answer.status_code == 200:
                         accepted.append(cam)
                     deadline = time.monotonic() + 5
@@ -382,6 +387,7 @@ fault every minute in turn: {", ".join(f"{k} x{n}" for k, n in sorted(kinds.item
   parts: {tally.parts}; transport errors (connection dropped or refused, mostly by the faults):
   {tally.transport_errors}
 - 5xx: {errors}; of them outside the fault windows (camera live): {tally.errors_5xx_live}
+  {"; ".join(tally.errors_5xx_live_seen)}
 - stale served while live (a `/latest` 200 older than {STALE_S:g} s): {len(tally.stale_live)}
   {stale if stale else ""}; the oldest `/latest` served while live: {tally.max_age_ms_live} ms
 - streams silent > {SILENT_S:g} s while live: {len(tally.silent_live)} {silent if silent else ""}
