@@ -22,9 +22,17 @@ EVERY_S = 0.5
 
 
 def _ready(model: dict) -> bool:
-    """Every box has a velocity (two detections) and a height (parallax corrected)."""
+    """Every box has a velocity (two detections), and two of them a height (parallax corrected).
+
+    Not all three: in the side camera's view the front box hides the others' front markers for
+    long stretches, so when the first height of every box comes depends on where in its
+    cycle the scene (which runs on the wall clock) happens to be when the test starts. Measured
+    over the scene's 15-minute cycle, start by start: two boxes seen from the side within 17 s
+    at worst; all three within 45 s for only 90 % of the starts, 74 s at worst (a 45 s wait
+    for all three failed a CI run)."""
     objects = [o for o in model["objects"] if not o["stale"]]
-    return len(objects) == 3 and all(o["observations"] >= 2 and o["position_mm"]["z"] > 0 for o in objects)
+    return (len(objects) == 3 and all(o["observations"] >= 2 for o in objects)
+            and sum(o["position_mm"]["z"] > 0 for o in objects) >= 2)
 
 
 def test_world_read_every_half_second_is_where_the_boxes_are_then(zmq_context):
@@ -43,11 +51,11 @@ def test_world_read_every_half_second_is_where_the_boxes_are_then(zmq_context):
                 body = json.loads(conn.getresponse().read())
                 return body, (t0 + time.time()) / 2  # the scene runs on this host's wall clock
 
-            # Two detections per box (velocity) and a synced side view (height), at one turn per
+            # Two detections per box (velocity) and synced side views (heights), at one turn per
             # 2.25 s (the paid-API margin): within seconds here, slower on a loaded machine.
             deadline = time.monotonic() + 45.0
             while not _ready(read()[0]):
-                assert time.monotonic() < deadline, "the boxes never got a velocity and a height"
+                assert time.monotonic() < deadline, f"the boxes never got velocities and heights: {read()[0]}"
                 time.sleep(0.2)
             errors, held = [], []
             for _ in range(READS):
