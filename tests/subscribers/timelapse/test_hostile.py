@@ -13,6 +13,7 @@ from pathlib import Path
 
 import falcon.testing
 
+from camfabric import protocol
 from camfabric.gateway.app import create_app
 from camfabric.gateway.cache import FrameCache
 from camfabric.gateway.config import GatewayConfig
@@ -60,6 +61,10 @@ def _start_node(config: Path, log: Path) -> tuple[subprocess.Popen, str]:
                             cwd=REPO, stdout=handle, stderr=handle)
     found = wait_for(lambda: re.search(r"ready on ((?:tcp|ipc)://\S+)", log.read_text()), 30,
                      "the node to start")
+    # "ready" is said once the node publishes; its camera's first frame may come a while later
+    # on a loaded machine, and a layer's frame waits only frame_timeout_s (2 s) for it.
+    with protocol.Subscriber(found.group(1), cameras=[0]) as camera:
+        camera.latest(0, timeout=30)
     return proc, found.group(1)
 
 
