@@ -9,8 +9,10 @@
 One thread takes the jobs in order. For a trigger at T it subscribes the camera's JPEG at once
 (on demand: the node encodes nothing between triggers), waits until T + settle_s, and takes the
 first frame whose *capture* time, on this host's clock, is after that moment — never a cached
-frame from before — then releases the subscription. No such frame within `frame_timeout_s`:
-the frame is skipped ("no_frame"), logged once, and the print goes on.
+frame from before — then releases the subscription. That capture time is an estimate that may
+run late by a few milliseconds, so the frame must be past the moment by `ESTIMATE_MARGIN_S`
+(20 ms). No such frame within `frame_timeout_s`: the frame is skipped ("no_frame"), logged
+once, and the print goes on.
 
 Triggers never queue up: while one is being captured, a newer trigger of the same print
 replaces one still waiting, and the replaced one is skipped ("superseded"). A storm of layer
@@ -35,6 +37,13 @@ from ...runtime.logonce import LogOnce
 from .triggers import Trigger
 
 log = logging.getLogger(__name__)
+
+# A frame's capture time on this host is estimated from its arrival (`captured_locally_ns`),
+# and runs late by whatever part of every arrival is late: the link's quickest transit, and
+# the receiving thread waking late on a loaded host, which no baseline can see (over 1.7 ms in
+# one loaded process holding a node, Moonraker's fake and this service; 3.7 ms beside four busy
+# loops). A frame is taken only when its estimate is this much past its moment.
+ESTIMATE_MARGIN_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +127,7 @@ class FrameRecorder:
 
     def _capture(self, trigger: Trigger) -> None:
         due = trigger.t + self.settle_s
-        due_ns = int(due * 1e9)
+        due_ns = int((due + ESTIMATE_MARGIN_S) * 1e9)
         try:
             with self.subscriber.watching(self.cam):  # subscribed now: warm by the time it is due
                 if self._wait_until(due):
@@ -165,4 +174,4 @@ class FrameRecorder:
             log.debug("timelapse: camera %s not released: %s", self.cam, exc)
 
 
-__all__ = ["FrameRecorder"]
+__all__ = ["ESTIMATE_MARGIN_S", "FrameRecorder"]
