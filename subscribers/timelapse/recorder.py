@@ -127,14 +127,14 @@ class FrameRecorder:
 
     def _capture(self, trigger: Trigger) -> None:
         due = trigger.t + self.settle_s
-        due_ns = int((due + ESTIMATE_MARGIN_S) * 1e9)
+        after_ns = int((due + ESTIMATE_MARGIN_S) * 1e9)  # what the capture estimate must pass
         try:
             with self.subscriber.watching(self.cam):  # subscribed now: warm by the time it is due
                 if self._wait_until(due):
                     return
                 remaining = due + self.frame_timeout_s - self.clock.monotonic()
                 frame = self.subscriber.latest(self.cam, timeout=max(0.0, remaining),
-                                               captured_after_ns=due_ns)
+                                               captured_after_ns=after_ns)
         except ClosedError:
             return  # stopping
         except (FrameTimeout, UnknownCamera) as exc:
@@ -152,7 +152,7 @@ class FrameRecorder:
             self._release()
         if self._failures.recovered("no_frame"):
             log.info("timelapse: camera %s delivers frames again", self.cam)
-        if captured_locally_ns(frame) <= due_ns:  # the contract, checked where it is kept
+        if captured_locally_ns(frame) <= after_ns:  # the contract, checked where it is kept
             self.on_skip(trigger, "no_frame", "only a frame from before the trigger's moment came")
             return
         self.on_frame(trigger, frame)

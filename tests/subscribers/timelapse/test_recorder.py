@@ -21,6 +21,8 @@ from camfabric.protocol.subscriber import Subscriber
 from camfabric.subscribers.timelapse.recorder import ESTIMATE_MARGIN_S, FrameRecorder
 from camfabric.subscribers.timelapse.triggers import Trigger
 
+from .conftest import wait_for
+
 LATE_NS = 15_000_000  # every arrival stamped 15 ms late: three of the interpreter's switch intervals
 
 
@@ -49,9 +51,7 @@ def test_a_receiver_stamping_every_frame_15_ms_late_never_gets_a_frame_from_befo
             walls[index] = time.time_ns()
             trigger = Trigger("print", time.monotonic(), "interval", index)
             recorder.trigger(trigger)
-            deadline = time.monotonic() + 5
-            while len(taken) + len(skipped) <= index and time.monotonic() < deadline:
-                time.sleep(0.005)
+            wait_for(lambda n=index: len(taken) + len(skipped) > n, 5.0, f"trigger {index}'s frame")
         recorder.end("print", "complete")
         assert done.wait(5)
     finally:
